@@ -1,0 +1,376 @@
+"""Train an image classifier on CIFAR with noisy labels and track its susceptibility ζ every epoch.
+
+    python experiments.py --model resnet --filename run1 --modelfilename run1
+
+Each epoch: the susceptibility probe (one optimizer step on random-label data, then undone), one
+training epoch, and the test pass. The run record `results/<filename>_<model>_<epochs>_<lr>.csv` and
+the checkpoint `checkpoint/<modelfilename>_<model>_<epochs>_<lr>.pt` are rewritten atomically after
+every epoch; `--resume` continues an interrupted run exactly where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from tqdm import tqdm
+
+import datasets
+import records
+from models import MODELS, create_model
+from susceptibility import probe_step, running_susceptibility
+from training import NonFiniteLoss, evaluate, train_one_epoch
+
+CHECKPOINT_FORMAT = 1
+# Arguments that change where files go or how fast the run is, but not what it computes.
+OPERATIONAL_ARGS = {"resume", "overwrite", "device", "workers", "eval_batchsize", "data_dir",
+                    "results_dir", "checkpoint_dir", "filename", "modelfilename"}
+
+
+class UsageError(Exception):
+    """A problem with the command line or the files it names; reported as one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit code 2, never a usage dump."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see --help)")
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The reference flags with their defaults, plus data, device and run-management flags."""
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ref = p.add_argument_group("experiment (the reference code's flags)")
+    ref.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
+                     help=f"network: {', '.join(sorted(MODELS))}")
+    ref.add_argument("--scale", type=positive_float, default=1.0,
+                     help="width multiplier of every layer of the reference architecture")
+    ref.add_argument("--dataset", choices=sorted(datasets.CIFAR), default="cifar10")
+    ref.add_argument("--num_classes", type=int, default=None,
+                     help="number of classes (default: the dataset's; must match it)")
+    ref.add_argument("--numsamples", type=int, default=None,
+                     help="train on a seeded random subset of this many images (default: all)")
+    ref.add_argument("--batchsize", type=int, default=128, help="batch size of training and probe")
+    ref.add_argument("--corruptprob", type=float, default=0.5,
+                     help="probability that a training label is replaced by a uniformly random one")
+    ref.add_argument("--epochs", type=int, default=200,
+                     help="training epochs; the cosine schedule spans them")
+    ref.add_argument("--lr", type=positive_float, default=0.1, help="initial learning rate")
+    ref.add_argument("--filename", default="run", help="results file prefix")
+    ref.add_argument("--modelfilename", default=None, help="checkpoint prefix (default: --filename)")
+    ref.add_argument("--seed", type=int, default=123,
+                     help="fixes subset, noise, probe labels and batches, weights and augmentation")
+    run = p.add_argument_group("data, device and run management")
+    run.add_argument("--probe-source", choices=["train", "heldout"], default="train",
+                     help="images of the unlabeled probe set: the training subset relabelled at "
+                          "random (reference), or training images outside the subset")
+    run.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py")
+    run.add_argument("--data-path", choices=["device", "loader"], default="device",
+                     help="device: whole dataset on the compute device, augmented there; loader: "
+                          "torch DataLoader with PIL transforms in worker processes")
+    run.add_argument("--workers", type=int, default=4, help="DataLoader workers (--data-path loader)")
+    run.add_argument("--eval-batchsize", type=int, default=1000, help="batch size of the test pass")
+    run.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, else CPU), cpu, "
+                                                      "cuda, cuda:N or mps")
+    run.add_argument("--results-dir", default="results")
+    run.add_argument("--checkpoint-dir", default="checkpoint")
+    run.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="discard an existing run and start over")
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Reject values argparse cannot check by type alone."""
+    checks = [
+        (0 <= args.corruptprob <= 1, f"--corruptprob must be within [0, 1], got {args.corruptprob}"),
+        (args.batchsize >= 1, f"--batchsize must be at least 1, got {args.batchsize}"),
+        (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
+        (args.workers >= 0, f"--workers must be 0 or more, got {args.workers}"),
+        (args.eval_batchsize >= 1, f"--eval-batchsize must be at least 1, got {args.eval_batchsize}"),
+        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
+    ]
+    classes = datasets.CIFAR[args.dataset].num_classes
+    if args.num_classes is not None:
+        checks.append((args.num_classes == classes, f"--num_classes {args.num_classes} does not match "
+                       f"{args.dataset}, which has {classes} classes; leave it out"))
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    args.num_classes = classes
+    if args.modelfilename is None:
+        args.modelfilename = args.filename
+
+
+def select_device(name: str) -> torch.device:
+    """The compute device: `auto` takes CUDA, then Apple MPS, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise UsageError(f"--device {name} is not available on this machine; use --device auto")
+    return device
+
+
+def run_name(prefix: str, args: argparse.Namespace) -> str:
+    """The reference's file naming: <prefix>_<model>_<epochs>_<lr>."""
+    return f"{prefix}_{args.model}_{args.epochs}_{args.lr}"
+
+
+def run_defining_args(args: argparse.Namespace) -> dict:
+    """The arguments that determine the numbers a run produces (compared on --resume)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in OPERATIONAL_ARGS}
+
+
+def environment(device: torch.device) -> dict:
+    """Library versions and the device, for the run record."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "platform": platform.platform(), "device": str(device), "device_name": name,
+            "cpu_threads": torch.get_num_threads()}
+
+
+@dataclass
+class Paths:
+    record: Path
+    checkpoint: Path
+
+
+@dataclass
+class Run:
+    """Everything a training run holds between epochs."""
+
+    args: argparse.Namespace
+    device: torch.device
+    data: datasets.NoisyData
+    batches: datasets.DeviceBatches | datasets.LoaderBatches
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rows: list[dict]
+    meta: dict
+
+    @property
+    def generator_device(self) -> torch.device:
+        """Where the data path draws its random numbers: the DataLoader samples on the CPU."""
+        return self.device if self.args.data_path == "device" else torch.device("cpu")
+
+
+def build_run(args: argparse.Namespace, device: torch.device) -> Run:
+    """Data, labels, model, optimizer and schedule of a fresh run, all fixed by --seed."""
+    train, test = datasets.load_cifar(args.data_dir, args.dataset)
+    data = datasets.make_noisy_data(train, test, num_classes=args.num_classes,
+                                    numsamples=args.numsamples, corrupt_prob=args.corruptprob,
+                                    probe_source=args.probe_source, seed=args.seed)
+    if args.data_path == "device":
+        batches = datasets.DeviceBatches(data, device, args.batchsize, args.eval_batchsize)
+    else:
+        batches = datasets.LoaderBatches(data, device, args.batchsize, args.eval_batchsize, args.workers)
+    torch.manual_seed(datasets.derive_seed(args.seed, "init"))
+    model = create_model(args.model, args.scale, args.num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    meta = {
+        "run": {"name": run_name(args.filename, args), "checkpoint": run_name(args.modelfilename, args) + ".pt"},
+        "args": vars(args).copy(),
+        "environment": environment(device),
+        "data": {"dataset": args.dataset, "num_classes": args.num_classes,
+                 "train_images_available": len(train), "train_size": len(data.train_index),
+                 "test_size": len(test), "probe_source": args.probe_source,
+                 "probe_size": len(data.probe_index)},
+        "noise": {"type": "symmetric", "corrupt_prob": args.corruptprob, "ground_truth": True,
+                  **data.noise_summary()},
+    }
+    return Run(args, device, data, batches, model, optimizer, scheduler, [], meta)
+
+
+def checkpoint_state(run: Run, finished: bool) -> dict:
+    """Everything needed to continue the run.
+
+    Every random stream (shuffling, augmentation, probe batches, dropout) is derived from the seed
+    and the epoch number, so the seed and the epoch count are the run's whole RNG state.
+    """
+    d = run.data
+    as_tensor = torch.as_tensor
+    return {
+        "format": CHECKPOINT_FORMAT, "args": run_defining_args(run.args),
+        "epochs_completed": len(run.rows), "finished": finished,
+        "rng": {"seed": run.args.seed, "next_epoch": len(run.rows)},
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "rows": run.rows,
+        "labels": {"train_index": as_tensor(d.train_index), "assigned": as_tensor(d.assigned_labels),
+                   "true": as_tensor(d.true_labels), "probe_index": as_tensor(d.probe_index),
+                   "probe_labels": as_tensor(d.probe_labels)},
+    }
+
+
+def restore(run: Run, state: dict, path: Path) -> None:
+    """Load a checkpoint into a freshly built run after checking it belongs to the same run."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a checkpoint of this program; use --overwrite to start over")
+    differing = {k: (state["args"].get(k), v) for k, v in run_defining_args(run.args).items()
+                 if state["args"].get(k) != v}
+    if differing:
+        described = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differing.items())
+        raise UsageError(f"{path} was made with other arguments ({described}); repeat the original "
+                         f"command with --resume, or start over with --overwrite")
+    current = checkpoint_state(run, False)["labels"]
+    if any(not torch.equal(current[k], state["labels"][k].cpu()) for k in current):
+        raise UsageError(f"the data in {run.args.data_dir} differ from those {path} was trained on; "
+                         f"point --data-dir at the original data")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.rows = list(state["rows"])
+
+
+def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> None:
+    """Rewrite the run record with every completed epoch and the run's status."""
+    status = {"epochs_completed": len(run.rows), "epochs_planned": run.args.epochs,
+              "finished": len(run.rows) == run.args.epochs, "stopped_because": stopped_because}
+    records.write_record(paths.record, records.RunRecord({**run.meta, "status": status}, run.rows))
+
+
+def train_epoch(run: Run, epoch: int) -> dict:
+    """Probe, train and test for one epoch; return its row of the run record."""
+    args, started = run.args, time.perf_counter()
+    lr = run.optimizer.param_groups[0]["lr"]
+    probe_generator = datasets.torch_generator(args.seed, run.generator_device, "probe", epoch)
+    images, labels = run.batches.probe_batch(probe_generator)
+    phi_before, phi_after = probe_step(run.model, run.optimizer, images, labels,
+                                       seed=datasets.derive_seed(args.seed, "probe-dropout", epoch))
+    torch.manual_seed(datasets.derive_seed(args.seed, "train-dropout", epoch))
+    train_generator = datasets.torch_generator(args.seed, run.generator_device, "train", epoch)
+    with tqdm(total=run.batches.train_batch_count(), desc=f"epoch {epoch}", leave=False,
+              unit="batch", disable=None) as bar:
+        train = train_one_epoch(run.model, run.optimizer, run.batches.train_batches(train_generator), bar)
+    test = evaluate(run.model, run.batches.test_batches())
+    run.scheduler.step()
+    row = {"epoch": epoch, "lr": lr, "phi_before": phi_before.item(), "phi_after": phi_after.item(),
+           **train, **test, "seconds": time.perf_counter() - started}
+    zeta = running_susceptibility([r["phi_before"] for r in run.rows] + [row["phi_before"]],
+                                  [r["phi_after"] for r in run.rows] + [row["phi_after"]])
+    row["susceptibility"] = zeta[-1]
+    return row
+
+
+def summary_line(row: dict, epochs: int) -> str:
+    """One line per epoch with the key metrics."""
+    return (f"epoch {row['epoch'] + 1:>4}/{epochs}  lr {row['lr']:.4g}  "
+            f"train {row['train_acc']:6.2f}%  clean {row['train_clean_acc']:6.2f}%  "
+            f"noisy {row['train_noisy_acc']:6.2f}%  test {row['test_acc']:6.2f}%  "
+            f"zeta {row['susceptibility']:.4f}  ({row['seconds']:.1f} s)")
+
+
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def prepare_paths(args: argparse.Namespace) -> Paths:
+    """The record and checkpoint paths, refusing to clobber an existing run by accident."""
+    paths = Paths(Path(args.results_dir) / (run_name(args.filename, args) + records.SUFFIX),
+                  Path(args.checkpoint_dir) / (run_name(args.modelfilename, args) + ".pt"))
+    if paths.record.exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{paths.record} already exists; add --resume to continue that run or "
+                         f"--overwrite to start it over")
+    if args.resume and paths.record.exists() and not paths.checkpoint.exists():
+        raise UsageError(f"cannot resume: {paths.record} exists but its checkpoint {paths.checkpoint} "
+                         f"is missing; use --overwrite to start over")
+    return paths
+
+
+def start(args: argparse.Namespace) -> tuple[Run, Paths]:
+    """Build the run, loading its checkpoint when resuming."""
+    paths = prepare_paths(args)
+    device = select_device(args.device)
+    run = build_run(args, device)
+    if args.resume and paths.checkpoint.exists():
+        restore(run, records.load_checkpoint(paths.checkpoint, device), paths.checkpoint)
+        print(f"resuming {paths.record.name} after epoch {len(run.rows)} of {args.epochs}")
+    return run, paths
+
+
+def train(run: Run, paths: Paths, argv: list[str]) -> int:
+    """The epoch loop; returns the process exit code."""
+    args = run.args
+    print(f"{run.meta['run']['name']}: {args.model} x{args.scale} on {len(run.data.train_index)} "
+          f"{args.dataset} images, {run.meta['noise']['fraction_wrong']:.1%} wrong labels, "
+          f"device {run.device}")
+    try:
+        for epoch in range(len(run.rows), args.epochs):
+            row = train_epoch(run, epoch)
+            run.rows.append(row)
+            records.save_checkpoint(paths.checkpoint, checkpoint_state(run, epoch + 1 == args.epochs))
+            write_record(run, paths)
+            tqdm.write(summary_line(row, args.epochs))
+    except NonFiniteLoss as error:
+        reason = f"non-finite training loss in epoch {len(run.rows)} ({error})"
+        write_record(run, paths, stopped_because=reason)
+        print(f"stopped: {reason}; try a lower --lr. The {len(run.rows)} completed epochs are kept "
+              f"in {paths.record} and {paths.checkpoint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        command = " ".join(shlex.quote(a) for a in ["python", "experiments.py", *argv] if a != "--overwrite")
+        suffix = "" if "--resume" in argv else " --resume"
+        print(f"\ninterrupted: {len(run.rows)} of {args.epochs} epochs are saved in {paths.record}; "
+              f"continue with: {command}{suffix}", file=sys.stderr)
+        return 130
+    print(f"done: {paths.record} and the final model in {paths.checkpoint}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the experiment the command line describes; return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # SIGTERM (a scheduler's stop) ends the run like Ctrl-C
+        previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        args = build_parser().parse_args(argv)
+        validate(args)
+        run, paths = start(args)
+        if len(run.rows) == args.epochs:
+            write_record(run, paths)
+            print(f"{paths.record} is already complete ({args.epochs} epochs)")
+            return 0
+        return train(run, paths, argv)
+    except (UsageError, datasets.DataError) as error:
+        print(f"experiments.py: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted before the first epoch; nothing was changed", file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

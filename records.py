@@ -1,0 +1,128 @@
+"""Run records and checkpoints on disk, always written atomically.
+
+A run record is a CSV file that a text editor and `pandas.read_csv(path, comment="#")` both open:
+commented header lines `# <section>: <json>` describe the run (arguments, environment, data, noise,
+status), then one row per epoch with the columns of `COLUMNS`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+SUFFIX = ".csv"
+
+COLUMNS = [
+    "epoch",             # 0-based; the probe runs at the start of the epoch, before its training
+    "lr",                # learning rate used during this epoch
+    "phi_before",        # random-label loss of the probe batch before the probe step
+    "phi_after",         # the same loss after one optimizer step on it
+    "susceptibility",    # zeta: mean of phi_before - phi_after over epochs 1..epoch (paper)
+    "train_loss", "train_acc",              # on the fly, augmented batches, train mode
+    "train_clean_loss", "train_clean_acc",  # samples whose assigned label is the true one
+    "train_noisy_loss", "train_noisy_acc",  # samples whose assigned label is wrong
+    "test_loss", "test_acc",
+    "seconds",           # wall time of the epoch: probe, training and test
+]
+TIMING_COLUMNS = ("seconds",)
+
+
+@dataclass
+class RunRecord:
+    """The header sections and the per-epoch rows of one run."""
+
+    meta: dict = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Write a file through `write(binary_file)` into a temporary sibling, then rename it over `path`.
+
+    A crash or Ctrl-C at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def format_value(value) -> str:
+    """A CSV cell: integers as such, floats at full precision, missing values as empty cells."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def render_record(record: RunRecord) -> str:
+    """The text of a run record."""
+    out = io.StringIO()
+    out.write(f"# run record of experiments.py; read with records.read_record or "
+              f"pandas.read_csv(path, comment='#')\n")
+    out.write(f"# format: {FORMAT_VERSION}\n")
+    for section, value in record.meta.items():
+        out.write(f"# {section}: {json.dumps(value, sort_keys=True)}\n")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in record.rows:
+        writer.writerow([format_value(row.get(column)) for column in COLUMNS])
+    return out.getvalue()
+
+
+def write_record(path: str | Path, record: RunRecord) -> None:
+    """Atomically (re)write the run record at `path`."""
+    text = render_record(record).encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+def parse_value(cell: str) -> float | int | None:
+    if cell == "":
+        return math.nan
+    number = float(cell)
+    return int(number) if number.is_integer() and "." not in cell and "e" not in cell else number
+
+
+def read_record(path: str | Path) -> RunRecord:
+    """Read a run record written by `write_record`; raises ValueError if it is not one."""
+    meta, table = {}, []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("# "):
+                key, sep, value = line[2:].partition(": ")
+                if sep:  # the first line is a title, without a "key: " part
+                    meta[key] = json.loads(value)
+            elif line.strip():
+                table.append(line)
+    if meta.get("format") != FORMAT_VERSION or not table:
+        raise ValueError(f"{path} is not a run record of format {FORMAT_VERSION}")
+    reader = csv.DictReader(table)
+    rows = [{key: parse_value(cell) for key, cell in row.items()} for row in reader]
+    meta.pop("format")
+    return RunRecord(meta, rows)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically save a checkpoint dictionary with torch.save."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """Load a checkpoint written by `save_checkpoint` without executing pickled code."""
+    return torch.load(path, map_location=device, weights_only=True)

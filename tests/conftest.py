@@ -1,0 +1,65 @@
+"""Shared fixtures: small synthetic datasets in the official CIFAR python format, and the real subset."""
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows of 3072 uint8 values whose colour and a bright square depend on the class, plus noise,
+    so that a tiny network can learn them."""
+    n = len(labels)
+    images = rng.integers(0, 64, size=(n, 3, 32, 32)).astype(np.int64)
+    palette = np.random.default_rng(1234).integers(0, 160, size=(100, 3))  # same in every batch
+    images += palette[labels][:, :, None, None]
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label) % 16, 4)
+        images[i, :, row * 8:row * 8 + 8, col * 8:col * 8 + 8] = 255
+    return images.clip(0, 255).astype(np.uint8).reshape(n, 3072)
+
+
+def write_cifar(root: Path, train_per_batch: int, test_size: int, num_classes: int = 10,
+                seed: int = 0, batches: int = 5) -> Path:
+    """Write a CIFAR-10 style `cifar-10-batches-py` folder under `root` and return `root`."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, count: int) -> None:
+        labels = rng.integers(0, num_classes, count)
+        batch = {"batch_label": name, "labels": labels.tolist(),
+                 "data": synthetic_images(labels, rng), "filenames": [f"{i}.png" for i in range(count)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+
+    for i in range(1, batches + 1):
+        dump(f"data_batch_{i}", train_per_batch)
+    dump("test_batch", test_size)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(num_classes)]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_cifar10(tmp_path_factory) -> Path:
+    """A data dir holding a 300-image training set (5 batches of 60) and a 100-image test set."""
+    return write_cifar(tmp_path_factory.mktemp("data"), train_per_batch=60, test_size=100)
+
+
+@pytest.fixture(scope="session")
+def real_cifar10() -> Path:
+    """The real CIFAR-10 subset of ../shared/data; tests using it are skipped where it is absent."""
+    if not (SHARED_DATA / "cifar-10-batches-py").is_dir():
+        pytest.skip("the real CIFAR-10 subset (../shared/data) is not present")
+    return SHARED_DATA

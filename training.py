@@ -1,0 +1,85 @@
+"""One training epoch and one test pass, with clean/noisy bookkeeping kept on the device.
+
+Metrics are accumulated as device tensors and read once per epoch, so no step waits for the host.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from datasets import TrainBatch
+
+CLEAN, NOISY = 0, 1
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the run diverged."""
+
+
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 sums where the device has them (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def split_sums(sums: torch.Tensor) -> dict[str, float]:
+    """Per-group [loss sum, correct, count] rows to mean losses and accuracies in percent.
+
+    Row CLEAN holds samples whose assigned label is the true one, row NOISY the others; a group
+    without samples gets NaN.
+    """
+    loss, correct, count = sums.sum(0).tolist()
+    metrics = {"train_loss": loss / count, "train_acc": 100.0 * correct / count}
+    for name, row in (("clean", CLEAN), ("noisy", NOISY)):
+        loss, correct, count = sums[row].tolist()
+        metrics[f"train_{name}_loss"] = loss / count if count else math.nan
+        metrics[f"train_{name}_acc"] = 100.0 * correct / count if count else math.nan
+    return metrics
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[TrainBatch],
+                    progress: Iterator | None = None) -> dict[str, float]:
+    """Train on every batch once; return loss and accuracy over all, clean and noisy samples.
+
+    Like the reference, the figures are measured on the fly on augmented batches in train mode.
+    `progress`, if given, is advanced once per batch.
+    """
+    model.train()
+    sums = None
+    for batch in batches:
+        logits = model(batch.images)
+        per_sample = F.cross_entropy(logits, batch.assigned, reduction="none")
+        optimizer.zero_grad(set_to_none=True)
+        per_sample.mean().backward()
+        optimizer.step()
+        if sums is None:
+            sums = torch.zeros(2, 3, dtype=accumulator_dtype(logits.device), device=logits.device)
+        hits = (logits.detach().argmax(1) == batch.assigned).to(sums.dtype)
+        noisy = (batch.assigned != batch.true).long()
+        sums.index_add_(0, noisy, torch.stack([per_sample.detach().to(sums.dtype), hits,
+                                               torch.ones_like(hits)], 1))
+        if progress is not None:
+            progress.update(1)
+    metrics = split_sums(sums)
+    if not math.isfinite(metrics["train_loss"]):
+        raise NonFiniteLoss(f"training loss is {metrics['train_loss']}")
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Mean cross-entropy and accuracy (percent) on clean labelled data, network in eval mode."""
+    model.eval()
+    sums = None
+    for images, labels in batches:
+        logits = model(images)
+        if sums is None:
+            sums = torch.zeros(3, dtype=accumulator_dtype(logits.device), device=logits.device)
+        sums[0] += F.cross_entropy(logits, labels, reduction="sum")
+        sums[1] += (logits.argmax(1) == labels).sum()
+        sums[2] += len(labels)
+    loss, correct, count = sums.tolist()
+    return {"test_loss": loss / count, "test_acc": 100.0 * correct / count}
