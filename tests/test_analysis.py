@@ -1,0 +1,263 @@
+"""analysis.py on constructed run records whose answers can be worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+import records
+
+# name: (training accuracy, zeta, test accuracy) at the last epoch. Means: training accuracy 57.5,
+# zeta 21.5 / 6; regions a, c: 1; b: 2; d: 3; e, f: 4.
+SELECTION_RUNS = {
+    "a": (90.0, 1.0, 70.0),
+    "b": (95.0, 5.0, 60.0),
+    "c": (70.0, 2.0, 75.0),
+    "d": (40.0, 0.5, 50.0),
+    "e": (30.0, 6.0, 30.0),
+    "f": (20.0, 7.0, 20.0),
+}
+
+
+def epoch_row(epoch: int, drop: float, train_acc: float, test_acc: float,
+              noisy_acc: float = math.nan, stored_zeta: float = math.nan) -> dict:
+    """A record row whose probe loss falls by `drop`; clean and noisy cells empty unless given."""
+    return {"epoch": epoch, "lr": 0.1, "phi_before": 10.0, "phi_after": 10.0 - drop,
+            "susceptibility": stored_zeta, "train_loss": 1.0, "train_acc": train_acc,
+            "train_noisy_acc": noisy_acc, "train_clean_acc": math.nan if math.isnan(noisy_acc) else 50.0,
+            "test_loss": 1.0, "test_acc": test_acc, "seconds": 0.1}
+
+
+def write_run(folder, name: str, rows: list[dict], ground_truth: bool = True, **meta) -> None:
+    meta = {"args": {"model": "cnn", "scale": 1.0, "lr": 0.1, "seed": 0},
+            "noise": {"ground_truth": ground_truth}, **meta}
+    records.write_record(folder / f"{name}.csv", records.RunRecord(meta, rows))
+
+
+def two_epoch_run(folder, name: str, train_acc: float, zeta: float, test_acc: float,
+                  noisy_acc: float = math.nan) -> None:
+    """A run whose last epoch (1) has these values; at epoch 1 the paper's zeta is r_1 itself."""
+    write_run(folder, name, [epoch_row(0, 3.0, 10.0, 10.0, noisy_acc / 2, math.nan),
+                             epoch_row(1, zeta, train_acc, test_acc, noisy_acc, zeta)])
+
+
+@pytest.fixture
+def selection_table(tmp_path) -> pd.DataFrame:
+    for name, (train_acc, zeta, test_acc) in SELECTION_RUNS.items():
+        two_epoch_run(tmp_path, name, train_acc, zeta, test_acc)
+    return analysis.load_runs(tmp_path).table
+
+
+def test_running_zetas_follow_both_conventions():
+    paper, reference = analysis.running_zetas(np.arange(4), np.array([5.0, 1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(paper, [np.nan, 1.0, 1.5, 2.0])
+    np.testing.assert_allclose(reference, [np.nan, 0.0, 0.5, 1.0])
+
+
+def test_running_zetas_are_undefined_after_a_missing_epoch():
+    paper, reference = analysis.running_zetas(np.array([0, 1, 3]), np.array([5.0, 1.0, 2.0]))
+    np.testing.assert_allclose(paper, [np.nan, 1.0, np.nan])
+    np.testing.assert_allclose(reference, [np.nan, 0.0, np.nan])
+
+
+def test_load_runs_skips_unrelated_files_and_reports_unreadable_ones(tmp_path):
+    two_epoch_run(tmp_path, "a", 90.0, 1.0, 70.0)
+    two_epoch_run(tmp_path, "b", 95.0, 5.0, 60.0)
+    (tmp_path / "notes.txt").write_text("not a record")
+    (tmp_path / "broken.csv").write_text("a,b\n1,2\n")
+    (tmp_path / ".a.csv.tmp").write_text("partial")
+    (tmp_path / "figures").mkdir()
+    loaded = analysis.load_runs(tmp_path)
+    assert list(loaded.unreadable) == ["broken.csv"]
+    assert loaded.table.groupby("run")["epoch"].apply(list).to_dict() == {"a": [0, 1], "b": [0, 1]}
+    assert loaded.table["model"].eq("cnn").all()
+
+
+def test_load_runs_of_a_missing_folder_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        analysis.load_runs(tmp_path / "absent")
+
+
+def test_zeta_is_recomputed_and_a_wrong_stored_value_reported(tmp_path):
+    write_run(tmp_path, "wrong", [epoch_row(0, 1.0, 10.0, 10.0), epoch_row(1, 2.0, 20.0, 20.0, stored_zeta=9.0)])
+    two_epoch_run(tmp_path, "right", 20.0, 2.0, 20.0)
+    table = analysis.load_runs(tmp_path).table
+    assert table.loc[table["run"] == "wrong", "zeta_paper"].tolist()[1] == 2.0
+    assert analysis.zeta_mismatches(table) == ["wrong"]
+
+
+def test_ground_truth_is_inferred_when_the_header_lacks_it(tmp_path):
+    records.write_record(tmp_path / "bare.csv", records.RunRecord({}, [epoch_row(0, 1.0, 10.0, 10.0)]))
+    table = analysis.load_runs(tmp_path).table
+    assert not table["ground_truth"].any()
+    assert table["model"].isna().all()
+
+
+def test_run_curves_give_accuracies_and_the_chosen_zeta(tmp_path):
+    write_run(tmp_path, "r", [epoch_row(e, d, 10.0 * e, 5.0 * e, 2.0 * e)
+                              for e, d in enumerate([5.0, 1.0, 2.0, 3.0])])
+    table = analysis.load_runs(tmp_path).table
+    paper = analysis.run_curves(table, "r")
+    reference = analysis.run_curves(table, "r", "reference")
+    assert paper["train_noisy_acc"].tolist() == [0.0, 2.0, 4.0, 6.0]
+    np.testing.assert_allclose(paper["zeta"], [np.nan, 1.0, 1.5, 2.0])
+    np.testing.assert_allclose(reference["zeta"], [np.nan, 0.0, 0.5, 1.0])
+    with pytest.raises(ValueError):
+        analysis.run_curves(table, "r", "mean")
+
+
+def test_filter_runs_by_name_and_pattern(selection_table):
+    assert sorted(analysis.filter_runs(selection_table, ["a", "[de]"])["run"].unique()) == ["a", "d", "e"]
+    assert analysis.filter_runs(selection_table, None) is selection_table
+    with pytest.raises(ValueError, match="zz"):
+        analysis.filter_runs(selection_table, ["zz"])
+
+
+def test_kendall_tau_by_hand():
+    # (1,3,2,4) against (1,2,3,4): one discordant pair of six, tau = 4/6; 4 of the 24 orders have at
+    # most one inversion, so the one-sided p is 1/6 and the two-sided 1/3.
+    correlation = analysis.kendall([1, 2, 3, 4], [1, 3, 2, 4])
+    assert correlation.tau == pytest.approx(2 / 3)
+    assert correlation.pvalue == pytest.approx(1 / 3)
+    assert correlation.n == 4
+
+
+def test_kendall_ignores_missing_pairs_and_needs_two():
+    assert analysis.kendall([1, 2, np.nan, 3], [3, 2, 1, np.nan]).n == 2
+    assert math.isnan(analysis.kendall([1, np.nan], [1, 2]).tau)
+
+
+def test_tau_across_runs_at_the_last_and_at_a_chosen_epoch(tmp_path):
+    # Last epoch: zeta 1, 2, 3, 4 against noisy accuracy 10, 30, 20, 40 -> tau 2/3.
+    # Epoch 0: noisy accuracy 5, 15, 10, 20 but zeta undefined -> no pair.
+    for name, zeta, noisy in [("p", 1.0, 10.0), ("q", 2.0, 30.0), ("r", 3.0, 20.0), ("s", 4.0, 40.0)]:
+        two_epoch_run(tmp_path, name, 50.0, zeta, 50.0, noisy)
+    write_run(tmp_path, "unknown", [epoch_row(0, 1.0, 10.0, 10.0), epoch_row(1, 9.0, 50.0, 50.0)],
+              ground_truth=False)
+    table = analysis.load_runs(tmp_path).table
+    last = analysis.tau_across_runs(table)
+    assert (last.tau, last.n) == (pytest.approx(2 / 3), 4)
+    assert analysis.tau_across_runs(table, epoch=0).n == 0
+    assert analysis.tau_across_runs(table, epoch=1, convention="reference").n == 4
+
+
+def test_tau_along_epochs_of_each_run(tmp_path):
+    # zeta(t) = 1, 1.5, 2 (rising); noisy accuracy 1, 3, 2 -> tau 1/3.
+    write_run(tmp_path, "r", [epoch_row(e, d, 50.0, 50.0, n)
+                              for e, d, n in [(0, 9.0, 0.0), (1, 1.0, 1.0), (2, 2.0, 3.0), (3, 3.0, 2.0)]])
+    along = analysis.tau_along_epochs(analysis.load_runs(tmp_path).table)
+    assert along.loc["r", "tau"] == pytest.approx(1 / 3)
+    assert along.loc["r", "n"] == 3
+
+
+def test_regions_means_and_standard_deviations(selection_table):
+    selection = analysis.select_models(selection_table)
+    assert selection.train_acc_mean == pytest.approx(57.5)
+    assert selection.zeta_mean == pytest.approx(21.5 / 6)
+    assert selection.runs["region"].to_dict() == {"a": 1, "b": 2, "c": 1, "d": 3, "e": 4, "f": 4}
+    regions = selection.regions
+    assert regions["count"].tolist() == [2, 1, 1, 2]
+    np.testing.assert_allclose(regions["test_acc_mean"], [72.5, 60.0, 50.0, 25.0])
+    np.testing.assert_allclose(regions["test_acc_std"], [math.sqrt(12.5), np.nan, np.nan, math.sqrt(50)])
+
+
+def test_each_selection_rule_picks_its_model(selection_table):
+    picks = analysis.select_models(selection_table).picks
+    assert picks["run"].to_dict() == {"region 1": "a", "train acc": "b", "zeta": "d", "oracle": "c"}
+    assert picks["test_acc"].tolist() == [70.0, 60.0, 50.0, 75.0]
+
+
+def test_a_run_at_the_mean_counts_as_low_accuracy_and_high_zeta(tmp_path):
+    for name, train_acc, zeta in [("x", 60.0, 1.0), ("y", 50.0, 2.0), ("z", 40.0, 3.0)]:
+        two_epoch_run(tmp_path, name, train_acc, zeta, 50.0)
+    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
+    assert selection.runs["region"].to_dict() == {"x": 1, "y": 4, "z": 4}
+
+
+def test_empty_region_1_picks_nothing(tmp_path):
+    for name, train_acc, zeta in [("x", 60.0, 3.0), ("y", 40.0, 1.0)]:
+        two_epoch_run(tmp_path, name, train_acc, zeta, 50.0)
+    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
+    assert selection.regions["count"].tolist() == [0, 1, 1, 0]
+    assert pd.isna(selection.picks.loc["region 1", "run"])
+    analysis.plot_regions(selection)
+
+
+def test_selection_at_an_epoch_without_zeta_raises(selection_table):
+    with pytest.raises(ValueError, match="epoch 0"):
+        analysis.select_models(selection_table, epoch=0)
+
+
+def test_runs_short_of_the_chosen_epoch_are_left_out(selection_table, tmp_path):
+    write_run(tmp_path, "long", [epoch_row(e, 1.0, 50.0, 50.0) for e in range(3)])
+    table = analysis.load_runs(tmp_path).table
+    assert analysis.select_models(table, epoch=2).left_out == list("abcdef")
+    assert analysis.select_models(table).left_out == []
+
+
+def test_figures_drop_missing_curves_and_save_as_png(tmp_path):
+    write_run(tmp_path, "known", [epoch_row(e, 1.0, 50.0, 40.0, 10.0) for e in range(3)])
+    write_run(tmp_path, "unknown", [epoch_row(e, 1.0, 50.0, 40.0) for e in range(3)], ground_truth=False)
+    table = analysis.load_runs(tmp_path).table
+    assert len(analysis.plot_run(table, "known").axes[0].lines) == 4
+    unknown = analysis.plot_run(table, "unknown")
+    assert len(unknown.axes[0].lines) == 2
+    path = analysis.save_figure(unknown, tmp_path, "curves_unknown")
+    assert path == tmp_path / "figures" / "curves_unknown.png" and path.stat().st_size > 0
+    analysis.plot_zeta_vs_memorization(table)
+
+
+EXPECTED_REPORT = """
+6 runs at the last epoch of each run; zeta by the paper convention
+boundaries: mean training accuracy 57.50 %, mean zeta 3.583
+
+       train_acc  zeta                              meaning  count  test_acc_mean  test_acc_std
+region
+1           high   low      trainable, resists memorization      2          72.50          3.54
+2           high  high                 trainable, memorizes      1          60.00           NaN
+3            low   low  not trainable, resists memorization      1          50.00           NaN
+4            low  high                              neither      2          25.00          7.07
+
+                                          run  train_acc  zeta  test_acc  train_noisy_acc  region
+rule
+Region 1, highest training accuracy in it   a         90     1        70              NaN       1
+training accuracy alone, highest            b         95     5        60              NaN       2
+zeta alone, lowest                          d         40   0.5        50              NaN       3
+oracle, highest test accuracy               c         70     2        75              NaN       1
+
+     train_acc  zeta  test_acc  train_noisy_acc  region  tau_along_epochs  pvalue_along_epochs
+run
+a           90     1        70              NaN       1               NaN                  NaN
+b           95     5        60              NaN       2               NaN                  NaN
+c           70     2        75              NaN       1               NaN                  NaN
+d           40   0.5        50              NaN       3               NaN                  NaN
+e           30     6        30              NaN       4               NaN                  NaN
+f           20     7        20              NaN       4               NaN                  NaN
+
+Kendall tau(zeta, noisy-subset training accuracy) across 0 runs: nan (p = nan)
+"""
+
+
+def words_by_line(text: str) -> list[list[str]]:
+    """The words of each non-blank line, so that a comparison ignores column widths."""
+    return [line.split() for line in text.splitlines() if line.strip()]
+
+
+def test_shell_entry_point_prints_the_table_and_tau(selection_table, tmp_path, capsys):
+    assert analysis.main([str(tmp_path)]) == 0
+    assert words_by_line(capsys.readouterr().out) == words_by_line(EXPECTED_REPORT)
+
+
+def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
+    assert analysis.main([str(tmp_path / "absent")]) == 1
+    assert analysis.main([str(tmp_path)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [f"analysis.py: error: no such folder: {tmp_path / 'absent'}",
+                      f"analysis.py: error: no run records in {tmp_path}"]
