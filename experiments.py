@@ -49,7 +49,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
+    """An argparse type: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
@@ -199,7 +203,7 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     meta = {
         "run": {"name": run_name(args.filename, args), "checkpoint": run_name(args.modelfilename, args) + ".pt"},
-        "args": vars(args).copy(),
+        "args": {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite")},
         "environment": environment(device),
         "data": {"dataset": args.dataset, "num_classes": args.num_classes,
                  "train_images_available": len(train), "train_size": len(data.train_index),

@@ -1,0 +1,135 @@
+"""The data side of a run: reading CIFAR batches, subset, label noise, probe set, augmentation."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import datasets
+from conftest import write_cifar
+
+
+def test_symmetric_noise_rate_matches_p_times_one_minus_one_over_c():
+    labels = np.random.default_rng(0).integers(0, 10, 200_000)
+    for p in (0.2, 0.5, 0.8):
+        noisy = datasets.symmetric_noise(labels, p, 10, datasets.numpy_rng(7, "noise"))
+        wrong = (noisy != labels).mean()
+        assert wrong == pytest.approx(p * (1 - 1 / 10), abs=0.004)
+        assert noisy.min() >= 0 and noisy.max() <= 9
+
+
+def test_noise_is_identical_for_a_seed_and_different_for_another():
+    labels = np.arange(5000) % 10
+    draw = lambda seed: datasets.symmetric_noise(labels, 0.5, 10, datasets.numpy_rng(seed, "noise"))
+    assert np.array_equal(draw(1), draw(1))
+    assert not np.array_equal(draw(1), draw(2))
+
+
+def test_zero_noise_keeps_every_label():
+    labels = np.arange(1000) % 10
+    assert np.array_equal(datasets.symmetric_noise(labels, 0.0, 10, datasets.numpy_rng(0, "n")), labels)
+
+
+def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_rest():
+    subset, rest = datasets.choose_subset(1000, 300, datasets.numpy_rng(3, "subset"))
+    again, _ = datasets.choose_subset(1000, 300, datasets.numpy_rng(3, "subset"))
+    other, _ = datasets.choose_subset(1000, 300, datasets.numpy_rng(4, "subset"))
+    assert len(subset) == 300 and len(rest) == 700
+    assert len(np.union1d(subset, rest)) == 1000
+    assert np.array_equal(subset, again) and not np.array_equal(subset, other)
+
+
+@pytest.mark.parametrize("numsamples", [0, -5, 1001])
+def test_subset_out_of_range_is_a_clear_error(numsamples):
+    with pytest.raises(datasets.DataError, match="--numsamples .* choose 2 to 1000"):
+        datasets.choose_subset(1000, numsamples, datasets.numpy_rng(0, "subset"))
+
+
+def test_streams_of_one_seed_are_independent_and_repeatable():
+    assert datasets.derive_seed(5, "train", 3) == datasets.derive_seed(5, "train", 3)
+    assert len({datasets.derive_seed(5, "train", 3), datasets.derive_seed(5, "train", 4),
+                datasets.derive_seed(5, "probe", 3), datasets.derive_seed(6, "train", 3)}) == 4
+
+
+def test_reads_whichever_batches_the_folder_holds(tmp_path):
+    root = write_cifar(tmp_path, train_per_batch=7, test_size=5)
+    (root / "cifar-10-batches-py" / "data_batch_4").unlink()
+    train, test = datasets.load_cifar(root)
+    assert len(train) == 28 and len(test) == 5
+    assert train.images.shape == (28, 3, 32, 32) and train.images.dtype == np.uint8
+
+
+def test_reads_the_official_row_layout_as_red_green_blue_planes(tmp_path):
+    root = write_cifar(tmp_path, train_per_batch=3, test_size=2)
+    path = root / "cifar-10-batches-py" / "data_batch_1"
+    with open(path, "rb") as f:
+        raw = pickle.load(f, encoding="latin1")
+    image = datasets.read_batch(path, "labels").images[1]
+    assert np.array_equal(image[0].ravel(), raw["data"][1][:1024])
+    assert np.array_equal(image[2].ravel(), raw["data"][1][2048:])
+
+
+def test_a_truncated_batch_is_reported_by_name(tmp_path):
+    root = write_cifar(tmp_path, train_per_batch=7, test_size=5)
+    path = root / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(datasets.DataError, match="data_batch_2.*corrupt or truncated"):
+        datasets.load_cifar(root)
+
+
+def test_missing_data_without_network_names_folder_and_archive(tmp_path, monkeypatch):
+    offline = datasets.CifarSource(**{**datasets.CIFAR["cifar10"].__dict__,
+                                      "url": "http://127.0.0.1:9/cifar-10-python.tar.gz"})
+    monkeypatch.setitem(datasets.CIFAR, "cifar10", offline)
+    with pytest.raises(datasets.DataError) as error:
+        datasets.load_cifar(tmp_path / "nowhere")
+    message = str(error.value)
+    assert "cifar-10-batches-py not found in" in message and str(tmp_path / "nowhere") in message
+    assert "cifar-10-python.tar.gz" in message and "\n" not in message
+
+
+def test_probe_set_defaults_to_the_training_subset_with_fresh_random_labels(synthetic_cifar10):
+    train, test = datasets.load_cifar(synthetic_cifar10)
+    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
+                                    probe_source="train", seed=0)
+    assert np.array_equal(data.probe_index, data.train_index)
+    assert not np.array_equal(data.probe_labels, data.assigned_labels)
+    assert np.array_equal(data.true_labels, train.labels[data.train_index])
+
+
+def test_heldout_probe_set_uses_images_outside_the_subset(synthetic_cifar10):
+    train, test = datasets.load_cifar(synthetic_cifar10)
+    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
+                                    probe_source="heldout", seed=0)
+    assert len(data.probe_index) == len(train) - 200
+    assert not set(data.probe_index) & set(data.train_index)
+    with pytest.raises(datasets.DataError, match="heldout needs training images outside"):
+        datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
+                                 probe_source="heldout", seed=0)
+
+
+def test_noise_summary_counts_changed_labels(synthetic_cifar10):
+    train, test = datasets.load_cifar(synthetic_cifar10)
+    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.8,
+                                    probe_source="train", seed=1)
+    summary = data.noise_summary()
+    assert summary["labels_changed"] == int((data.assigned_labels != train.labels).sum()) > 0
+    assert summary["fraction_wrong"] == summary["labels_changed"] / len(train)
+
+
+def test_batch_sizes_cover_every_image_but_a_lone_remainder():
+    assert datasets.batch_sizes(300, 128) == [128, 128, 44]
+    assert datasets.batch_sizes(257, 128) == [128, 128]
+    assert datasets.batch_sizes(256, 128) == [128, 128]
+
+
+def test_normalize_uses_the_reference_constants():
+    pixel = torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)
+    expected = [(1 - m) / s for m, s in zip(datasets.MEAN, datasets.STD)]
+    assert torch.allclose(datasets.normalize(pixel).flatten(), torch.tensor(expected))
+
+
+def test_real_subset_loads_with_its_documented_sizes(real_cifar10):
+    train, test = datasets.load_cifar(real_cifar10)
+    assert (len(train), len(test)) == (5170, 1017)
+    assert set(np.unique(train.labels)) == set(range(10))

@@ -1,0 +1,245 @@
+"""experiments.py end to end: records, checkpoints, determinism, resume, and bad input."""
+import hashlib
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import experiments
+import records
+from conftest import ROOT, write_cifar
+from susceptibility import running_susceptibility
+
+
+def run_args(data_dir, out: Path, *extra: str, epochs: int = 2, name: str = "t") -> list[str]:
+    return ["--model", "cnn", "--scale", "0.125", "--epochs", str(epochs), "--batchsize", "32",
+            "--lr", "0.05", "--seed", "3", "--data-dir", str(data_dir), "--device", "cpu",
+            "--results-dir", str(out / "results"), "--checkpoint-dir", str(out / "checkpoint"),
+            "--filename", name, *extra]
+
+
+def record_path(out: Path, epochs: int = 2, name: str = "t") -> Path:
+    return out / "results" / f"{name}_cnn_{epochs}_0.05.csv"
+
+
+def without_timings(record: records.RunRecord) -> tuple:
+    """A record's content minus wall times and the folders it was written to."""
+    rows = [{k: v for k, v in row.items() if k not in records.TIMING_COLUMNS} for row in record.rows]
+    args = {k: v for k, v in record.meta["args"].items() if k not in ("results_dir", "checkpoint_dir")}
+    return {**record.meta, "args": args}, rows
+
+
+def same_record(a: Path, b: Path) -> bool:
+    return without_timings(records.read_record(a)) == without_timings(records.read_record(b))
+
+
+@pytest.fixture(scope="module")
+def finished_run(synthetic_cifar10, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert experiments.main(run_args(synthetic_cifar10, out, epochs=3)) == 0
+    return out
+
+
+def test_run_writes_a_complete_self_describing_record(finished_run):
+    record = records.read_record(record_path(finished_run, epochs=3))
+    assert [row["epoch"] for row in record.rows] == [0, 1, 2]
+    assert list(record.rows[0]) == records.COLUMNS
+    assert record.meta["args"]["model"] == "cnn" and record.meta["args"]["seed"] == 3
+    assert record.meta["environment"]["torch"] == torch.__version__
+    assert record.meta["noise"]["labels_changed"] > 0 and record.meta["data"]["train_size"] == 300
+    assert record.meta["status"] == {"epochs_completed": 3, "epochs_planned": 3, "finished": True,
+                                     "stopped_because": None}
+    lrs = [row["lr"] for row in record.rows]
+    assert lrs[0] == 0.05 and lrs[0] > lrs[1] > lrs[2] > 0  # cosine over --epochs
+    for row in record.rows:
+        for column in ("phi_before", "phi_after", "train_acc", "train_clean_acc", "train_noisy_acc", "test_acc"):
+            assert math.isfinite(row[column]), column
+
+
+def test_susceptibility_is_the_running_mean_of_the_recorded_drops(finished_run):
+    rows = records.read_record(record_path(finished_run, epochs=3)).rows
+    drops = np.array([row["phi_before"] - row["phi_after"] for row in rows])
+    assert math.isnan(rows[0]["susceptibility"])
+    for t in (1, 2):
+        assert rows[t]["susceptibility"] == pytest.approx(drops[1:t + 1].mean(), rel=1e-12)
+    assert running_susceptibility([r["phi_before"] for r in rows], [r["phi_after"] for r in rows])[2] \
+        == rows[2]["susceptibility"]
+
+
+def test_record_opens_in_pandas(finished_run):
+    pandas = pytest.importorskip("pandas")
+    table = pandas.read_csv(record_path(finished_run, epochs=3), comment="#")
+    assert list(table.columns) == records.COLUMNS and len(table) == 3
+
+
+def test_checkpoint_holds_the_final_model_labels_and_history(finished_run):
+    state = records.load_checkpoint(finished_run / "checkpoint" / "t_cnn_3_0.05.pt")
+    assert state["finished"] and state["epochs_completed"] == 3 and len(state["rows"]) == 3
+    assert len(state["labels"]["assigned"]) == 300
+    model = experiments.create_model("cnn", 0.125)
+    model.load_state_dict(state["model"])
+    assert {"model", "optimizer", "scheduler", "rng"} <= state.keys()
+
+
+def test_same_arguments_give_identical_records_but_timings(synthetic_cifar10, finished_run, tmp_path):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == 0
+    assert same_record(record_path(tmp_path, epochs=3), record_path(finished_run, epochs=3))
+
+
+def test_another_seed_gives_another_run(synthetic_cifar10, finished_run, tmp_path):
+    argv = run_args(synthetic_cifar10, tmp_path, epochs=3)
+    argv[argv.index("--seed") + 1] = "4"
+    assert experiments.main(argv) == 0
+    assert not same_record(record_path(tmp_path, epochs=3), record_path(finished_run, epochs=3))
+
+
+def test_progress_line_per_epoch(synthetic_cifar10, tmp_path, capsys):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
+    assert len(lines) == 2 and "noisy" in lines[0] and "zeta" in lines[1] and "test" in lines[1]
+
+
+def test_loader_data_path_writes_the_same_schema(synthetic_cifar10, tmp_path):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--data-path", "loader",
+                                     "--workers", "0")) == 0
+    record = records.read_record(record_path(tmp_path))
+    assert list(record.rows[0]) == records.COLUMNS and len(record.rows) == 2
+
+
+@pytest.fixture(scope="module")
+def slow_epoch_data(tmp_path_factory):
+    """Enough images that an epoch lasts long enough for a signal to land in the middle of a run."""
+    return write_cifar(tmp_path_factory.mktemp("bigger"), train_per_batch=300, test_size=100)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tmp_path, signum):
+    argv = run_args(slow_epoch_data, tmp_path / "cut", epochs=4)
+    command = [sys.executable, str(ROOT / "experiments.py"), *argv]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = record_path(tmp_path / "cut", epochs=4)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if path.exists() and len(records.read_record(path).rows) >= 2:
+            break
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "epochs are saved" in stderr
+    cut = records.read_record(path)
+    assert 2 <= len(cut.rows) < 4 and not cut.meta["status"]["finished"]
+
+    assert experiments.main([*argv, "--resume"]) == 0
+    assert experiments.main(run_args(slow_epoch_data, tmp_path / "whole", epochs=4)) == 0
+    assert same_record(path, record_path(tmp_path / "whole", epochs=4))
+    resumed = records.load_checkpoint(tmp_path / "cut" / "checkpoint" / "t_cnn_4_0.05.pt")
+    whole = records.load_checkpoint(tmp_path / "whole" / "checkpoint" / "t_cnn_4_0.05.pt")
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_resuming_a_finished_run_changes_nothing(synthetic_cifar10, finished_run, capsys):
+    path = record_path(finished_run, epochs=3)
+    before = path.read_bytes()
+    assert experiments.main([*run_args(synthetic_cifar10, finished_run, epochs=3), "--resume"]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert path.read_bytes() == before
+
+
+def test_resume_with_other_arguments_is_refused(synthetic_cifar10, finished_run, capsys):
+    argv = run_args(synthetic_cifar10, finished_run, "--resume", "--corruptprob", "0.2", epochs=3)
+    assert experiments.main(argv) == 2
+    assert "corruptprob: checkpoint 0.5, now 0.2" in capsys.readouterr().err
+
+
+def digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+BAD_INPUTS = {
+    "unknown model": (["--model", "alexnet9"], "invalid choice: 'alexnet9'"),
+    "zero scale": (["--scale", "0"], "--scale: must be a positive number"),
+    "negative scale": (["--scale", "-2"], "--scale: must be a positive number"),
+    "text scale": (["--scale", "wide"], "--scale: must be a positive number, got wide"),
+    "corruptprob above 1": (["--corruptprob", "1.5"], "--corruptprob must be within [0, 1]"),
+    "corruptprob below 0": (["--corruptprob", "-0.1"], "--corruptprob must be within [0, 1]"),
+    "zero batch size": (["--batchsize", "0"], "--batchsize must be at least 1"),
+    "zero epochs": (["--epochs", "0"], "--epochs must be at least 1"),
+    "zero samples": (["--numsamples", "0"], "--numsamples 0 is out of range"),
+    "too many samples": (["--numsamples", "301"], "--numsamples 301 is out of range"),
+    "class count": (["--num_classes", "100"], "--num_classes 100 does not match cifar10"),
+    "no heldout images": (["--probe-source", "heldout"], "heldout needs training images outside"),
+    "unknown device": (["--device", "tpu9"], "--device tpu9"),
+    "existing record": ([], "already exists; add --resume"),
+}
+
+
+@pytest.mark.parametrize("extra, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_line_nonzero_exit_and_keeps_results(synthetic_cifar10, finished_run, capsys,
+                                                             extra, message):
+    before = digest(finished_run)
+    fresh_name = ["--filename", "fresh"] if extra else []  # else the existing record is the error
+    assert experiments.main([*run_args(synthetic_cifar10, finished_run, epochs=3), *extra, *fresh_name]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert digest(finished_run) == before
+
+
+def test_bad_data_dir_is_one_line(tmp_path, capsys):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    assert experiments.main(run_args(not_a_folder, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_corrupt_batch_file_is_named(tmp_path, capsys):
+    root = write_cifar(tmp_path / "data", train_per_batch=10, test_size=10)
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    assert experiments.main(run_args(root, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "test_batch" in err and "corrupt or truncated" in err and err.count("\n") == 1
+
+
+def test_command_line_errors_exit_nonzero_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "experiments.py"), "--model", "cnn", "--scale", "-1"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["experiments.py: error: argument --scale: must be a "
+                                                  "positive number, got -1 (see --help)"]
+
+
+def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, tmp_path, capsys):
+    argv = run_args(synthetic_cifar10, tmp_path, epochs=4)
+    assert experiments.main(argv) == 0
+    checkpoint = tmp_path / "checkpoint" / "t_cnn_4_0.05.pt"
+    state = records.load_checkpoint(checkpoint)
+    # Roll the run back to epoch 2 with poisoned weights, as if it had diverged there.
+    state["rows"], state["epochs_completed"], state["finished"] = state["rows"][:2], 2, False
+    weight = next(k for k in state["model"] if k.endswith("weight"))
+    state["model"][weight] = torch.full_like(state["model"][weight], float("nan"))
+    records.save_checkpoint(checkpoint, state)
+    kept_checkpoint = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert experiments.main([*argv, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite training loss in epoch 2" in err and "lower --lr" in err
+    record = records.read_record(record_path(tmp_path, epochs=4))
+    assert len(record.rows) == 2 and "non-finite" in record.meta["status"]["stopped_because"]
+    assert checkpoint.read_bytes() == kept_checkpoint
+
+
+def test_real_subset_end_to_end(real_cifar10, tmp_path):
+    argv = run_args(real_cifar10, tmp_path, "--numsamples", "256", "--probe-source", "heldout", epochs=1)
+    assert experiments.main(argv) == 0
+    record = records.read_record(record_path(tmp_path, epochs=1))
+    assert record.meta["data"]["train_images_available"] == 5170
+    assert record.meta["data"]["test_size"] == 1017 and record.meta["data"]["probe_size"] == 5170 - 256
+    assert math.isfinite(record.rows[0]["test_acc"])
