@@ -84,7 +84,7 @@ def running_zetas(epochs: np.ndarray, drops: np.ndarray) -> tuple[np.ndarray, np
     return paper[epochs], reference[epochs]
 
 
-def meta_value(meta: dict, section: str, key: str):
+def meta_value(meta: dict, section: str, key: str) -> object:
     """`meta[section][key]`, or None where the record lacks it."""
     value = meta.get(section)
     return value.get(key) if isinstance(value, dict) else None
@@ -173,6 +173,7 @@ def runs_at_epoch(table: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame
 
 
 def describe_epoch(epoch: int | None) -> str:
+    """How reports and titles name the epoch at which runs are compared."""
     return "the last epoch of each run" if epoch is None else f"epoch {epoch}"
 
 
@@ -255,7 +256,7 @@ def rule_picks(runs: pd.DataFrame) -> pd.DataFrame:
         "zeta": best_run(runs, "zeta", largest=False),
         "oracle": best_run(runs, "test_acc"),
     }
-    picks = runs.reindex([run for run in picked.values()])
+    picks = runs.reindex(list(picked.values()))
     picks.insert(0, "run", list(picked.values()))
     picks.index = pd.Index(list(picked), name="rule")
     return picks

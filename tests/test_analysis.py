@@ -80,6 +80,13 @@ def test_load_runs_skips_unrelated_files_and_reports_unreadable_ones(tmp_path):
     assert loaded.table["model"].eq("cnn").all()
 
 
+def test_a_record_without_epochs_yet_adds_no_rows(tmp_path):
+    two_epoch_run(tmp_path, "a", 90.0, 1.0, 70.0)
+    write_run(tmp_path, "starting", [])
+    loaded = analysis.load_runs(tmp_path)
+    assert loaded.unreadable == {} and set(loaded.table["run"]) == {"a"}
+
+
 def test_load_runs_of_a_missing_folder_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         analysis.load_runs(tmp_path / "absent")
