@@ -37,6 +37,19 @@ OPERATIONAL_ARGS = {"resume", "overwrite", "device", "workers", "eval_batchsize"
                     "results_dir", "checkpoint_dir", "filename", "modelfilename"}
 
 
+OPTIMIZERS = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
+SCHEDULERS = {
+    "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
+    "step": lambda opt, epochs: torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=[epochs // 2, epochs * 3 // 4], gamma=0.1),
+    "exponential": lambda opt, epochs: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.01 ** (1 / epochs)),
+    "constant": lambda opt, epochs: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0),
+}
+
+
 class UsageError(Exception):
     """A problem with the command line or the files it names; reported as one line."""
 
@@ -79,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--epochs", type=int, default=200,
                      help="training epochs; the cosine schedule spans them")
     ref.add_argument("--lr", type=positive_float, default=0.1, help="initial learning rate")
+    ref.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
+                     help="sgd: momentum 0.9, weight decay 5e-4 (reference); adam: torch defaults")
+    ref.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="cosine",
+                     help="cosine annealing over --epochs (reference); step: x0.1 at 50%% and 75%% "
+                          "of the epochs; exponential: down to 1%% at the end; constant")
     ref.add_argument("--filename", default="run", help="results file prefix")
     ref.add_argument("--modelfilename", default=None, help="checkpoint prefix (default: --filename)")
     ref.add_argument("--seed", type=int, default=123,
@@ -199,8 +217,8 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
         batches = datasets.LoaderBatches(data, device, args.batchsize, args.eval_batchsize, args.workers)
     torch.manual_seed(datasets.derive_seed(args.seed, "init"))
     model = create_model(args.model, args.scale, args.num_classes).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), args.lr)
+    scheduler = SCHEDULERS[args.scheduler](optimizer, args.epochs)
     meta = {
         "run": {"name": run_name(args.filename, args), "checkpoint": run_name(args.modelfilename, args) + ".pt"},
         "args": {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite")},
