@@ -1,0 +1,47 @@
+"""Building blocks shared by the convolutional families: a convolution with BatchNorm (and an optional
+activation), and the global-average-pooling classifier that ends every CIFAR-form network here."""
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+Activation = Callable[[], nn.Module]
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
+            activation: Optional[Activation] = None, bias: bool = False) -> nn.Sequential:
+    """A same-padded convolution followed by BatchNorm and, when given, an activation.
+
+    `groups=in_channels=out_channels` makes it depthwise; the convolution has no bias by default,
+    since the BatchNorm after it has its own shift."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                  groups=groups, bias=bias),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if activation is not None:
+        layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def pooled_classifier(in_channels: int, num_classes: int, dropout: float = 0.0) -> nn.Sequential:
+    """Global average pooling, optional dropout, and a linear layer to the class scores."""
+    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(in_channels, num_classes))
+    return nn.Sequential(*layers)
+
+
+class PooledConvNet(nn.Module):
+    """A network read as `features`, convolutional layers ending in a map of `channels` channels, then
+    `classifier`, the pooled linear classifier. Families build their layers and hand them here."""
+
+    def __init__(self, features: list[nn.Module], channels: int, num_classes: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.features = nn.Sequential(*features)
+        self.classifier = pooled_classifier(channels, num_classes, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
