@@ -7,14 +7,32 @@ from typing import Callable
 
 from torch import nn
 
+from models.alexnet import alexnet
 from models.cnn import FiveLayerCNN
+from models.densenet import densenet121
+from models.efficientnet import efficientnet_b0
+from models.googlenet import googlenet
+from models.mobilenet import mobilenet
+from models.mobilenetv2 import mobilenetv2
 from models.resnet import resnet18
+from models.resnext import resnext29_2x64d
+from models.senet import senet18
+from models.shufflenetv2 import shufflenetv2
 from models.vgg import vgg19
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": FiveLayerCNN,
+    "densenet": densenet121,
+    "efficientnet": efficientnet_b0,
+    "googlenet": googlenet,
+    "mobilenet": mobilenet,
+    "mobilenetv2": mobilenetv2,
     "resnet": resnet18,
+    "resnext": resnext29_2x64d,
+    "senet": senet18,
+    "shufflenetv2": shufflenetv2,
     "vgg": vgg19,
+    "alexnet": alexnet,
 }
 
 
