@@ -29,7 +29,7 @@ import datasets
 import records
 from models import MODELS, create_model
 from susceptibility import probe_step, running_susceptibility
-from training import NonFiniteLoss, evaluate, train_one_epoch
+from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch
 
 CHECKPOINT_FORMAT = 1
 # Arguments that change where files go or how fast the run is, but not what it computes.
@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "torch DataLoader with PIL transforms in worker processes")
     run.add_argument("--workers", type=int, default=4, help="DataLoader workers (--data-path loader)")
     run.add_argument("--eval-batchsize", type=int, default=1000, help="batch size of the test pass")
+    speed = p.add_argument_group("speed (off by default: results stay fp32 and bit-reproducible)")
+    speed.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    speed.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the network")
     run.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, else CPU), cpu, "
                                                       "cuda, cuda:N or mps")
     run.add_argument("--results-dir", default="results")
@@ -193,7 +197,8 @@ class Run:
     device: torch.device
     data: datasets.NoisyData
     batches: datasets.DeviceBatches | datasets.LoaderBatches
-    model: torch.nn.Module
+    model: torch.nn.Module    # the plain model, as saved in checkpoints
+    network: torch.nn.Module  # what computes forward passes: the model, maybe compiled or bf16
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     rows: list[dict]
@@ -230,7 +235,8 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
         "noise": {"type": "symmetric", "corrupt_prob": args.corruptprob, "ground_truth": True,
                   **data.noise_summary()},
     }
-    return Run(args, device, data, batches, model, optimizer, scheduler, [], meta)
+    network = fast_network(model, bf16=args.amp, channels_last=args.channels_last, compile=args.compile)
+    return Run(args, device, data, batches, model, network, optimizer, scheduler, [], meta)
 
 
 def checkpoint_state(run: Run, finished: bool) -> dict:
@@ -286,14 +292,14 @@ def train_epoch(run: Run, epoch: int) -> dict:
     lr = run.optimizer.param_groups[0]["lr"]
     probe_generator = datasets.torch_generator(args.seed, run.generator_device, "probe", epoch)
     images, labels = run.batches.probe_batch(probe_generator)
-    phi_before, phi_after = probe_step(run.model, run.optimizer, images, labels,
+    phi_before, phi_after = probe_step(run.network, run.optimizer, images, labels,
                                        seed=datasets.derive_seed(args.seed, "probe-dropout", epoch))
     torch.manual_seed(datasets.derive_seed(args.seed, "train-dropout", epoch))
     train_generator = datasets.torch_generator(args.seed, run.generator_device, "train", epoch)
     with tqdm(total=run.batches.train_batch_count(), desc=f"epoch {epoch}", leave=False,
               unit="batch", disable=None) as bar:
-        train = train_one_epoch(run.model, run.optimizer, run.batches.train_batches(train_generator), bar)
-    test = evaluate(run.model, run.batches.test_batches())
+        train = train_one_epoch(run.network, run.optimizer, run.batches.train_batches(train_generator), bar)
+    test = evaluate(run.network, run.batches.test_batches())
     run.scheduler.step()
     row = {"epoch": epoch, "lr": lr, "phi_before": phi_before.item(), "phi_after": phi_after.item(),
            **train, **test, "seconds": time.perf_counter() - started}
@@ -332,6 +338,8 @@ def start(args: argparse.Namespace) -> tuple[Run, Paths]:
     """Build the run, loading its checkpoint when resuming."""
     paths = prepare_paths(args)
     device = select_device(args.device)
+    if args.amp and device.type != "cuda":
+        raise UsageError(f"--amp (bf16 autocast) needs a CUDA device, not {device}; leave it out")
     run = build_run(args, device)
     if args.resume and paths.checkpoint.exists():
         restore(run, records.load_checkpoint(paths.checkpoint, device), paths.checkpoint)

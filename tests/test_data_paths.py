@@ -1,0 +1,132 @@
+"""The device-resident data path: its augmentation, and its agreement with the DataLoader path."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import datasets
+import experiments
+import records
+from models import create_model
+from susceptibility import probe_step
+from training import fast_network
+
+
+def coordinate_images(n: int) -> torch.Tensor:
+    """Images whose channel 0 holds row + 1 and channel 1 column + 1, so a crop reveals its offset."""
+    pixels = torch.arange(1, 33, dtype=torch.uint8)
+    image = torch.stack([pixels[:, None].expand(32, 32), pixels[None, :].expand(32, 32),
+                         torch.zeros(32, 32, dtype=torch.uint8)])
+    return image.expand(n, 3, 32, 32).contiguous()
+
+
+def recover_offsets_and_flips(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Invert `crop_and_flip` on coordinate images, from the centre pixels (always inside)."""
+    flips = crops[:, 1, 16, 16] < crops[:, 1, 16, 15]
+    rows = crops[:, 0, 16, 16].long() - 1 - 16 + datasets.PAD
+    cols = crops[:, 1, 16, 16].long() - 1 - torch.where(flips, 15, 16) + datasets.PAD
+    return torch.stack([rows, cols], 1), flips
+
+
+def test_centre_offset_without_flip_returns_the_original_image():
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    centre = torch.full((5, 2), datasets.PAD)
+    assert torch.equal(datasets.crop_and_flip(images, centre, torch.zeros(5, dtype=torch.bool)), images)
+    assert torch.equal(datasets.crop_and_flip(images, centre, torch.ones(5, dtype=torch.bool)),
+                       images.flip(-1))
+
+
+def test_crop_shifts_content_and_fills_the_padding_with_zeros():
+    images = torch.randint(1, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    crop = datasets.crop_and_flip(images, torch.tensor([[0, 8]]), torch.tensor([False]))
+    assert torch.equal(crop[0, :, 4:, :28], images[0, :, :28, 4:])
+    assert (crop[0, :, :4] == 0).all() and (crop[0, :, :, 28:] == 0).all()
+
+
+def test_recovery_of_offsets_is_exact():
+    offsets = torch.tensor([[0, 0], [8, 8], [3, 7], [8, 0]])
+    flips = torch.tensor([False, True, True, False])
+    crops = datasets.crop_and_flip(coordinate_images(4), offsets, flips)
+    got_offsets, got_flips = recover_offsets_and_flips(crops)
+    assert torch.equal(got_offsets, offsets) and torch.equal(got_flips, flips)
+
+
+def test_random_offsets_cover_all_81_positions_uniformly_and_flip_half():
+    n = 81 * 200
+    crops = datasets.random_augment(coordinate_images(n), torch.Generator().manual_seed(0))
+    offsets, flips = recover_offsets_and_flips(crops)
+    counts = np.bincount((offsets[:, 0] * 9 + offsets[:, 1]).numpy(), minlength=81)
+    assert len(counts) == 81 and counts.min() > 0
+    assert stats.chisquare(counts).pvalue > 1e-3  # a biased draw gives p far below 1e-10
+    assert abs(flips.float().mean().item() - 0.5) < 0.02  # 5 standard deviations at this n
+
+
+def loader_and_device(root, numsamples=40):
+    train, test = datasets.load_cifar(root)
+    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
+                                    corrupt_prob=0.5, probe_source="train", seed=0)
+    cpu = torch.device("cpu")
+    return (datasets.DeviceBatches(data, cpu, 16, 30),
+            datasets.LoaderBatches(data, cpu, 16, 30, workers=0), data)
+
+
+def test_both_paths_give_identical_test_batches(synthetic_cifar10):
+    device_path, loader_path, _ = loader_and_device(synthetic_cifar10)
+    for (x1, y1), (x2, y2) in zip(device_path.test_batches(), loader_path.test_batches(), strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def every_augmentation(image: torch.Tensor) -> torch.Tensor:
+    """All 162 crops and flips of one uint8 image, normalized."""
+    grid = torch.cartesian_prod(torch.arange(9), torch.arange(9))
+    offsets = torch.cat([grid, grid])
+    flips = torch.arange(162) >= 81
+    return datasets.normalize(datasets.crop_and_flip(image.expand(162, -1, -1, -1), offsets, flips))
+
+
+def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synthetic_cifar10):
+    device_path, loader_path, data = loader_and_device(synthetic_cifar10)
+    generator = lambda: torch.Generator().manual_seed(1)
+    pairs = lambda source: sorted((int(a), int(t)) for batch in source.train_batches(generator())
+                                  for a, t in zip(batch.assigned, batch.true))
+    assert pairs(device_path) == pairs(loader_path) == sorted(zip(data.assigned_labels.tolist(),
+                                                                  data.true_labels.tolist()))
+    positions = torch.arange(len(loader_path.train_set))
+    for position in positions[:6]:
+        augmented = loader_path.train_set[int(position)][0]
+        source = torch.as_tensor(data.images[data.train_index[int(position)]])
+        candidates = every_augmentation(source)
+        assert any(torch.allclose(augmented, c, atol=1e-6) for c in candidates)
+
+
+def test_channels_last_network_shares_the_model_and_the_probe_restores_it(synthetic_cifar10):
+    device_path, _, _ = loader_and_device(synthetic_cifar10)
+    model = create_model("resnet", 0.125)
+    network = fast_network(model, channels_last=True)
+    assert [p.data_ptr() for p in network.parameters()] == [p.data_ptr() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images, labels = device_path.probe_batch(torch.Generator().manual_seed(0))
+    phi_before, phi_after = probe_step(network, optimizer, images, labels, seed=0)
+    assert phi_before != phi_after
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_channels_last_run_writes_a_normal_record(synthetic_cifar10, tmp_path):
+    argv = ["--model", "resnet", "--scale", "0.125", "--epochs", "1", "--numsamples", "64",
+            "--batchsize", "32", "--data-dir", str(synthetic_cifar10), "--device", "cpu",
+            "--results-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path), "--channels-last"]
+    assert experiments.main(argv) == 0
+    record = records.read_record(tmp_path / "run_resnet_1_0.1.csv")
+    assert record.meta["args"]["channels_last"] and np.isfinite(record.rows[0]["phi_after"])
+
+
+@pytest.mark.slow
+def test_compiled_network_trains_and_resumes(synthetic_cifar10, tmp_path):
+    argv = ["--model", "cnn", "--scale", "0.125", "--epochs", "2", "--numsamples", "64",
+            "--batchsize", "32", "--data-dir", str(synthetic_cifar10), "--device", "cpu",
+            "--results-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path), "--compile"]
+    assert experiments.main(argv) == 0
+    state = records.load_checkpoint(tmp_path / "run_cnn_2_0.1.pt")
+    assert not any(key.startswith("_orig_mod") for key in state["model"])
