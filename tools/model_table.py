@@ -1,0 +1,119 @@
+"""Print the README's model table: parameters at several widths and measured training throughput.
+
+For every registered model: its parameter count (10 classes) at scales 0.25, 0.5 and 1, and how many
+32x32 images per second one training step processes at scale 0.25 (forward, backward and an SGD step
+with momentum and weight decay on a batch of 128 random images, in train mode) on this machine's CPU.
+Each model gets a few warm-up steps, then timed steps until --steps steps or --seconds seconds have
+passed; the figure is the batch size over the median step time, which a brief stall of the machine
+does not move. The table is markdown on stdout, preceded by a line that says what it was measured with.
+
+    python tools/model_table.py                 # all models, about 3 minutes on 2 cores
+    python tools/model_table.py --models resnet vgg --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import MODELS, create_model  # noqa: E402
+
+PARAMETER_SCALES = (0.25, 0.5, 1.0)
+ARCHITECTURES = {
+    "cnn": "5-layer CNN (Nakkiran et al.), k = 64",
+    "densenet": "DenseNet-121, growth rate 32",
+    "efficientnet": "EfficientNet-B0",
+    "googlenet": "GoogLeNet (Inception v1)",
+    "mobilenet": "MobileNet (v1)",
+    "mobilenetv2": "MobileNetV2",
+    "resnet": "ResNet-18",
+    "resnext": "ResNeXt-29, 2x64d",
+    "senet": "SENet-18 (pre-activation)",
+    "shufflenetv2": "ShuffleNetV2 1x",
+    "vgg": "VGG-19 (BatchNorm)",
+    "alexnet": "AlexNet, 5 conv layers",
+}
+
+
+def parameter_count(name: str, scale: float, num_classes: int = 10) -> int:
+    """Parameters of the model, built on the meta device so that nothing is allocated."""
+    with torch.device("meta"):
+        model = create_model(name, scale, num_classes)
+    return sum(p.numel() for p in model.parameters())
+
+
+def training_throughput(name: str, scale: float, batch_size: int, warmup: int, steps: int,
+                        seconds: float) -> float:
+    """Images per second of full training steps on random CIFAR-sized batches (median step)."""
+    torch.manual_seed(0)
+    model = create_model(name, scale).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    images = torch.randn(batch_size, 3, 32, 32)
+    labels = torch.randint(0, 10, (batch_size,))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    durations: list[float] = []
+    started = time.perf_counter()
+    while len(durations) < steps and (not durations or time.perf_counter() - started < seconds):
+        step_started = time.perf_counter()
+        step()
+        durations.append(time.perf_counter() - step_started)
+    return batch_size / statistics.median(durations)
+
+
+def cpu_name() -> str:
+    """The CPU model as the kernel reports it, or what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--scale", type=float, default=0.25, help="width of the throughput runs")
+    parser.add_argument("--batchsize", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    parser.add_argument("--steps", type=int, default=20, help="at most this many timed steps")
+    parser.add_argument("--seconds", type=float, default=8.0,
+                        help="stop timing a model after this long (at least one step)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch CPU threads (default: torch's default here)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    print(f"Measured with torch {torch.__version__}, {torch.get_num_threads()} CPU threads on "
+          f"{cpu_name()} ({platform.system()}); parameters for 10 classes; throughput: training "
+          f"steps (forward, backward, SGD) on batches of {args.batchsize} 32x32 images at scale "
+          f"{args.scale:g}, after {args.warmup} warm-up steps.")
+    print()
+    scales = " | ".join(f"params x{s:g}" for s in PARAMETER_SCALES)
+    print(f"| `--model` | architecture | {scales} | train images/s (x{args.scale:g}, CPU) |")
+    print("|" + " --- |" * 2 + " ---: |" * (len(PARAMETER_SCALES) + 1))
+    for name in args.models:
+        counts = " | ".join(f"{parameter_count(name, s):,}" for s in PARAMETER_SCALES)
+        speed = training_throughput(name, args.scale, args.batchsize, args.warmup, args.steps, args.seconds)
+        print(f"| `{name}` | {ARCHITECTURES.get(name, name)} | {counts} | {speed:,.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
