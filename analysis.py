@@ -129,7 +129,7 @@ def load_runs(folder: str | Path) -> LoadedRuns:
             continue
         try:
             tables.append(run_table(path.stem, records.read_record(path)))
-        except (OSError, ValueError, TypeError, csv.Error) as error:
+        except (OSError, ValueError, csv.Error) as error:
             unreadable[path.name] = str(error)
     columns = ["run", *records.COLUMNS, *ZETA_COLUMNS.values(), *RUN_FIELDS]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)

@@ -112,8 +112,11 @@ def read_record(path: str | Path) -> RunRecord:
                 table.append(line)
     if meta.get("format") != FORMAT_VERSION or not table:
         raise ValueError(f"{path} is not a run record of format {FORMAT_VERSION}")
-    reader = csv.DictReader(table)
-    rows = [{key: parse_value(cell) for key, cell in row.items()} for row in reader]
+    rows = []
+    for number, row in enumerate(csv.DictReader(table), start=1):
+        if None in row or None in row.values():
+            raise ValueError(f"{path}: epoch row {number} does not have one cell per column")
+        rows.append({key: parse_value(cell) for key, cell in row.items()})
     meta.pop("format")
     return RunRecord(meta, rows)
 

@@ -133,3 +133,4 @@ def test_real_subset_loads_with_its_documented_sizes(real_cifar10):
     train, test = datasets.load_cifar(real_cifar10)
     assert (len(train), len(test)) == (5170, 1017)
     assert set(np.unique(train.labels)) == set(range(10))
+
