@@ -1,20 +1,29 @@
-"""CIFAR data with controlled label noise, the unlabeled probe set, and two ways to feed batches.
+"""Training data with label noise, the unlabeled probe set, and two ways to feed batches.
+
+Datasets: CIFAR-10 and CIFAR-100 in their official python format, or a folder of images with label
+lists (real noisy data such as Clothing1M, whose ground truth is unknown). Label noise: symmetric,
+asymmetric (class-pair flips), or the human labels of CIFAR-10N.
 
 Everything random here is drawn from streams derived from one `--seed` (see `derive_seed`), so the
 subset, the noise, the probe labels, shuffling and augmentation repeat exactly for the same seed.
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
+import sys
 import tarfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm import tqdm
+
+import records
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
@@ -160,6 +169,118 @@ def load_cifar(data_dir: str | Path, dataset: str = "cifar10") -> tuple[ImageSet
 
 
 # --------------------------------------------------------------------------------------------------
+# A folder of images with label lists (real noisy data, ground truth unknown)
+
+FOLDER = "folder"
+DATASETS = (*CIFAR, FOLDER)
+LIST_FORMAT = "one `relative/path/to/image.jpg <label>` per line"
+
+
+def read_image_list(path: Path) -> tuple[list[str], np.ndarray]:
+    """Image paths (relative to the list's folder) and integer labels of one list file."""
+    if not path.is_file():
+        raise DataError(f"image list {path} not found; a folder dataset needs train.txt and "
+                        f"test.txt there, {LIST_FORMAT}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read image list {path} ({error}); it must be UTF-8 text, {LIST_FORMAT}")
+    names, labels = [], []
+    for number, line in enumerate(lines, 1):
+        parts = line.strip().rsplit(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise DataError(f"{path}, line {number}: expected {LIST_FORMAT} with a label of 0 or "
+                            f"more, got {line.strip()!r}")
+        names.append(parts[0])
+        labels.append(int(parts[1]))
+    if not names:
+        raise DataError(f"image list {path} lists no images; {LIST_FORMAT}")
+    return names, np.array(labels, dtype=np.int64)
+
+
+def read_image(path: Path, list_path: Path) -> np.ndarray:
+    """One image file as uint8 RGB of shape (3, 32, 32): squeezed to the models' input size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale, far faster
+            pixels = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    except FileNotFoundError:
+        raise DataError(f"image {path} (listed in {list_path}) not found")
+    except Exception as error:  # PIL raises several types for a truncated or foreign file
+        raise DataError(f"cannot read image {path} (listed in {list_path}): {error}; replace the "
+                        f"file or remove its line")
+    return np.asarray(pixels).transpose(2, 0, 1)
+
+
+def cached_images(cache: Path, key: str) -> np.ndarray | None:
+    """The resized images stored in `cache` if it was made from the list with this `key`."""
+    try:
+        with np.load(cache) as stored:
+            return stored["images"] if str(stored["key"]) == key else None
+    except Exception:  # a missing, outdated or damaged cache is rebuilt
+        return None
+
+
+def store_images(cache: Path, key: str, images: np.ndarray) -> None:
+    """Keep the resized images next to the list, so the next run skips decoding; optional."""
+    try:
+        records.atomic_write(cache, lambda f: np.savez(f, images=images, key=np.array(key)))
+    except OSError as error:
+        print(f"note: cannot write the image cache {cache} ({error.strerror}); the images will be "
+              f"decoded again next time", file=sys.stderr)
+
+
+def read_folder_split(folder: Path, split: str) -> ImageSet:
+    """The images of `<folder>/<split>.txt` with their labels, decoded once and then cached."""
+    list_path = folder / f"{split}.txt"
+    names, labels = read_image_list(list_path)
+    key = hashlib.sha256(list_path.read_bytes()).hexdigest()
+    cache = folder / f"{split}_{IMAGE_SIZE}px.npz"
+    images = cached_images(cache, key)
+    if images is None:
+        listed = tqdm(names, desc=f"resizing the {split} images", unit="image", leave=False, disable=None)
+        images = np.stack([read_image(folder / name, list_path) for name in listed])
+        store_images(cache, key, images)
+    return ImageSet(images, labels)
+
+
+def load_folder(data_dir: str | Path) -> tuple[ImageSet, ImageSet]:
+    """Training images with their given (noisy) labels and the clean test images of a folder dataset.
+
+    `data_dir` holds `train.txt` and `test.txt`, each with one `relative/path label` line per image.
+    Images are converted to RGB and resized to 32x32; the result is cached as
+    `<split>_32px.npz` next to the list, and rebuilt when the list changes.
+    """
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise DataError(f"--data-dir {folder} is not a folder; a folder dataset needs train.txt and "
+                        f"test.txt there, {LIST_FORMAT}")
+    return read_folder_split(folder, "train"), read_folder_split(folder, "test")
+
+
+def load_dataset(data_dir: str | Path, dataset: str) -> tuple[ImageSet, ImageSet]:
+    """Training and test sets of a CIFAR variant or of a folder dataset."""
+    return load_folder(data_dir) if dataset == FOLDER else load_cifar(data_dir, dataset)
+
+
+def class_count(train: ImageSet, test: ImageSet, num_classes: int | None) -> int:
+    """The number of classes: `num_classes` checked against the labels, or the largest label + 1."""
+    largest = int(max(train.labels.max(), test.labels.max()))
+    if num_classes is None:
+        num_classes = largest + 1
+    if largest >= num_classes:
+        raise DataError(f"the labels go up to {largest}, but there are {num_classes} classes; "
+                        f"set --num_classes to {largest + 1} or more")
+    if num_classes < 2:
+        raise DataError(f"the labels hold a single class ({largest}); a classifier needs two or more")
+    return num_classes
+
+
+# --------------------------------------------------------------------------------------------------
 # Subset, label noise and the probe set
 
 
@@ -189,9 +310,152 @@ def symmetric_noise(labels: np.ndarray, corrupt_prob: float, num_classes: int,
     return noisy
 
 
+# The class-pair flips of CIFAR-10: truck -> automobile, bird -> airplane, deer -> horse, cat <-> dog.
+CIFAR10_FLIPS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+# The fine labels of the 20 CIFAR-100 superclasses (the coarse labels 0-19, in their order).
+CIFAR100_SUPERCLASSES = (
+    (4, 30, 55, 72, 95), (1, 32, 67, 73, 91), (54, 62, 70, 82, 92), (9, 10, 16, 28, 61),
+    (0, 51, 53, 57, 83), (22, 39, 40, 86, 87), (5, 20, 25, 84, 94), (6, 7, 14, 18, 24),
+    (3, 42, 43, 88, 97), (12, 17, 37, 68, 76), (23, 33, 49, 60, 71), (15, 19, 21, 31, 38),
+    (34, 63, 64, 66, 75), (26, 45, 77, 79, 99), (2, 11, 35, 46, 98), (27, 29, 44, 78, 93),
+    (36, 50, 65, 74, 80), (47, 52, 56, 59, 96), (8, 13, 48, 58, 90), (41, 69, 81, 85, 89),
+)
+
+
+def class_flips(num_classes: int) -> np.ndarray:
+    """The class each class is flipped to by asymmetric noise (itself where it is never flipped).
+
+    CIFAR-10: the pairs of `CIFAR10_FLIPS`; CIFAR-100: the next fine class within its superclass,
+    the last one to the first.
+    """
+    flips = np.arange(num_classes)
+    if num_classes == 10:
+        pairs = CIFAR10_FLIPS.items()
+    elif num_classes == 100:
+        pairs = [(a, b) for group in CIFAR100_SUPERCLASSES for a, b in zip(group, np.roll(group, -1))]
+    else:
+        raise DataError(f"asymmetric noise is defined for CIFAR-10 and CIFAR-100, not for "
+                        f"{num_classes} classes")
+    for source, target in pairs:
+        flips[source] = target
+    return flips
+
+
+def asymmetric_noise(labels: np.ndarray, corrupt_prob: float, flips: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Flip each label, with probability `corrupt_prob`, to its partner class in `flips`.
+
+    Classes that are their own partner never change, so the wrong fraction is p times the share of
+    the flipped classes.
+    """
+    flip = rng.random(len(labels)) < corrupt_prob
+    return np.where(flip, flips[labels], labels)
+
+
+# CIFAR-10N (Wei et al., ICLR 2022): the array of its label file that each noise type trains on.
+CIFAR10N_KEYS = {"cifar10n-aggre": "aggre_label", "cifar10n-worst": "worse_label",
+                 "cifar10n-random1": "random_label1", "cifar10n-random2": "random_label2",
+                 "cifar10n-random3": "random_label3"}
+
+
+def label_file_globals() -> list:
+    """The numpy names that a torch pickle of integer arrays refers to, allowed for `torch.load`.
+
+    Only array reconstruction and integer dtypes are allowed, under numpy 1 and 2 module names, so
+    loading stays `weights_only`: no other pickled code can run.
+    """
+    from numpy._core.multiarray import _reconstruct
+
+    integer_dtypes = {type(np.dtype(code)) for code in np.typecodes["AllInteger"]}
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            *integer_dtypes]
+
+
+def read_label_file(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a CIFAR-10N label file: the authors' `.pt` or an `.npz` with the same arrays."""
+    if not path.is_file():
+        raise DataError(f"--noise-file {path} not found; get CIFAR-10_human.pt from the CIFAR-N "
+                        f"authors (github.com/UCSC-REAL/cifar-10-100n)")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        with torch.serialization.safe_globals(label_file_globals()):
+            arrays = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(f"--noise-file {path} holds objects other than integer label arrays and is "
+                        f"not loaded; use the file as its authors distribute it, or an .npz")
+    except Exception as error:
+        raise DataError(f"cannot read --noise-file {path} ({type(error).__name__}: {error}); give "
+                        f"CIFAR-10_human.pt or an .npz with the same arrays")
+    if not isinstance(arrays, dict):
+        raise DataError(f"--noise-file {path} holds a {type(arrays).__name__}, not the dictionary of "
+                        f"label arrays of CIFAR-10_human.pt")
+    return {name: np.asarray(values) for name, values in arrays.items()}
+
+
+def human_labels(path: str | Path, noise_type: str, train_labels: np.ndarray) -> np.ndarray:
+    """The CIFAR-10N labels of `noise_type` for every loaded training image, in the loaded order.
+
+    The file must list exactly these images in this order: its length and its `clean_label` array
+    are checked against the training set.
+    """
+    path = Path(path)
+    arrays = read_label_file(path)
+    key = CIFAR10N_KEYS[noise_type]
+    missing = [name for name in ("clean_label", key) if name not in arrays]
+    if missing:
+        raise DataError(f"--noise-file {path} has no {' or '.join(missing)} array (it has "
+                        f"{', '.join(sorted(arrays)) or 'none'}); give CIFAR-10_human.pt of CIFAR-10N")
+    clean, noisy = arrays["clean_label"], arrays[key]
+    if not len(clean) == len(noisy) == len(train_labels):
+        raise DataError(f"--noise-file {path} has {len(noisy)} labels but the training set has "
+                        f"{len(train_labels)} images; give the label file of exactly these images in "
+                        f"their order (for a subset of CIFAR-10, only its rows of the full file)")
+    disagree = np.flatnonzero(clean != train_labels)
+    if len(disagree):
+        raise DataError(f"--noise-file {path} belongs to other images: its clean_label differs from "
+                        f"the training labels at {len(disagree)} of {len(clean)} images (first at "
+                        f"image {disagree[0]}); give the label file of these images in their order")
+    return noisy.astype(np.int64)
+
+
 def random_labels(count: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
     """Labels drawn uniformly at random once, for the unlabeled probe set."""
     return rng.integers(0, num_classes, count)
+
+
+SYNTHETIC_NOISE = ("symmetric", "asymmetric")
+NOISE_TYPES = (*SYNTHETIC_NOISE, *CIFAR10N_KEYS)
+GIVEN = "given"  # the labels of a folder dataset, trained on as they are; their truth is unknown
+
+
+@dataclass(frozen=True)
+class LabelNoise:
+    """The noise of a run's training labels: its type, its rate (synthetic types), its file (CIFAR-10N)."""
+
+    type: str = "symmetric"
+    corrupt_prob: float | None = None
+    file: str | None = None
+
+    @property
+    def ground_truth(self) -> bool:
+        """Whether the true label of every training image is known."""
+        return self.type != GIVEN
+
+
+def assign_labels(train: ImageSet, train_index: np.ndarray, noise: LabelNoise, num_classes: int,
+                  seed: int) -> np.ndarray:
+    """The labels the network trains on, one per row of `train_index`."""
+    true_labels = train.labels[train_index]
+    if noise.type == "symmetric":
+        return symmetric_noise(true_labels, noise.corrupt_prob, num_classes, numpy_rng(seed, "noise"))
+    if noise.type == "asymmetric":
+        return asymmetric_noise(true_labels, noise.corrupt_prob, class_flips(num_classes),
+                                numpy_rng(seed, "asymmetric-noise"))
+    if noise.type == GIVEN:
+        return true_labels.copy()
+    return human_labels(noise.file, noise.type, train.labels)[train_index]
 
 
 @dataclass
@@ -201,24 +465,40 @@ class NoisyData:
     images: np.ndarray          # all training images of the dataset, uint8 (N, 3, 32, 32)
     train_index: np.ndarray     # rows of `images` the network trains on
     assigned_labels: np.ndarray  # label trained on, per row of train_index
-    true_labels: np.ndarray     # ground truth, per row of train_index
+    true_labels: np.ndarray     # ground truth, per row of train_index (the assigned label if unknown)
     probe_index: np.ndarray     # rows of `images` that form the unlabeled probe set
     probe_labels: np.ndarray    # random labels of the probe set, fixed for the run
     test: ImageSet
     num_classes: int
+    noise: LabelNoise = field(default_factory=LabelNoise)
 
     def noise_summary(self) -> dict:
-        """How many training labels differ from the truth, for the run record."""
-        changed = int((self.assigned_labels != self.true_labels).sum())
-        return {"labels_changed": changed, "fraction_wrong": changed / len(self.true_labels)}
+        """The noise of the training labels for the run record and, where the truth is known, how
+        many labels are wrong."""
+        summary = {"type": self.noise.type, "corrupt_prob": self.noise.corrupt_prob,
+                   "noise_file": self.noise.file, "ground_truth": self.noise.ground_truth,
+                   "labels_changed": None, "fraction_wrong": None}
+        if self.noise.ground_truth:
+            changed = int((self.assigned_labels != self.true_labels).sum())
+            summary.update(labels_changed=changed, fraction_wrong=changed / len(self.true_labels))
+        return summary
 
 
 def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsamples: int | None,
-                    corrupt_prob: float, probe_source: str, seed: int) -> NoisyData:
-    """Draw the subset, the noisy labels and the probe set of a run from its seed."""
+                    corrupt_prob: float, probe_source: str, seed: int, noise_type: str = "symmetric",
+                    noise_file: str | Path | None = None) -> NoisyData:
+    """Draw the subset, the noisy labels and the probe set of a run from its seed.
+
+    `noise_type` is one of `NOISE_TYPES` or `GIVEN`; `corrupt_prob` applies to the synthetic types,
+    `noise_file` (a CIFAR-10N label file) to the cifar10n types.
+    """
+    if noise_type not in (*NOISE_TYPES, GIVEN):
+        raise ValueError(f"unknown noise type {noise_type!r}; choose one of {', '.join(NOISE_TYPES)}")
+    noise = LabelNoise(noise_type, corrupt_prob if noise_type in SYNTHETIC_NOISE else None,
+                       str(noise_file) if noise_type in CIFAR10N_KEYS else None)
     train_index, heldout = choose_subset(len(train), numsamples, numpy_rng(seed, "subset"))
     true_labels = train.labels[train_index]
-    assigned = symmetric_noise(true_labels, corrupt_prob, num_classes, numpy_rng(seed, "noise"))
+    assigned = assign_labels(train, train_index, noise, num_classes, seed)
     if probe_source == "heldout":
         if len(heldout) == 0:
             raise DataError("--probe-source heldout needs training images outside the subset; "
@@ -228,7 +508,7 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
         probe_index = train_index
     probe_labels = random_labels(len(probe_index), num_classes, numpy_rng(seed, "probe-labels"))
     return NoisyData(train.images, train_index, assigned, true_labels, probe_index, probe_labels,
-                     test, num_classes)
+                     test, num_classes, noise)
 
 
 # --------------------------------------------------------------------------------------------------
