@@ -113,20 +113,21 @@ def test_channels_last_network_shares_the_model_and_the_probe_restores_it(synthe
         assert torch.equal(value, before[key]), key
 
 
+def tiny_run(data_dir, out, model: str, epochs: int, *extra: str) -> int:
+    return experiments.main(["--model", model, "--scale", "0.125", "--epochs", str(epochs),
+                             "--numsamples", "64", "--batchsize", "32", "--data-dir", str(data_dir),
+                             "--device", "cpu", "--results-dir", str(out), "--checkpoint-dir", str(out),
+                             *extra])
+
+
 def test_channels_last_run_writes_a_normal_record(synthetic_cifar10, tmp_path):
-    argv = ["--model", "resnet", "--scale", "0.125", "--epochs", "1", "--numsamples", "64",
-            "--batchsize", "32", "--data-dir", str(synthetic_cifar10), "--device", "cpu",
-            "--results-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path), "--channels-last"]
-    assert experiments.main(argv) == 0
+    assert tiny_run(synthetic_cifar10, tmp_path, "resnet", 1, "--channels-last") == 0
     record = records.read_record(tmp_path / "run_resnet_1_0.1.csv")
     assert record.meta["args"]["channels_last"] and np.isfinite(record.rows[0]["phi_after"])
 
 
 @pytest.mark.slow
-def test_compiled_network_trains_and_resumes(synthetic_cifar10, tmp_path):
-    argv = ["--model", "cnn", "--scale", "0.125", "--epochs", "2", "--numsamples", "64",
-            "--batchsize", "32", "--data-dir", str(synthetic_cifar10), "--device", "cpu",
-            "--results-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path), "--compile"]
-    assert experiments.main(argv) == 0
+def test_compiled_network_trains_and_saves_the_plain_model(synthetic_cifar10, tmp_path):
+    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, "--compile") == 0
     state = records.load_checkpoint(tmp_path / "run_cnn_2_0.1.pt")
     assert not any(key.startswith("_orig_mod") for key in state["model"])
