@@ -1,6 +1,6 @@
 """Building blocks shared by the convolutional families: a convolution with BatchNorm (and an optional
 activation), and the global-average-pooling classifier that ends every CIFAR-form network here."""
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
@@ -9,7 +9,7 @@ Activation = Callable[[], nn.Module]
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
-            activation: Optional[Activation] = None, bias: bool = False) -> nn.Sequential:
+            activation: Activation | None = None, bias: bool = False) -> nn.Sequential:
     """A same-padded convolution followed by BatchNorm and, when given, an activation.
 
     `groups=in_channels=out_channels` makes it depthwise; the convolution has no bias by default,

@@ -140,8 +140,8 @@ def test_probe_leaves_training_bit_identical(name):
     """Training with a probe before every step ends in exactly the weights, BatchNorm statistics and
     optimizer state of training without it, dropout and drop-connect included."""
     data = torch.Generator().manual_seed(0)
-    images, labels = torch.randn(8, 3, 32, 32, generator=data), torch.randint(0, 10, (8,), generator=data)
-    probe_images, probe_labels = torch.randn(8, 3, 32, 32, generator=data), torch.randint(0, 10, (8,), generator=data)
+    images, probe_images = torch.randn(2, 8, 3, 32, 32, generator=data)
+    labels, probe_labels = torch.randint(0, 10, (2, 8), generator=data)
 
     def train(with_probe: bool):
         torch.manual_seed(0)
