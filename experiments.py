@@ -29,7 +29,7 @@ import datasets
 import records
 from models import MODELS, create_model
 from susceptibility import probe_step, running_susceptibility
-from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch
+from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch, without_subsets
 
 CHECKPOINT_FORMAT = 1
 # Arguments that change where files go or how fast the run is, but not what it computes.
@@ -81,14 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"network: {', '.join(sorted(MODELS))}")
     ref.add_argument("--scale", type=positive_float, default=1.0,
                      help="width multiplier of every layer of the reference architecture")
-    ref.add_argument("--dataset", choices=sorted(datasets.CIFAR), default="cifar10")
+    ref.add_argument("--dataset", choices=datasets.DATASETS, default="cifar10",
+                     help="folder: images listed in <data-dir>/train.txt and test.txt (see README)")
     ref.add_argument("--num_classes", type=int, default=None,
-                     help="number of classes (default: the dataset's; must match it)")
+                     help="number of classes (default: the dataset's, must match it; for a folder "
+                          "dataset the largest label + 1)")
     ref.add_argument("--numsamples", type=int, default=None,
                      help="train on a seeded random subset of this many images (default: all)")
     ref.add_argument("--batchsize", type=int, default=128, help="batch size of training and probe")
     ref.add_argument("--corruptprob", type=float, default=0.5,
-                     help="probability that a training label is replaced by a uniformly random one")
+                     help="probability that a training label is replaced by a uniformly random one "
+                          "(symmetric) or flipped to its partner class (asymmetric)")
+    ref.add_argument("--noise-type", choices=datasets.NOISE_TYPES, default=None,
+                     help="label noise (default: symmetric): symmetric, asymmetric class-pair flips, "
+                          "or the human labels of CIFAR-10N from --noise-file; a folder dataset "
+                          "trains on its labels as given")
+    ref.add_argument("--noise-file", default=None,
+                     help="CIFAR-10N label file (CIFAR-10_human.pt or .npz) for a cifar10n noise type")
     ref.add_argument("--epochs", type=int, default=200,
                      help="training epochs; the cosine schedule spans them")
     ref.add_argument("--lr", type=positive_float, default=0.1, help="initial learning rate")
@@ -105,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-source", choices=["train", "heldout"], default="train",
                      help="images of the unlabeled probe set: the training subset relabelled at "
                           "random (reference), or training images outside the subset")
-    run.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py")
+    run.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py "
+                     "(or cifar-100-python; or train.txt and test.txt for --dataset folder)")
     run.add_argument("--data-path", choices=["device", "loader"], default="device",
                      help="device: whole dataset on the compute device, augmented there; loader: "
                           "torch DataLoader with PIL transforms in worker processes")
@@ -134,16 +144,35 @@ def validate(args: argparse.Namespace) -> None:
         (args.eval_batchsize >= 1, f"--eval-batchsize must be at least 1, got {args.eval_batchsize}"),
         (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
     ]
-    classes = datasets.CIFAR[args.dataset].num_classes
-    if args.num_classes is not None:
+    if args.dataset in datasets.CIFAR and args.num_classes is not None:
+        classes = datasets.CIFAR[args.dataset].num_classes
         checks.append((args.num_classes == classes, f"--num_classes {args.num_classes} does not match "
                        f"{args.dataset}, which has {classes} classes; leave it out"))
-    for ok, message in checks:
+    for ok, message in checks + noise_checks(args):
         if not ok:
             raise UsageError(message)
-    args.num_classes = classes
+    if args.dataset in datasets.CIFAR:
+        args.num_classes = datasets.CIFAR[args.dataset].num_classes
+    args.noise_type = datasets.GIVEN if args.dataset == datasets.FOLDER else args.noise_type or "symmetric"
     if args.modelfilename is None:
         args.modelfilename = args.filename
+
+
+def noise_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
+    """--noise-type and --noise-file must fit each other and the dataset."""
+    human = args.noise_type in datasets.CIFAR10N_KEYS
+    return [
+        (args.dataset != datasets.FOLDER or args.noise_type is None,
+         f"--noise-type {args.noise_type} does not apply to --dataset folder, which trains on its "
+         f"labels as given; leave it out"),
+        (not human or args.dataset == "cifar10",
+         f"--noise-type {args.noise_type} holds human labels of CIFAR-10, not of {args.dataset}"),
+        (not human or args.noise_file is not None,
+         f"--noise-type {args.noise_type} needs --noise-file, the CIFAR-10N label file "
+         f"CIFAR-10_human.pt (see README)"),
+        (human or args.noise_file is None,
+         "--noise-file is read only with a cifar10n --noise-type; leave it out"),
+    ]
 
 
 def select_device(name: str) -> torch.device:
@@ -212,10 +241,12 @@ class Run:
 
 def build_run(args: argparse.Namespace, device: torch.device) -> Run:
     """Data, labels, model, optimizer and schedule of a fresh run, all fixed by --seed."""
-    train, test = datasets.load_cifar(args.data_dir, args.dataset)
+    train, test = datasets.load_dataset(args.data_dir, args.dataset)
+    args.num_classes = datasets.class_count(train, test, args.num_classes)
     data = datasets.make_noisy_data(train, test, num_classes=args.num_classes,
                                     numsamples=args.numsamples, corrupt_prob=args.corruptprob,
-                                    probe_source=args.probe_source, seed=args.seed)
+                                    probe_source=args.probe_source, seed=args.seed,
+                                    noise_type=args.noise_type, noise_file=args.noise_file)
     if args.data_path == "device":
         batches = datasets.DeviceBatches(data, device, args.batchsize, args.eval_batchsize)
     else:
@@ -232,8 +263,7 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
                  "train_images_available": len(train), "train_size": len(data.train_index),
                  "test_size": len(test), "probe_source": args.probe_source,
                  "probe_size": len(data.probe_index)},
-        "noise": {"type": "symmetric", "corrupt_prob": args.corruptprob, "ground_truth": True,
-                  **data.noise_summary()},
+        "noise": data.noise_summary(),
     }
     network = fast_network(model, bf16=args.amp, channels_last=args.channels_last, compile=args.compile)
     return Run(args, device, data, batches, model, network, optimizer, scheduler, [], meta)
@@ -299,6 +329,8 @@ def train_epoch(run: Run, epoch: int) -> dict:
     with tqdm(total=run.batches.train_batch_count(), desc=f"epoch {epoch}", leave=False,
               unit="batch", disable=None) as bar:
         train = train_one_epoch(run.network, run.optimizer, run.batches.train_batches(train_generator), bar)
+    if not run.data.noise.ground_truth:
+        train = without_subsets(train)
     test = evaluate(run.network, run.batches.test_batches())
     run.scheduler.step()
     row = {"epoch": epoch, "lr": lr, "phi_before": phi_before.item(), "phi_after": phi_after.item(),
@@ -310,10 +342,11 @@ def train_epoch(run: Run, epoch: int) -> dict:
 
 
 def summary_line(row: dict, epochs: int) -> str:
-    """One line per epoch with the key metrics."""
+    """One line per epoch with the key metrics; clean/noisy accuracies where they are known."""
+    subsets = "".join(f"{name} {row[f'train_{name}_acc']:6.2f}%  " for name in ("clean", "noisy")
+                      if math.isfinite(row[f"train_{name}_acc"]))
     return (f"epoch {row['epoch'] + 1:>4}/{epochs}  lr {row['lr']:.4g}  "
-            f"train {row['train_acc']:6.2f}%  clean {row['train_clean_acc']:6.2f}%  "
-            f"noisy {row['train_noisy_acc']:6.2f}%  test {row['test_acc']:6.2f}%  "
+            f"train {row['train_acc']:6.2f}%  {subsets}test {row['test_acc']:6.2f}%  "
             f"zeta {row['susceptibility']:.4f}  ({row['seconds']:.1f} s)")
 
 
@@ -350,9 +383,11 @@ def start(args: argparse.Namespace) -> tuple[Run, Paths]:
 def train(run: Run, paths: Paths, argv: list[str]) -> int:
     """The epoch loop; returns the process exit code."""
     args = run.args
+    noise = run.meta["noise"]
+    labels = (f"{noise['type']} noise, {noise['fraction_wrong']:.1%} wrong labels" if noise["ground_truth"]
+              else "labels as given (ground truth unknown)")
     print(f"{run.meta['run']['name']}: {args.model} x{args.scale} on {len(run.data.train_index)} "
-          f"{args.dataset} images, {run.meta['noise']['fraction_wrong']:.1%} wrong labels, "
-          f"device {run.device}")
+          f"{args.dataset} images, {labels}, device {run.device}")
     try:
         for epoch in range(len(run.rows), args.epochs):
             row = train_epoch(run, epoch)

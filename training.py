@@ -67,6 +67,13 @@ def split_sums(sums: torch.Tensor) -> dict[str, float]:
     return metrics
 
 
+def without_subsets(metrics: dict[str, float]) -> dict[str, float]:
+    """The training metrics with the clean/noisy figures blanked (NaN): without ground truth the
+    subsets are unknown, since every sample counts as clean."""
+    return {**metrics, **{f"train_{name}_{kind}": math.nan
+                          for name in ("clean", "noisy") for kind in ("loss", "acc")}}
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[TrainBatch],
                     progress: Iterator | None = None) -> dict[str, float]:
     """Train on every batch once; return loss and accuracy over all, clean and noisy samples.
