@@ -63,3 +63,43 @@ def real_cifar10() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-py").is_dir():
         pytest.skip("the real CIFAR-10 subset (../shared/data) is not present")
     return SHARED_DATA
+
+
+def write_cifar100(root: Path, train_size: int, test_size: int, seed: int = 0) -> Path:
+    """Write a CIFAR-100 style `cifar-100-python` folder (fine and coarse labels) under `root`."""
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    coarse_of = {fine: coarse for coarse, group in enumerate(datasets.CIFAR100_SUPERCLASSES)
+                 for fine in group}
+
+    def dump(name: str, count: int) -> None:
+        fine = rng.integers(0, 100, count)
+        batch = {"batch_label": name, "fine_labels": fine.tolist(),
+                 "coarse_labels": [coarse_of[int(f)] for f in fine],
+                 "data": synthetic_images(fine, rng), "filenames": [f"{i}.png" for i in range(count)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+
+    dump("train", train_size)
+    dump("test", test_size)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"fine{i}" for i in range(100)],
+                     "coarse_label_names": [f"coarse{i}" for i in range(20)]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_cifar100(tmp_path_factory) -> Path:
+    """A data dir holding a 200-image CIFAR-100 training set and a 100-image test set."""
+    return write_cifar100(tmp_path_factory.mktemp("data100"), train_size=200, test_size=100)
+
+
+@pytest.fixture(scope="session")
+def real_cifar10n() -> Path:
+    """The CIFAR-10N label files of ../shared/data; tests using them are skipped where absent."""
+    if not (SHARED_DATA / "cifar-10n").is_dir():
+        pytest.skip("the CIFAR-10N label files (../shared/data/cifar-10n) are not present")
+    return SHARED_DATA / "cifar-10n"
