@@ -29,6 +29,14 @@ def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return images.clip(0, 255).astype(np.uint8).reshape(n, 3072)
 
 
+def dump_batch(path: Path, labels: np.ndarray, rng: np.random.Generator, label_fields: dict) -> None:
+    """Pickle one batch of synthetic images of `labels` in the official CIFAR python format."""
+    batch = {"batch_label": path.name, **label_fields, "data": synthetic_images(labels, rng),
+             "filenames": [f"{i}.png" for i in range(len(labels))]}
+    with open(path, "wb") as f:
+        pickle.dump(batch, f)
+
+
 def write_cifar(root: Path, train_per_batch: int, test_size: int, num_classes: int = 10,
                 seed: int = 0, batches: int = 5) -> Path:
     """Write a CIFAR-10 style `cifar-10-batches-py` folder under `root` and return `root`."""
@@ -38,10 +46,7 @@ def write_cifar(root: Path, train_per_batch: int, test_size: int, num_classes: i
 
     def dump(name: str, count: int) -> None:
         labels = rng.integers(0, num_classes, count)
-        batch = {"batch_label": name, "labels": labels.tolist(),
-                 "data": synthetic_images(labels, rng), "filenames": [f"{i}.png" for i in range(count)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
+        dump_batch(folder / name, labels, rng, {"labels": labels.tolist()})
 
     for i in range(1, batches + 1):
         dump(f"data_batch_{i}", train_per_batch)
@@ -57,12 +62,17 @@ def synthetic_cifar10(tmp_path_factory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("data"), train_per_batch=60, test_size=100)
 
 
+def shared_folder(name: str, what: str) -> Path:
+    """The folder `name` of ../shared/data; the test asking for it is skipped where it is absent."""
+    if not (SHARED_DATA / name).is_dir():
+        pytest.skip(f"{what} (../shared/data/{name}) is not present")
+    return SHARED_DATA / name
+
+
 @pytest.fixture(scope="session")
 def real_cifar10() -> Path:
-    """The real CIFAR-10 subset of ../shared/data; tests using it are skipped where it is absent."""
-    if not (SHARED_DATA / "cifar-10-batches-py").is_dir():
-        pytest.skip("the real CIFAR-10 subset (../shared/data) is not present")
-    return SHARED_DATA
+    """The data dir of the real CIFAR-10 subset in ../shared/data."""
+    return shared_folder("cifar-10-batches-py", "the real CIFAR-10 subset").parent
 
 
 def write_cifar100(root: Path, train_size: int, test_size: int, seed: int = 0) -> Path:
@@ -75,16 +85,10 @@ def write_cifar100(root: Path, train_size: int, test_size: int, seed: int = 0) -
     coarse_of = {fine: coarse for coarse, group in enumerate(datasets.CIFAR100_SUPERCLASSES)
                  for fine in group}
 
-    def dump(name: str, count: int) -> None:
+    for name, count in (("train", train_size), ("test", test_size)):
         fine = rng.integers(0, 100, count)
-        batch = {"batch_label": name, "fine_labels": fine.tolist(),
-                 "coarse_labels": [coarse_of[int(f)] for f in fine],
-                 "data": synthetic_images(fine, rng), "filenames": [f"{i}.png" for i in range(count)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-
-    dump("train", train_size)
-    dump("test", test_size)
+        dump_batch(folder / name, fine, rng, {"fine_labels": fine.tolist(),
+                                              "coarse_labels": [coarse_of[int(f)] for f in fine]})
     with open(folder / "meta", "wb") as f:
         pickle.dump({"fine_label_names": [f"fine{i}" for i in range(100)],
                      "coarse_label_names": [f"coarse{i}" for i in range(20)]}, f)
@@ -99,7 +103,5 @@ def synthetic_cifar100(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_cifar10n() -> Path:
-    """The CIFAR-10N label files of ../shared/data; tests using them are skipped where absent."""
-    if not (SHARED_DATA / "cifar-10n").is_dir():
-        pytest.skip("the CIFAR-10N label files (../shared/data/cifar-10n) are not present")
-    return SHARED_DATA / "cifar-10n"
+    """The folder of the real CIFAR-10N label files in ../shared/data."""
+    return shared_folder("cifar-10n", "the CIFAR-10N label files")
