@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="probability that a training label is replaced by a uniformly random one "
                           "(symmetric) or flipped to its partner class (asymmetric)")
     ref.add_argument("--noise-type", choices=datasets.NOISE_TYPES, default=None,
-                     help="label noise (default: symmetric): symmetric, asymmetric class-pair flips, "
-                          "or the human labels of CIFAR-10N from --noise-file; a folder dataset "
-                          "trains on its labels as given")
+                     help="label noise: symmetric (when left out), asymmetric class-pair flips, or "
+                          "the human labels of CIFAR-10N from --noise-file; leave it out for "
+                          "--dataset folder, which trains on its labels as given")
     ref.add_argument("--noise-file", default=None,
                      help="CIFAR-10N label file (CIFAR-10_human.pt or .npz) for a cifar10n noise type")
     ref.add_argument("--epochs", type=int, default=200,
