@@ -1,0 +1,216 @@
+"""sweep.py: grid expansion, bad sweep files, local grids that resume and skip, failures, Ctrl-C, Slurm."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import experiments
+import records
+import sweep
+from conftest import ROOT
+from test_optimizers import interrupt_at_epoch
+
+TINY = """
+[fixed]
+data_dir = "{data}"
+epochs = {epochs}
+numsamples = 64
+batchsize = 32
+eval_batchsize = 100
+device = "cpu"
+"""
+
+
+def write_sweep(folder: Path, data: Path, grid: str, epochs: int = 2, name: str = "g") -> Path:
+    """A sweep file of tiny CPU runs on `data`, writing under `folder`."""
+    path = folder / f"{name}.toml"
+    path.write_text(f'[sweep]\nresults_dir = "{folder / "results"}"\ncheckpoint_dir = "{folder / "checkpoints"}"\n'
+                    + TINY.format(data=data, epochs=epochs) + grid)
+    return path
+
+
+GRID = """
+[grid]
+model = ["cnn", "resnet"]
+scale = [0.125, 0.25]
+
+[[grid.optimizers]]
+optimizer = "sgd"
+lr = [0.1, 0.01]
+
+[[grid.optimizers]]
+optimizer = "adam"
+lr = 0.001
+"""
+
+
+def test_grid_expands_to_every_combination_with_readable_unique_names(tmp_path, synthetic_cifar10):
+    grid = sweep.load_sweep(write_sweep(tmp_path, synthetic_cifar10, GRID))
+    assert len(grid.runs) == 2 * 2 * 3
+    names = [run.name for run in grid.runs]
+    assert len(set(names)) == len(names)
+    assert names[:3] == ["g_s0.125_sgd_cnn_2_0.1", "g_s0.125_sgd_cnn_2_0.01", "g_s0.125_adam_cnn_2_0.001"]
+    adam = grid.runs[2]
+    assert adam.settings == {"data_dir": str(synthetic_cifar10), "epochs": 2, "numsamples": 64, "batchsize": 32,
+                             "eval_batchsize": 100, "device": "cpu", "model": "cnn", "scale": 0.125,
+                             "optimizer": "adam", "lr": 0.001}
+    args = experiments.build_parser().parse_args(adam.argv)
+    assert (args.model, args.scale, args.optimizer, args.lr, args.epochs) == ("cnn", 0.125, "adam", 0.001, 2)
+    assert adam.record == tmp_path / "results" / "g_s0.125_adam_cnn_2_0.001.csv"
+    assert adam.checkpoint == tmp_path / "checkpoints" / "g_s0.125_adam_cnn_2_0.001.pt"
+    assert adam.log == tmp_path / "results" / "logs" / "g_s0.125_adam_cnn_2_0.001.log"
+
+
+def test_shipped_sweep_files_expand(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    smoke = sweep.load_sweep("sweeps/smoke.toml")
+    paper = sweep.load_sweep("sweeps/paper_cifar10.toml")
+    assert 2 <= len(smoke.runs) <= 6 and all(run.args.data_dir == "../shared/data" for run in smoke.runs)
+    assert len(paper.runs) > 100
+    assert {run.args.optimizer for run in paper.runs} == {"sgd", "adam"}
+    assert {run.args.corruptprob for run in paper.runs} == {0.5}
+    assert len({run.args.model for run in paper.runs}) >= 10 and len({run.args.scheduler for run in paper.runs}) >= 2
+
+
+@pytest.mark.parametrize("grid, problem", [
+    ('[grid]\nmodel = ["cnn", "nosuchnet"]', "[grid] model: argument --model: invalid choice: 'nosuchnet'"),
+    ('[grid]\nmodel = "cnn"\nwidth = [1, 2]', "unknown axis or argument 'width' in [grid]"),
+    ('[grid]\nmodel = "cnn"\nscale = [0.5, -1]', "[grid] scale: argument --scale: must be a positive number, got -1"),
+    ('[grid]\nmodel = "cnn"\ncorruptprob = [0.5, 2]', "[grid] corruptprob: --corruptprob must be within [0, 1]"),
+    ('[grid]\nmodel = "cnn"\noptimizer = ["sgd", "rmsprop"]', "[grid] optimizer: argument --optimizer: invalid choice"),
+    ('[grid]\nmodel = "cnn"\nnumsamples = [true]', "[grid] numsamples: bad value true"),
+    ('[grid]\nmodel = "cnn"\nlr = []', "[grid] lr has no values"),
+    ('[grid]\nmodel = "cnn"\nlr = [0.1, 0.1]', "[grid] lr lists 0.1 twice"),
+    ('[grid]\nmodel = "cnn"\nfilename = ["a", "b"]', "[grid] filename: the sweep sets it for every run"),
+    ('[grid]\nmodel = "cnn"\nepochs = [1, 2]', "epochs is both in [fixed] and in [grid]"),
+    ('[grid]\nmodel = "cnn"\n[[grid.a]]\nlr = 0.1\n[[grid.b]]\nlr = 0.2', "lr is set both in [[grid.a]] and in [[grid.b]]"),
+    ('[grid]\nmodel = "cnn"\n[[grid.a]]\nlr = 0.1\n[[grid.a]]\nlr = 0.1', "two grid points are both run g_cnn_2_0.1"),
+    ('[grids]\nmodel = "cnn"', "unknown table [grids]"),
+    ('[grid]\nmodel = ["cnn"', "is not valid TOML"),
+])
+def test_malformed_sweep_file_is_one_line_naming_the_problem(tmp_path, synthetic_cifar10, capsys, grid, problem):
+    path = write_sweep(tmp_path, synthetic_cifar10, grid)
+    assert sweep.main([str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err and str(path) in err, err
+
+
+def test_bad_command_line_is_one_line(tmp_path, synthetic_cifar10, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, GRID)
+    for argv, problem in [([str(tmp_path / "none.toml")], "cannot read the sweep file"),
+                          ([str(path), "--jobs", "0"], "--jobs must be at least 1"),
+                          ([str(path), "--partition", "gpu"], "--partition applies to --slurm only"),
+                          ([str(path), "--slurm"], "--slurm needs --time")]:
+        assert sweep.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and problem in err, err
+
+
+def finished_rows(run: sweep.Run) -> list[dict]:
+    record = records.read_record(run.record)
+    assert record.meta["status"]["finished"], run.name
+    return record.rows
+
+
+def test_local_sweep_runs_in_parallel_resumes_the_interrupted_run_then_skips_all(
+        tmp_path, synthetic_cifar10, monkeypatch, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\n'
+                                                     'lr = [0.1, 0.05, 0.02]\n')
+    runs = sweep.load_sweep(path).runs
+    interrupt_at_epoch(monkeypatch, 1)  # the second run stops after its first epoch, as on Ctrl-C
+    assert experiments.main(runs[1].argv) == 130
+    monkeypatch.undo()
+    first_epoch = records.read_record(runs[1].record).rows
+
+    assert sweep.main([str(path), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs: 1 to resume, 2 to start" in out and "running 2 at a time" in out
+    assert all(f"] done {run.name}" in out for run in runs) and "[3/3]" in out
+    assert all(len(finished_rows(run)) == 2 for run in runs)
+    assert finished_rows(runs[1])[:1] == first_epoch  # wall time included: resumed, not restarted
+    assert "resuming" in runs[1].log.read_text()
+
+    logs = {run.name: run.log.read_text() for run in runs}
+    assert sweep.main([str(path), "--jobs", "2"]) == 0
+    assert "3 runs: 3 finished" in capsys.readouterr().out
+    assert logs == {run.name: run.log.read_text() for run in runs}  # nothing started again
+
+
+def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path, synthetic_cifar10, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\n'
+                                                     'lr = [0.1, 0.05]\n', epochs=1)
+    failing = sweep.load_sweep(path).runs[1]
+    failing.record.parent.mkdir(parents=True)
+    failing.record.write_text("not a record")  # experiments.py refuses to resume it without a checkpoint
+    assert sweep.main([str(path), "--jobs", "2"]) == 1
+    out = capsys.readouterr().out
+    assert f"failed {failing.name} (exit code 2); log {failing.log}:" in out and "--retry-failed" in out
+
+    assert sweep.main([str(path)]) == 1
+    assert "1 finished, 1 failed before" in capsys.readouterr().out
+    assert failing.log.read_text().count("=== ") == 1  # left alone
+
+    failing.record.unlink()
+    assert sweep.main([str(path), "--retry-failed"]) == 0
+    assert "all 2 runs finished" in capsys.readouterr().out
+    assert failing.log.read_text().count("=== ") == 2
+
+
+def test_ctrl_c_stops_running_runs_which_a_rerun_continues(tmp_path, synthetic_cifar10):
+    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\nlr = [0.1, 0.05]\n',
+                       epochs=500)
+    runs = sweep.load_sweep(path).runs
+    process = subprocess.Popen([sys.executable, str(ROOT / "sweep.py"), str(path), "--jobs", "2"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(run.record.exists() for run in runs):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert f"continue with: python sweep.py {path} --jobs 2" in err
+    for run in runs:
+        status = records.read_record(run.record).meta["status"]
+        assert 1 <= status["epochs_completed"] < 500 and not status["finished"]
+        assert "interrupted" in run.log.read_text()
+    assert sweep.main([str(path), "--dry-run"]) == 0
+    assert all(sweep.run_state(run, set()) == sweep.RESUME for run in runs)
+
+
+def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10, monkeypatch, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nlr = [0.1, 0.05]\n')
+    queued, stale = sweep.load_sweep(path).runs
+    queued.log.parent.mkdir(parents=True)
+    queued.marker("job").write_text("4242_0\n")
+    stale.marker("job").write_text("4141_1\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 4242_0\necho 4242_3\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    grid = sweep.load_sweep(path)
+    assert sweep.main([str(path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("queued (job 4242_0)") and line.endswith(queued.name) for line in lines)
+    assert any(line.startswith("new") and line.endswith(stale.name) for line in lines)
+    assert lines[-1].endswith("2 runs: 1 to start, 1 queued on the cluster")
+    assert [run.name for run in sweep.runs_to_start(grid, sweep.current_states(grid), True)] == [stale.name]
+
+
+def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifar10, capsys):
+    pytest.importorskip("submitit")
+    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\nlr = [0.1, 0.05]\n',
+                       epochs=1)
+    runs = sweep.load_sweep(path).runs
+    argv = [str(path), "--slurm", "--cluster", "local", "--time", "10", "--gpus-per-run", "0",
+            "--cpus-per-run", "1", "--max-parallel", "2", "--wait"]
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "submitted 2 runs as job array" in out and "all 2 runs finished" in out
+    assert all(len(finished_rows(run)) == 1 and run.marker("job").exists() for run in runs)
+    assert sweep.main(argv) == 0
+    assert "2 runs: 2 finished" in capsys.readouterr().out
