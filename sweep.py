@@ -543,7 +543,10 @@ def executor_for(sweep: Sweep, options: argparse.Namespace):
         raise SweepError("--slurm needs submitit: pip install -r requirements-slurm.txt") from None
     # Jobs unpickle ClusterRun from this module, so they must find it.
     setup = [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
-    executor = submitit.AutoExecutor(folder=sweep.log_dir / "submitit", cluster=options.cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=sweep.log_dir / "submitit", cluster=options.cluster)
+    except RuntimeError as error:  # no Slurm here
+        raise SweepError(f"cannot submit to {options.cluster}: {error}") from None
     parameters = {"name": sweep.name, "timeout_min": options.time, "gpus_per_node": options.gpus_per_run,
                   "cpus_per_task": options.cpus_per_run, "slurm_setup": setup, "local_setup": setup,
                   "slurm_array_parallelism": options.max_parallel,
@@ -554,9 +557,8 @@ def executor_for(sweep: Sweep, options: argparse.Namespace):
     return executor
 
 
-def submit(sweep: Sweep, runs: list[Run], options: argparse.Namespace) -> list:
+def submit(executor, sweep: Sweep, runs: list[Run], options: argparse.Namespace) -> list:
     """Submit the runs as one job array and note each run's job id next to its log."""
-    executor = executor_for(sweep, options)
     with executor.batch():
         jobs = [executor.submit(ClusterRun(run, os.getcwd(), options.cpus_per_run)) for run in runs]
     for run, job in zip(runs, jobs, strict=True):
@@ -725,10 +727,11 @@ def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int
     print(plan_line(sweep, states), flush=True)
     todo = runs_to_start(sweep, states, options.retry_failed)
     if todo:
+        executor = executor_for(sweep, options) if options.slurm else None
         ensure_data(todo)
         progress = Progress(len(sweep.runs), sum(state == FINISHED for state in states.values()))
-        if options.slurm:
-            jobs = submit(sweep, todo, options)
+        if executor is not None:
+            jobs = submit(executor, sweep, todo, options)
             if not options.wait:
                 print(f"see their progress with: python sweep.py {shlex.quote(str(sweep.path))} --dry-run")
                 return 0

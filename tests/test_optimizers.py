@@ -21,6 +21,10 @@ EXPECTED_LRS = {  # the learning rate of each epoch, as the README describes the
 }
 
 
+def expected_lrs(scheduler_name: str) -> list[float]:
+    return [EXPECTED_LRS[scheduler_name](epoch) for epoch in range(EPOCHS)]
+
+
 def test_every_schedule_is_covered():
     assert set(EXPECTED_LRS) == set(experiments.SCHEDULERS)
 
@@ -49,7 +53,7 @@ def test_probe_leaves_adam_training_bit_identical_under_every_schedule(synthetic
     monkeypatch.setattr(experiments, "probe_step", skip_probe)
     plain = trained_run(synthetic_cifar10, "adam", scheduler_name)
     assert all(row["phi_before"] != row["phi_after"] for row in probed.rows)  # the probe took real steps
-    assert [row["lr"] for row in probed.rows] == pytest.approx([EXPECTED_LRS[scheduler_name](t) for t in range(EPOCHS)])
+    assert [row["lr"] for row in probed.rows] == pytest.approx(expected_lrs(scheduler_name))
     assert_bit_identical(probed.model.state_dict(), plain.model.state_dict())
     probed_state, plain_state = probed.optimizer.state_dict(), plain.optimizer.state_dict()
     assert probed_state["state"].keys() == plain_state["state"].keys()
@@ -74,12 +78,13 @@ def interrupt_at_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(experiments, "train_epoch", stop_at)
 
 
-def test_adam_with_a_step_schedule_runs_and_resumes_to_the_same_record(synthetic_cifar10, tmp_path, monkeypatch):
+def test_adam_with_a_step_schedule_runs_and_resumes_to_the_same_record(synthetic_cifar10, tmp_path,
+                                                                        monkeypatch):
     extra = ("--optimizer", "adam", "--scheduler", "step", "--numsamples", "32")
     whole = run_args(synthetic_cifar10, tmp_path / "whole", *extra, epochs=EPOCHS)
     assert experiments.main(whole) == 0
     rows = records.read_record(record_path(tmp_path / "whole", epochs=EPOCHS)).rows
-    assert [row["lr"] for row in rows] == pytest.approx([EXPECTED_LRS["step"](t) for t in range(EPOCHS)])
+    assert [row["lr"] for row in rows] == pytest.approx(expected_lrs("step"))
     assert all(math.isfinite(row["train_loss"]) and math.isfinite(row["susceptibility"]) for row in rows[1:])
 
     cut = run_args(synthetic_cifar10, tmp_path / "cut", *extra, epochs=EPOCHS)
@@ -87,4 +92,5 @@ def test_adam_with_a_step_schedule_runs_and_resumes_to_the_same_record(synthetic
     assert experiments.main(cut) == 130
     monkeypatch.undo()
     assert experiments.main([*cut, "--resume"]) == 0
-    assert same_record(record_path(tmp_path / "cut", epochs=EPOCHS), record_path(tmp_path / "whole", epochs=EPOCHS))
+    assert same_record(record_path(tmp_path / "cut", epochs=EPOCHS),
+                       record_path(tmp_path / "whole", epochs=EPOCHS))
