@@ -5,7 +5,9 @@ For every registered model: its parameter count (10 classes) at scales 0.25, 0.5
 with momentum and weight decay on a batch of 128 random images, in train mode) on this machine's CPU.
 Each model gets a few warm-up steps, then timed steps until --steps steps or --seconds seconds have
 passed; the figure is the batch size over the median step time, which a brief stall of the machine
-does not move. The table is markdown on stdout, preceded by a line that says what it was measured with.
+does not move. The table is markdown on stdout, preceded by a line that says what it was measured with,
+including the load average before and after: other work on the machine lowers the figures (a lot when
+it competes with torch's threads), so measure on an otherwise idle machine.
 
     python tools/model_table.py                 # all models, about 3 minutes on 2 cores
     python tools/model_table.py --models resnet vgg --threads 1
@@ -13,6 +15,7 @@ does not move. The table is markdown on stdout, preceded by a line that says wha
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -86,6 +89,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> str:
+    """The one-minute load average, where the system reports one."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
@@ -100,18 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    print(f"Measured with torch {torch.__version__}, {torch.get_num_threads()} CPU threads on "
-          f"{cpu_name()} ({platform.system()}); parameters for 10 classes; throughput: training "
-          f"steps (forward, backward, SGD) on batches of {args.batchsize} 32x32 images at scale "
-          f"{args.scale:g}, after {args.warmup} warm-up steps.")
+    load_before = load_average()
+    rows = []
+    for name in args.models:
+        counts = " | ".join(f"{parameter_count(name, s):,}" for s in PARAMETER_SCALES)
+        speed = training_throughput(name, args.scale, args.batchsize, args.warmup, args.steps, args.seconds)
+        rows.append(f"| `{name}` | {ARCHITECTURES.get(name, name)} | {counts} | {speed:,.0f} |")
+        print(f"{name}: {speed:,.0f} images/s", file=sys.stderr, flush=True)
+    print(f"Measured with `python tools/model_table.py`: torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads on {os.cpu_count()} cores of {cpu_name()} "
+          f"({platform.system()}), load average {load_before} before and {load_average()} after; "
+          f"parameters for 10 classes; throughput: median training step (forward, backward, SGD) "
+          f"on batches of {args.batchsize} 32x32 images at scale {args.scale:g}, after "
+          f"{args.warmup} warm-up steps.")
     print()
     scales = " | ".join(f"params x{s:g}" for s in PARAMETER_SCALES)
     print(f"| `--model` | architecture | {scales} | train images/s (x{args.scale:g}, CPU) |")
     print("|" + " --- |" * 2 + " ---: |" * (len(PARAMETER_SCALES) + 1))
-    for name in args.models:
-        counts = " | ".join(f"{parameter_count(name, s):,}" for s in PARAMETER_SCALES)
-        speed = training_throughput(name, args.scale, args.batchsize, args.warmup, args.steps, args.seconds)
-        print(f"| `{name}` | {ARCHITECTURES.get(name, name)} | {counts} | {speed:,.0f} |", flush=True)
+    print("\n".join(rows))
     return 0
 
 
