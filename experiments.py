@@ -134,23 +134,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def validate(args: argparse.Namespace) -> None:
-    """Reject values argparse cannot check by type alone."""
-    checks = [
+def raise_first_failure(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+def value_checks(args: argparse.Namespace) -> None:
+    """Reject single values that argparse cannot check by type alone."""
+    raise_first_failure([
         (0 <= args.corruptprob <= 1, f"--corruptprob must be within [0, 1], got {args.corruptprob}"),
         (args.batchsize >= 1, f"--batchsize must be at least 1, got {args.batchsize}"),
         (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
         (args.workers >= 0, f"--workers must be 0 or more, got {args.workers}"),
         (args.eval_batchsize >= 1, f"--eval-batchsize must be at least 1, got {args.eval_batchsize}"),
-        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
-    ]
+    ])
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Reject bad values and combinations, then fill in the defaults that depend on other arguments."""
+    value_checks(args)
+    checks = [(not (args.resume and args.overwrite), "--resume and --overwrite exclude each other")]
     if args.dataset in datasets.CIFAR and args.num_classes is not None:
         classes = datasets.CIFAR[args.dataset].num_classes
         checks.append((args.num_classes == classes, f"--num_classes {args.num_classes} does not match "
                        f"{args.dataset}, which has {classes} classes; leave it out"))
-    for ok, message in checks + noise_checks(args):
-        if not ok:
-            raise UsageError(message)
+    raise_first_failure(checks + noise_checks(args))
     if args.dataset in datasets.CIFAR:
         args.num_classes = datasets.CIFAR[args.dataset].num_classes
     args.noise_type = datasets.GIVEN if args.dataset == datasets.FOLDER else args.noise_type or "symmetric"

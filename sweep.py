@@ -194,16 +194,20 @@ def check_value(key: str, value, where: str) -> None:
     any_model = ["--model", settable_arguments()["model"].choices[0]]
     argv = tokens(key, value) if key == "model" else [*any_model, *tokens(key, value)]
     try:
-        parse_experiment(argv)
+        parse_experiment(argv, alone=True)
     except SweepError as error:
         raise SweepError(f"{where} {key}: {error}") from None
 
 
-def parse_experiment(argv: list[str]) -> argparse.Namespace:
-    """experiments.py's reading of a command line; its complaints raise SweepError."""
+def parse_experiment(argv: list[str], alone: bool = False) -> argparse.Namespace:
+    """experiments.py's reading of a command line; its complaints raise SweepError.
+
+    With `alone`, the line holds one argument of a run, so only its own type and range are checked,
+    not how it fits the others (--noise-type with --noise-file, say): whole runs check that.
+    """
     try:
         args = experiments.build_parser().parse_args(argv)
-        experiments.validate(args)
+        experiments.value_checks(args) if alone else experiments.validate(args)
     except experiments.UsageError as error:
         raise SweepError(str(error).removesuffix(" (see --help)")) from None
     return args
