@@ -284,12 +284,26 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
                           rule_picks(runs), left_out, epoch, convention)
 
 
-def save_figure(figure: Figure, folder: str | Path, name: str) -> Path:
-    """Write `figure` as `<folder>/figures/<name>.png` and return that path."""
-    path = Path(folder) / "figures" / f"{name}.png"
+def save_png(figure: Figure, path: Path) -> Path:
+    """Write `figure` as a PNG file at `path`, creating its folder, and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     return path
+
+
+def save_figure(figure: Figure, folder: str | Path, name: str) -> Path:
+    """Write `figure` as `<folder>/figures/<name>.png` and return that path."""
+    return save_png(figure, Path(folder) / "figures" / f"{name}.png")
+
+
+def write_figures(table: pd.DataFrame, selection: "ModelSelection", out_dir: str | Path,
+                  epoch: int | None = None, convention: str = "paper") -> list[Path]:
+    """The notebook's figures as PNG files in `out_dir`: each run's curves, ζ against memorization
+    across runs, and the four regions."""
+    figures = {f"curves_{run}": plot_run(table, run, convention) for run in sorted(table["run"].unique())}
+    figures["zeta_vs_memorization"] = plot_zeta_vs_memorization(table, epoch, convention)
+    figures["regions"] = plot_regions(selection)
+    return [save_png(figure, Path(out_dir) / f"{name}.png") for name, figure in figures.items()]
 
 
 def plot_run(table: pd.DataFrame, run: str, convention: str = "paper") -> Figure:
@@ -402,6 +416,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="0-based epoch to compare the runs at (default: each run's last)")
     parser.add_argument("--convention", choices=sorted(ZETA_COLUMNS), default="paper",
                         help="running mean of zeta: the paper's (default) or the reference notebook's")
+    parser.add_argument("--figures", metavar="DIR", default=None,
+                        help="also write the notebook's figures as PNG files into DIR")
     return parser.parse_args(argv)
 
 
@@ -424,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     across = tau_across_runs(loaded.table, args.epoch, args.convention)
     along = tau_along_epochs(loaded.table, args.convention)
     print(selection_report(selection, across, along))
+    if args.figures:
+        paths = write_figures(loaded.table, selection, args.figures, args.epoch, args.convention)
+        print(f"wrote {len(paths)} figures to {args.figures}")
     return 0
 
 

@@ -268,3 +268,13 @@ def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
     errors = capsys.readouterr().err.splitlines()
     assert errors == [f"analysis.py: error: no such folder: {tmp_path / 'absent'}",
                       f"analysis.py: error: no run records in {tmp_path}"]
+
+
+def test_shell_entry_point_writes_the_figures_when_asked(selection_table, tmp_path, capsys):
+    out = tmp_path / "figures_here"
+    assert analysis.main([str(tmp_path), "--figures", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == sorted([*(f"curves_{run}.png" for run in "abcdef"), "regions.png",
+                            "zeta_vs_memorization.png"])
+    assert all((out / name).stat().st_size > 1000 for name in names)
+    assert f"wrote 8 figures to {out}" in capsys.readouterr().out
