@@ -121,20 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "torch DataLoader with PIL transforms in worker processes")
     run.add_argument("--workers", type=int, default=4, help="DataLoader workers (--data-path loader)")
     run.add_argument("--eval-batchsize", type=int, default=1000, help="batch size of the test pass")
-    speed = p.add_argument_group("speed (off by default: results stay fp32 and bit-reproducible)")
-    speed.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    speed.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the network")
     run.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, else CPU), cpu, "
                                                       "cuda, cuda:N or mps")
     run.add_argument("--results-dir", default="results")
     run.add_argument("--checkpoint-dir", default="checkpoint")
     run.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     run.add_argument("--overwrite", action="store_true", help="discard an existing run and start over")
+    speed = p.add_argument_group("speed (off by default: results stay fp32 and bit-reproducible)")
+    speed.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    speed.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the network")
     return p
 
 
 def raise_first_failure(checks: list[tuple[bool, str]]) -> None:
+    """Raise the message of the first check that is not ok."""
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
