@@ -17,8 +17,10 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ from susceptibility import probe_step, running_susceptibility
 from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch, without_subsets
 
 CHECKPOINT_FORMAT = 1
+DIVERGED = 3       # exit code of a run stopped by a non-finite loss
+INTERRUPTED = 130  # exit code of a run stopped by Ctrl-C or SIGTERM, its finished epochs saved
 # Arguments that change where files go or how fast the run is, but not what it computes.
 OPERATIONAL_ARGS = {"resume", "overwrite", "device", "workers", "eval_batchsize", "data_dir",
                     "results_dir", "checkpoint_dir", "filename", "modelfilename"}
@@ -410,41 +414,49 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
         write_record(run, paths, stopped_because=reason)
         print(f"stopped: {reason}; try a lower --lr. The {len(run.rows)} completed epochs are kept "
               f"in {paths.record} and {paths.checkpoint}", file=sys.stderr)
-        return 1
+        return DIVERGED
     except KeyboardInterrupt:
         command = " ".join(shlex.quote(a) for a in ["python", "experiments.py", *argv] if a != "--overwrite")
         suffix = "" if "--resume" in argv else " --resume"
         print(f"\ninterrupted: {len(run.rows)} of {args.epochs} epochs are saved in {paths.record}; "
               f"continue with: {command}{suffix}", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     print(f"done: {paths.record} and the final model in {paths.checkpoint}")
     return 0
+
+
+@contextmanager
+def sigterm_as_keyboard_interrupt() -> Iterator[None]:
+    """Let SIGTERM (a scheduler's stop) end the block like Ctrl-C; only the main thread can."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:  # SIGTERM (a scheduler's stop) ends the run like Ctrl-C
-        previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        args = build_parser().parse_args(argv)
-        validate(args)
-        run, paths = start(args)
-        if len(run.rows) == args.epochs:
-            write_record(run, paths)
-            print(f"{paths.record} is already complete ({args.epochs} epochs)")
-            return 0
-        return train(run, paths, argv)
+        with sigterm_as_keyboard_interrupt():
+            args = build_parser().parse_args(argv)
+            validate(args)
+            run, paths = start(args)
+            if len(run.rows) == args.epochs:
+                write_record(run, paths)
+                print(f"{paths.record} is already complete ({args.epochs} epochs)")
+                return 0
+            return train(run, paths, argv)
     except (UsageError, datasets.DataError) as error:
         print(f"experiments.py: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted before the first epoch; nothing was changed", file=sys.stderr)
-        return 130
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_handler)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

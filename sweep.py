@@ -47,7 +47,7 @@ SET_BY_SWEEP = {"filename", "modelfilename", "results_dir", "checkpoint_dir", "r
 # experiments.py appends these to every record name, so run names leave them out.
 IN_RECORD_NAME = ("model", "epochs", "lr")
 NAME_PREFIXES = {"scale": "s", "corruptprob": "noise", "numsamples": "n", "batchsize": "bs"}
-INTERRUPTED = 130  # exit code of an experiments.py run stopped by Ctrl-C or SIGTERM
+INTERRUPTED = experiments.INTERRUPTED
 POLL_SECONDS = 0.2
 
 
@@ -394,6 +394,8 @@ def record_outcome(run: Run, returncode: int) -> str:
         return "done"
     if returncode == INTERRUPTED:
         return "interrupted"
+    if returncode == experiments.DIVERGED:
+        return mark_failed(run, "diverged: the training loss became non-finite; try a lower lr")
     return mark_failed(run, f"exit code {returncode}")
 
 
@@ -754,22 +756,20 @@ def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep the command line names; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    previous_handler = signal.signal(signal.SIGTERM, experiments.raise_keyboard_interrupt)
     try:
-        options = parse_options(argv)
-        sweep = load_sweep(options.sweep_file)
-        if options.dry_run:
-            return list_runs(sweep)
-        with sweep_lock(sweep):
-            return run_sweep(sweep, options, argv)
+        with experiments.sigterm_as_keyboard_interrupt():
+            options = parse_options(argv)
+            sweep = load_sweep(options.sweep_file)
+            if options.dry_run:
+                return list_runs(sweep)
+            with sweep_lock(sweep):
+                return run_sweep(sweep, options, argv)
     except (SweepError, experiments.UsageError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted before any run started", file=sys.stderr)
         return INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":

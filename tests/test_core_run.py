@@ -228,7 +228,7 @@ def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, 
     records.save_checkpoint(checkpoint, state)
     kept_checkpoint = checkpoint.read_bytes()
     capsys.readouterr()
-    assert experiments.main([*argv, "--resume"]) == 1
+    assert experiments.main([*argv, "--resume"]) == experiments.DIVERGED
     err = capsys.readouterr().err
     assert "non-finite training loss in epoch 2" in err and "lower --lr" in err
     record = records.read_record(record_path(tmp_path, epochs=4))
