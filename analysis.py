@@ -297,10 +297,12 @@ def save_figure(figure: Figure, folder: str | Path, name: str) -> Path:
 
 
 def write_figures(table: pd.DataFrame, selection: "ModelSelection", out_dir: str | Path,
-                  epoch: int | None = None, convention: str = "paper") -> list[Path]:
-    """The notebook's figures as PNG files in `out_dir`: each run's curves, ζ against memorization
-    across runs, and the four regions."""
-    figures = {f"curves_{run}": plot_run(table, run, convention) for run in sorted(table["run"].unique())}
+                  epoch: int | None = None, convention: str = "paper",
+                  curves: list[str] | None = None) -> list[Path]:
+    """The notebook's figures as PNG files in `out_dir`: ζ against memorization across runs, the four
+    regions, and the curves of the runs matching the `curves` patterns (none by default)."""
+    chosen = sorted(filter_runs(table, curves)["run"].unique()) if curves else []
+    figures = {f"curves_{run}": plot_run(table, run, convention) for run in chosen}
     figures["zeta_vs_memorization"] = plot_zeta_vs_memorization(table, epoch, convention)
     figures["regions"] = plot_regions(selection)
     return [save_png(figure, Path(out_dir) / f"{name}.png") for name, figure in figures.items()]
@@ -417,7 +419,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--convention", choices=sorted(ZETA_COLUMNS), default="paper",
                         help="running mean of zeta: the paper's (default) or the reference notebook's")
     parser.add_argument("--figures", metavar="DIR", default=None,
-                        help="also write the notebook's figures as PNG files into DIR")
+                        help="also write the across-run figures as PNG files into DIR")
+    parser.add_argument("--curves", metavar="PATTERN", nargs="+", default=None,
+                        help="with --figures, also each matching run's curves (e.g. '*')")
     return parser.parse_args(argv)
 
 
@@ -434,15 +438,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"analysis.py: {run}: stored susceptibility differs from the recomputed one",
                   file=sys.stderr)
         selection = select_models(loaded.table, args.epoch, args.convention)
+        across = tau_across_runs(loaded.table, args.epoch, args.convention)
+        along = tau_along_epochs(loaded.table, args.convention)
+        print(selection_report(selection, across, along))
+        if args.figures:
+            paths = write_figures(loaded.table, selection, args.figures, args.epoch, args.convention,
+                                  args.curves)
+            print(f"wrote {len(paths)} figures to {args.figures}")
     except (FileNotFoundError, ValueError) as error:
         print(f"analysis.py: error: {error}", file=sys.stderr)
         return 1
-    across = tau_across_runs(loaded.table, args.epoch, args.convention)
-    along = tau_along_epochs(loaded.table, args.convention)
-    print(selection_report(selection, across, along))
-    if args.figures:
-        paths = write_figures(loaded.table, selection, args.figures, args.epoch, args.convention)
-        print(f"wrote {len(paths)} figures to {args.figures}")
     return 0
 
 

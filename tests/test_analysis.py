@@ -273,8 +273,12 @@ def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
 def test_shell_entry_point_writes_the_figures_when_asked(selection_table, tmp_path, capsys):
     out = tmp_path / "figures_here"
     assert analysis.main([str(tmp_path), "--figures", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["regions.png", "zeta_vs_memorization.png"]
+    assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "a", "[ef]"]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == sorted([*(f"curves_{run}.png" for run in "abcdef"), "regions.png",
-                            "zeta_vs_memorization.png"])
+    assert names == ["curves_a.png", "curves_e.png", "curves_f.png", "regions.png",
+                     "zeta_vs_memorization.png"]
     assert all((out / name).stat().st_size > 1000 for name in names)
-    assert f"wrote 8 figures to {out}" in capsys.readouterr().out
+    assert f"wrote 5 figures to {out}" in capsys.readouterr().out
+    assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "zz*"]) == 1
+    assert capsys.readouterr().err.startswith("analysis.py: error: no run matches ['zz*']")
