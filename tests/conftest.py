@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pickle
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -105,3 +107,11 @@ def synthetic_cifar100(tmp_path_factory) -> Path:
 def real_cifar10n() -> Path:
     """The folder of the real CIFAR-10N label files in ../shared/data."""
     return shared_folder("cifar-10n", "the CIFAR-10N label files")
+
+
+def start_in_foreground(command: list[str], **kwargs) -> subprocess.Popen:
+    """Start a program as a terminal would start it in the foreground, so that SIGINT reaches it as
+    Ctrl-C: a shell starts background jobs (a CI script, say) with SIGINT ignored, and children
+    inherit that."""
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)

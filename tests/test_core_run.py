@@ -13,7 +13,7 @@ import torch
 
 import experiments
 import records
-from conftest import ROOT, write_cifar
+from conftest import ROOT, start_in_foreground, write_cifar
 from susceptibility import running_susceptibility
 
 
@@ -122,7 +122,7 @@ def slow_epoch_data(tmp_path_factory):
 def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tmp_path, signum):
     argv = run_args(slow_epoch_data, tmp_path / "cut", epochs=4)
     command = [sys.executable, str(ROOT / "experiments.py"), *argv]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_in_foreground(command)
     path = record_path(tmp_path / "cut", epochs=4)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
