@@ -1,7 +1,6 @@
 """sweep.py: grid expansion, bad sweep files, local grids that resume and skip, failures, Ctrl-C, Slurm."""
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
