@@ -9,6 +9,7 @@ subset, the noise, the probe labels, shuffling and augmentation repeat exactly f
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import sys
@@ -515,10 +516,17 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
 # Augmentation and batches
 
 
+@functools.cache
+def normalization_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference mean and std as (1, 3, 1, 1) tensors, made once per device rather than copied
+    to it for every batch."""
+    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(STD, device=device).view(1, 3, 1, 1))
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 images to float, scaled to [0, 1] and normalized with the reference constants."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = normalization_constants(images.device)
     return images.float().div_(255).sub_(mean).div_(std)
 
 
