@@ -109,7 +109,21 @@ def test_experiments_resumes_a_checkpoint_written_without_the_probe_state(synthe
 # No trace on training
 
 
-def train_loop(optimizer_name: str, epochs: int, with_probe: bool, eval_between: bool = False):
+def train_one_pass(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                   labels: torch.Tensor) -> list[float]:
+    """One shuffled pass in batches of 32, as a user's loop does it; returns the batch losses."""
+    model.train()
+    losses = []
+    for batch in torch.randperm(len(images)).split(32):
+        loss = F.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def train_loop(optimizer_name: str, epochs: int, with_probe: bool):
     """A user's loop: BatchNorm and dropout network, a step schedule, the global RNG seeded once."""
     images, labels = synthetic_set()
     torch.manual_seed(0)
@@ -121,13 +135,7 @@ def train_loop(optimizer_name: str, epochs: int, with_probe: bool, eval_between:
     for _ in range(epochs):
         if with_probe:
             zeta.measure(model, optimizer)
-        model.train()
-        for batch in torch.randperm(len(images)).split(32):
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        losses += train_one_pass(model, optimizer, images, labels)
         scheduler.step()
         rng_states.append(torch.get_rng_state())
     return model, optimizer, losses, rng_states, zeta
@@ -237,12 +245,7 @@ def zeta_sequence(epochs: int, stop_after: int | None = None) -> list[float]:
             zeta.load_state_dict(checkpoint["zeta"])
         zeta.measure(model, optimizer)
         torch.manual_seed(100 + epoch)
-        model.train()
-        for batch in torch.randperm(len(images)).split(32):
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        train_one_pass(model, optimizer, images, labels)
     return zeta.zetas() + zeta.zetas("reference")
 
 
