@@ -268,7 +268,7 @@ class Susceptibility:
     def __init__(self, images, num_classes: int, *, batch_size: int = 128, seed: int = 0,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  full_precision: bool = True):
-        self.setup(UnlabeledImages(images, num_classes, batch_size, seed, augment), seed,
+        self._setup(UnlabeledImages(images, num_classes, batch_size, seed, augment), seed,
                    torch.device("cpu"), full_precision)
 
     @classmethod
@@ -277,10 +277,10 @@ class Susceptibility:
         """A probe drawing its batches from `batches.probe_batch(generator)`, where each epoch's
         generator lives on `generator_device`: for a data pipeline that keeps the unlabeled set itself."""
         probe = cls.__new__(cls)
-        probe.setup(batches, seed, generator_device, full_precision)
+        probe._setup(batches, seed, generator_device, full_precision)
         return probe
 
-    def setup(self, batches: ProbeBatches, seed: int, generator_device: torch.device,
+    def _setup(self, batches: ProbeBatches, seed: int, generator_device: torch.device,
               full_precision: bool) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an integer, got {seed!r}")
