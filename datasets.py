@@ -14,7 +14,6 @@ import hashlib
 import pickle
 import sys
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +24,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 import records
+from susceptibility import derive_seed, random_labels, torch_generator  # noqa: F401 (re-exported)
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
@@ -69,25 +69,9 @@ class DataError(Exception):
 # Seeds
 
 
-def derive_seed(seed: int, *stream: str | int) -> int:
-    """A 63-bit seed for the named random stream of a run, independent of every other stream.
-
-    Streams are keyed by name (and epoch), so adding or skipping one (the probe, say) never shifts
-    the numbers another one draws.
-    """
-    key = [zlib.crc32(str(part).encode()) for part in stream]
-    state = np.random.SeedSequence([seed, *key]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
-
-
 def numpy_rng(seed: int, *stream: str | int) -> np.random.Generator:
     """A numpy generator for one named stream of the run."""
     return np.random.default_rng(derive_seed(seed, *stream))
-
-
-def torch_generator(seed: int, device: torch.device, *stream: str | int) -> torch.Generator:
-    """A torch generator on `device` for one named stream of the run."""
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, *stream))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,11 +416,6 @@ def human_labels(path: str | Path, noise_type: str, train_labels: np.ndarray) ->
     return noisy.astype(np.int64)
 
 
-def random_labels(count: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Labels drawn uniformly at random once, for the unlabeled probe set."""
-    return rng.integers(0, num_classes, count)
-
-
 SYNTHETIC_NOISE = ("symmetric", "asymmetric")
 NOISE_TYPES = (*SYNTHETIC_NOISE, *CIFAR10N_KEYS)
 GIVEN = "given"  # the labels of a folder dataset, trained on as they are; their truth is unknown
@@ -580,7 +559,7 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
         probe_index = outside
     else:
         probe_index = train_index
-    probe_labels = random_labels(len(probe_index), num_classes, numpy_rng(seed, "probe-labels"))
+    probe_labels = random_labels(len(probe_index), num_classes, seed)
     return NoisyData(train.images, train_index, assigned, true_labels, probe_index, probe_labels,
                      test, num_classes, noise, holdout)
 
