@@ -634,8 +634,8 @@ def key_value(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Options for running a sweep here (the default) or on Slurm."""
-    p = experiments.OneLineParser(description=__doc__.split("\n\n")[0],
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = experiments.OneLineParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                  formatter_class=experiments.DefaultsHelpFormatter)
     p.add_argument("sweep_file", help="the sweep file (TOML), e.g. sweeps/smoke.toml")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time on this machine, spread over the visible GPUs")
@@ -648,8 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "a run that needs longer is requeued and continues")
     slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
     slurm.add_argument("--max-parallel", type=int, default=16, help="jobs of the array running at once")
-    slurm.add_argument("--gpus-per-run", type=int, default=1)
-    slurm.add_argument("--cpus-per-run", type=int, default=8)
+    slurm.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of each job (0: CPU only)")
+    slurm.add_argument("--cpus-per-run", type=int, default=8,
+                       help="CPU cores of each job, and the torch threads of its run")
     slurm.add_argument("--slurm-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="another sbatch option, e.g. account=myproject; repeat for more")
     slurm.add_argument("--wait", action="store_true",

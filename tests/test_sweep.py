@@ -114,6 +114,12 @@ def test_bad_command_line_is_one_line(tmp_path, synthetic_cifar10, capsys):
         assert err.count("\n") == 1 and problem in err, err
 
 
+def test_abbreviated_options_are_refused(tmp_path, synthetic_cifar10, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS)
+    assert sweep.main([str(path), "--job", "2"]) == 2
+    assert "unrecognized arguments: --job" in capsys.readouterr().err
+
+
 def finished_rows(run: sweep.Run) -> list[dict]:
     record = records.read_record(run.record)
     assert record.meta["status"]["finished"], run.name
