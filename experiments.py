@@ -142,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of the checkpoint (model, optimizer and labels; kept after the last epoch)")
     run.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     run.add_argument("--overwrite", action="store_true", help="discard an existing run and start over")
-    speed = p.add_argument_group("speed (off by default: results stay fp32 and bit-reproducible)")
+    speed = p.add_argument_group("speed (defaults stay fp32 and give the same numbers run after run)")
     speed.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    speed.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels-last memory format of the convolutions (default: on for the CPU, "
+                            "where it is faster, off on other devices; a resumed run keeps its choice)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the network")
     return p
 
@@ -402,15 +404,27 @@ def prepare_paths(args: argparse.Namespace) -> Paths:
     return paths
 
 
+def channels_last_default(device: torch.device, checkpoint: dict | None) -> bool:
+    """What --channels-last is when left out: a resumed run's own choice, else on for the CPU, where
+    channels-last convolutions are faster with the same fp32 arithmetic; other devices keep the
+    plain layout until it has been measured there."""
+    recorded = checkpoint.get("args", {}).get("channels_last") if checkpoint else None
+    return device.type == "cpu" if recorded is None else bool(recorded)
+
+
 def start(args: argparse.Namespace) -> tuple[Run, Paths]:
     """Build the run, loading its checkpoint when resuming."""
     paths = prepare_paths(args)
     device = select_device(args.device)
     if args.amp and device.type != "cuda":
         raise UsageError(f"--amp (bf16 autocast) needs a CUDA device, not {device}; leave it out")
+    resuming = args.resume and paths.checkpoint.exists()
+    checkpoint = records.load_checkpoint(paths.checkpoint, device) if resuming else None
+    if args.channels_last is None:
+        args.channels_last = channels_last_default(device, checkpoint)
     run = build_run(args, device)
-    if args.resume and paths.checkpoint.exists():
-        restore(run, records.load_checkpoint(paths.checkpoint, device), paths.checkpoint)
+    if checkpoint is not None:
+        restore(run, checkpoint, paths.checkpoint)
         if len(run.rows) < args.epochs:
             print(f"resuming {paths.record.name}: {len(run.rows)} of {args.epochs} epochs done, "
                   f"continuing with epoch {len(run.rows)}")

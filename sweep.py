@@ -151,20 +151,27 @@ def settable_arguments() -> dict[str, argparse.Action]:
             if action.option_strings and action.dest not in SET_BY_SWEEP}
 
 
-def flag(name: str) -> str:
-    """The command-line flag of an experiments.py argument."""
-    return settable_arguments()[name].option_strings[-1]
+def flag(name: str, on: bool = True) -> str | None:
+    """The command-line flag of an experiments.py argument; with `on` false, the flag that turns a
+    switch off (`--no-channels-last`), or None for a switch that is off unless given (`--amp`)."""
+    action = settable_arguments()[name]
+    if on:
+        return action.option_strings[0]
+    negative = [option for option in action.option_strings if option.startswith("--no-")]
+    return negative[0] if negative else None
 
 
 def is_switch(name: str) -> bool:
-    """Whether an argument is an on/off flag such as --amp, set with true or false."""
+    """Whether an argument is an on/off flag such as --amp or --channels-last/--no-channels-last,
+    set with true or false: it takes no value on the command line."""
     return settable_arguments()[name].nargs == 0
 
 
 def tokens(name: str, value) -> list[str]:
     """The command-line words that give an argument its value."""
     if is_switch(name):
-        return [flag(name)] if value else []
+        switch = flag(name, on=bool(value))
+        return [switch] if switch else []
     return [flag(name), str(value)]
 
 
