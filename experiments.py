@@ -71,7 +71,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     an on/off switch, a default of None or an empty list (the help text explains those)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.required or action.default in (None, False, [], argparse.SUPPRESS):
+        if action.required or any(action.default is value for value in (None, False, argparse.SUPPRESS)) \
+                or action.default == []:
             return action.help or ""
         return super()._get_help_string(action)
 
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--noisy-holdout", type=int, default=0, metavar="N",
                      help="also evaluate, every epoch, N training images outside the --numsamples "
                           "subset (and the probe set) with labels from the same noise process: a "
-                          "validation accuracy that needs no clean label (0: off)")
+                          "validation accuracy that needs no clean label; 0 turns it off")
     run.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py "
                      "(or cifar-100-python; or train.txt and test.txt for --dataset folder)")
     run.add_argument("--data-path", choices=["device", "loader"], default="device",
