@@ -492,6 +492,67 @@ def compare_stopping(table: pd.DataFrame, convention: str = "paper", window: int
     return per_run, summary
 
 
+@dataclass
+class SeedPopulations:
+    """The paper's comparisons within each seed's population of runs, and their spread over seeds.
+
+    A population is every run of one seed (on the same data): the regions, the rule picks and τ across
+    runs are computed inside it, as the paper does for its one population, and then summarized over
+    the populations, so that each rule's pick has a mean ± std and τ a spread.
+    """
+
+    taus: pd.DataFrame      # per seed: Kendall's tau of zeta against memorization across its runs
+    picks: pd.DataFrame     # per rule (rows of compare_signals) and seed (columns): the pick's test accuracy
+    summary: pd.DataFrame   # per rule: populations, mean and sample std over them of the pick's test accuracy
+    regions: pd.DataFrame   # per region (placed within each population): runs over all seeds, test accuracy
+    selections: dict[int, ModelSelection]
+
+
+def seed_populations(table: pd.DataFrame, epoch: int | None = None, convention: str = "paper") -> SeedPopulations:
+    """Split the runs by seed and compare the selection rules and τ within each seed's population."""
+    taus, picks, selections, placed = {}, {}, {}, []
+    for seed, runs in table.groupby("seed"):
+        seed = int(seed)
+        selections[seed] = select_models(runs, epoch, convention)
+        taus[seed] = asdict(tau_across_runs(runs, epoch, convention))
+        picks[f"seed {seed}"] = compare_signals(runs, epoch, convention)["test_acc"]
+        placed.append(selections[seed].runs)
+    picks = pd.DataFrame(picks)
+    summary = pd.DataFrame({"populations": picks.notna().sum(axis=1), "test_acc_mean": picks.mean(axis=1),
+                            "test_acc_std": picks.std(axis=1)})
+    return SeedPopulations(pd.DataFrame.from_dict(taus, orient="index").rename_axis("seed"), picks, summary,
+                           region_summary(pd.concat(placed)), selections)
+
+
+def along_summary(along: pd.DataFrame) -> str:
+    """One line on τ along the epochs of each run: its median, and how many runs have it positive
+    and significant (p < 0.05)."""
+    known_taus = along.dropna(subset=["tau"])
+    positive = int(((known_taus["tau"] > 0) & (known_taus["pvalue"] < 0.05)).sum())
+    return (f"tau(zeta, noisy-subset accuracy) along the epochs of each run: median {known_taus['tau'].median():.3f} "
+            f"over {len(known_taus)} runs; positive with p < 0.05 in {positive}")
+
+
+def seed_populations_report(populations_: SeedPopulations, along: pd.DataFrame) -> str:
+    """The text of `analysis.py --per-seed`: τ per population, each rule's pick over the populations,
+    the regions pooled over them, and τ along each run's epochs."""
+    taus = populations_.taus
+    return "\n".join([
+        f"{len(taus)} seed populations; Kendall tau(zeta, noisy-subset training accuracy) across the runs "
+        f"of each:",
+        format_table(taus),
+        f"mean over populations {mean_std_text(taus['tau'].mean(), taus['tau'].std(), digits=3)}",
+        "",
+        "Test accuracy of each rule's pick, per population and as mean ± std over populations:",
+        format_table(populations_.picks.join(populations_.summary)),
+        "",
+        "Regions, placed within each population, pooled over the populations:",
+        format_table(populations_.regions),
+        "",
+        along_summary(along),
+    ])
+
+
 FIGURE_FORMATS = ("png", "pdf")  # PNG to look at, PDF (vector) for a paper
 
 
@@ -702,11 +763,11 @@ def plot_signals(table: pd.DataFrame, epoch: int | None = None, convention: str 
     return figure
 
 
-def mean_std_text(mean: float, std: float) -> str:
-    """"mean ± std", the mean alone for a single run, a dash for an empty region."""
+def mean_std_text(mean: float, std: float, digits: int = 2) -> str:
+    """"mean ± std", the mean alone for a single value, a dash for none."""
     if pd.isna(mean):
         return "–"
-    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def draw_region_table(axes, regions: pd.DataFrame) -> None:
@@ -719,7 +780,7 @@ def draw_region_table(axes, regions: pd.DataFrame) -> None:
                loc="center", cellLoc="center")
 
 
-COUNT_COLUMNS = {"region", "count", "runs", "n", "epoch", "seed", "train_size", "num_classes"}
+COUNT_COLUMNS = {"region", "count", "runs", "n", "epoch", "seed", "train_size", "num_classes", "populations"}
 SETTING_COLUMNS = {"scale", "lr_initial", "corruptprob", "noise_rate"}  # printed as given
 
 
@@ -816,6 +877,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="file formats of every figure (default: png pdf)")
     parser.add_argument("--curves", metavar="PATTERN", nargs="+", default=None,
                         help="with --figures, also each matching run's curves (e.g. '*')")
+    parser.add_argument("--per-seed", action="store_true",
+                        help="also treat each seed's runs as a population of its own and summarize the "
+                             "rules and tau over the populations (with --figures: a region plot per seed)")
     return parser.parse_args(argv)
 
 
@@ -839,9 +903,16 @@ def main(argv: list[str] | None = None) -> int:
         print(selection_report(selection, across, along))
         print()
         print(signals_report(table, args.epoch, args.convention))
+        per_seed = seed_populations(table, args.epoch, args.convention) if args.per_seed else None
+        if per_seed is not None:
+            print()
+            print(seed_populations_report(per_seed, along))
         if args.figures:
             paths = write_figures(table, selection, args.figures, args.epoch, args.convention,
                                   args.curves, tuple(args.formats))
+            for seed, seed_selection in (per_seed.selections.items() if per_seed else ()):
+                paths += save_formats(plot_regions(seed_selection), Path(args.figures) / f"regions_seed{seed}",
+                                      tuple(args.formats))
             print(f"wrote {len(paths)} figure files to {args.figures}")
     except (FileNotFoundError, ValueError) as error:
         print(f"analysis.py: error: {error}", file=sys.stderr)

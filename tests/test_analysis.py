@@ -453,3 +453,43 @@ def test_every_number_column_of_the_report_has_the_same_decimals_in_every_row(tm
     for position, column in enumerate(columns[:4], start=1):
         decimals = {len(row[position].partition(".")[2]) for row in rows}
         assert decimals == {4 if column == "zeta" else 2}, (column, rows)
+
+
+def seeded_run(folder, name: str, seed: int, train_acc: float, zeta: float, test_acc: float,
+               noisy_acc: float) -> None:
+    """A two-epoch run of `seed` whose last epoch has these values."""
+    rows = [epoch_row(0, 3.0, 10.0, 10.0, noisy_acc / 2), epoch_row(1, zeta, train_acc, test_acc, noisy_acc)]
+    write_run(folder, name, rows, args={"model": "cnn", "scale": 1.0, "lr": 0.1, "seed": seed})
+
+
+def test_seed_populations_compare_the_rules_within_each_seed_and_summarize_over_seeds(tmp_path):
+    # Seed 0: means train 60, zeta 2 -> a0 region 1 (test 70); b0 and c0 (at the means) region 4.
+    # Seed 1: means train 50, zeta 3 -> b1 region 1 (test 40), a1 region 2 (picked by train acc),
+    # c1 region 4.
+    for name, seed, train, zeta, test, noisy in [("a0", 0, 90, 1.0, 70, 10), ("b0", 0, 60, 3.0, 50, 30),
+                                                 ("c0", 0, 30, 2.0, 30, 20), ("a1", 1, 80, 5.0, 20, 60),
+                                                 ("b1", 1, 60, 1.0, 40, 10), ("c1", 1, 10, 3.0, 60, 40)]:
+        seeded_run(tmp_path, name, seed, train, zeta, test, noisy)
+    table = analysis.load_runs(tmp_path).table
+    result = analysis.seed_populations(table)
+    assert result.picks.loc["region 1"].tolist() == [70, 40]
+    assert result.picks.loc["train acc"].tolist() == [70, 20]
+    assert result.picks.loc["oracle"].tolist() == [70, 60]
+    assert result.summary.loc["train acc", "test_acc_mean"] == 45
+    assert result.summary.loc["region 1", "test_acc_std"] == pytest.approx(np.std([70, 40], ddof=1))
+    assert result.summary.loc["zeta", "populations"] == 2
+    # tau(zeta, noisy): seed 0 ranks (1, 3, 2) against (10, 30, 20): 1; seed 1 (5, 1, 3) against (60, 10, 40): 1
+    assert result.taus["tau"].tolist() == pytest.approx([1.0, 1.0])
+    assert result.regions["count"].tolist() == [2, 1, 0, 3]  # a0, b1 | a1 | – | b0, c0, c1
+    assert result.regions.loc[1, "test_acc_mean"] == 55
+
+
+def test_per_seed_option_prints_the_summary_and_writes_a_region_plot_per_seed(tmp_path, capsys):
+    for name, seed, train, zeta, test, noisy in [("a0", 0, 90, 1.0, 70, 10), ("b0", 0, 60, 3.0, 50, 30),
+                                                 ("a1", 1, 80, 5.0, 20, 60), ("b1", 1, 60, 1.0, 40, 10)]:
+        seeded_run(tmp_path, name, seed, train, zeta, test, noisy)
+    out = tmp_path / "figures"
+    assert analysis.main([str(tmp_path), "--per-seed", "--figures", str(out), "--formats", "png"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 seed populations" in printed and "mean over populations 1.000 ± 0.000" in printed
+    assert {"regions_seed0.png", "regions_seed1.png"} <= {p.name for p in out.iterdir()}
