@@ -61,6 +61,9 @@ CIFAR = {
 }
 
 
+DEFAULT_DATA_DIR = "./data"  # where CIFAR is downloaded when --data-dir is left out
+
+
 class DataError(Exception):
     """A data problem the user can fix; its message is one line saying what and how."""
 
@@ -105,14 +108,36 @@ class ImageSet:
         return len(self.labels)
 
 
+class ForbiddenObject(pickle.UnpicklingError):
+    """A pickle refers to something other than the numpy arrays of an official CIFAR batch."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles the official CIFAR batches (dictionaries of strings, lists and numpy arrays) and
+    refuses every other global, so that a crafted batch file cannot run code when it is read."""
+
+    # Array reconstruction under numpy 1 and 2 names, and the bytes of protocol-2 pickles of Python 3.
+    ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ARRAY_GLOBALS:
+            raise ForbiddenObject(f"{module}.{name}")
+        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+
+
 def read_batch(path: Path, label_key: str) -> ImageSet:
     """Read one pickled batch of the official python format, or say which file is broken."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+            batch = BatchUnpickler(f, encoding="latin1").load()
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
         images = data.reshape(len(data), 3, IMAGE_SIZE, IMAGE_SIZE)
+    except ForbiddenObject as error:
+        raise DataError(f"CIFAR batch {path} refers to {error}, which an official batch never holds; "
+                        f"it was not loaded, since it could run code. Replace it from the official archive")
     except Exception as error:  # any unpickling or shape failure means the same thing to the user
         raise DataError(f"cannot read CIFAR batch {path} ({type(error).__name__}: {error}); "
                         f"the file is corrupt or truncated, replace it from the official archive")
@@ -150,13 +175,25 @@ def download(source: CifarSource, data_dir: Path) -> None:
             f"place {source.archive} from {source.url} in {data_dir} and extract it there")
 
 
+def check_data_dir(data_dir: Path, source: CifarSource) -> None:
+    """Refuse a --data-dir that cannot be meant: a file, a missing folder (only the default one is
+    made, for the download), or the batch folder itself instead of its parent."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds "
+                        f"{source.folder}")
+    if not data_dir.exists() and data_dir != Path(DEFAULT_DATA_DIR):
+        raise DataError(f"--data-dir {data_dir} does not exist; give the folder that holds "
+                        f"{source.folder}, or leave --data-dir out to download into {DEFAULT_DATA_DIR}")
+    if any((data_dir / name).is_file() for name in source.train_files):
+        raise DataError(f"--data-dir {data_dir} holds the batch files themselves; point --data-dir at "
+                        f"its parent, {data_dir.resolve().parent}")
+
+
 def load_cifar(data_dir: str | Path, dataset: str = "cifar10") -> tuple[ImageSet, ImageSet]:
     """Training and test sets of `dataset` from `data_dir`, downloaded only if the folder is missing."""
     source = CIFAR[dataset]
     data_dir = Path(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds "
-                        f"{source.folder}")
+    check_data_dir(data_dir, source)
     folder = data_dir / source.folder
     if not folder.is_dir():
         download(source, data_dir)

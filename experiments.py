@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-source", choices=["train", "heldout"], default="train",
                      help="images of the unlabeled probe set: the training subset relabelled at "
                           "random (reference), or training images outside the subset")
-    run.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py "
+    run.add_argument("--data-dir", default=datasets.DEFAULT_DATA_DIR, help="folder holding cifar-10-batches-py "
                      "(or cifar-100-python; or train.txt and test.txt for --dataset folder)")
     run.add_argument("--data-path", choices=["device", "loader"], default="device",
                      help="device: whole dataset on the compute device, augmented there; loader: "

@@ -81,10 +81,12 @@ def test_missing_data_without_network_names_folder_and_archive(tmp_path, monkeyp
     offline = datasets.CifarSource(**{**datasets.CIFAR["cifar10"].__dict__,
                                       "url": "http://127.0.0.1:9/cifar-10-python.tar.gz"})
     monkeypatch.setitem(datasets.CIFAR, "cifar10", offline)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(datasets.DataError) as error:
-        datasets.load_cifar(tmp_path / "nowhere")
+        datasets.load_cifar(empty)
     message = str(error.value)
-    assert "cifar-10-batches-py not found in" in message and str(tmp_path / "nowhere") in message
+    assert "cifar-10-batches-py not found in" in message and str(empty) in message
     assert "cifar-10-python.tar.gz" in message and "\n" not in message
 
 

@@ -1,6 +1,10 @@
 """experiments.py end to end: records, checkpoints, determinism, resume, and bad input."""
 import hashlib
 import math
+import pickle
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,6 +210,45 @@ def test_corrupt_batch_file_is_named(tmp_path, capsys):
     assert experiments.main(run_args(root, tmp_path)) == 2
     err = capsys.readouterr().err
     assert "test_batch" in err and "corrupt or truncated" in err and err.count("\n") == 1
+
+
+class RunsCode:
+    """Unpickling this runs code: it creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_batch_file_that_would_run_code_is_refused(tmp_path, capsys):
+    root = write_cifar(tmp_path / "data", train_per_batch=10, test_size=10)
+    marker = tmp_path / "code-ran"
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({"data": RunsCode(marker), "labels": [0]}))
+    assert experiments.main(run_args(root, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert f"{batch} refers to pathlib.Path.touch" in err and "not loaded" in err
+    assert err.count("\n") == 1 and not (tmp_path / "results").exists()
+
+
+def test_a_missing_data_dir_is_named_and_not_created(tmp_path, capsys):
+    missing = tmp_path / "dta"
+    assert experiments.main(run_args(missing, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"--data-dir {missing} does not exist" in err and err.count("\n") == 1
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_data_dir_holding_the_batches_themselves_points_to_its_parent(synthetic_cifar10, tmp_path, capsys):
+    batches = synthetic_cifar10 / "cifar-10-batches-py"
+    before = digest(synthetic_cifar10)
+    assert experiments.main(run_args(batches, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"point --data-dir at its parent, {synthetic_cifar10}" in err and err.count("\n") == 1
+    assert digest(synthetic_cifar10) == before and list(tmp_path.iterdir()) == []
 
 
 def test_command_line_errors_exit_nonzero_without_traceback(tmp_path):
