@@ -326,9 +326,9 @@ def choose_subset(available: int, numsamples: int | None, rng: np.random.Generat
     """Indices of a random training subset of `numsamples` images (sorted) and of the rest."""
     if numsamples is None:
         numsamples = available
-    if not 2 <= numsamples <= available:
+    if not 1 <= numsamples <= available:
         raise DataError(f"--numsamples {numsamples} is out of range: the training set has "
-                        f"{available} images, choose 2 to {available} (BatchNorm needs two)")
+                        f"{available} images, choose 1 to {available}")
     if numsamples == available:
         return np.arange(available), np.arange(0)
     chosen = np.zeros(available, dtype=bool)
@@ -642,12 +642,11 @@ class DeviceBatches:
 
 
 def batch_sizes(count: int, batch_size: int) -> list[int]:
-    """Sizes of the training batches of one epoch: full batches, then the remainder.
-
-    A remainder of a single image is dropped, since BatchNorm cannot normalize one sample.
-    """
+    """Sizes of the training batches of one epoch: full batches, then the remainder, as in the
+    reference's DataLoader. A remainder of one image trains too: every BatchNorm layer here
+    normalizes over the spatial positions as well as the batch."""
     sizes = [batch_size] * (count // batch_size)
-    if count % batch_size > 1:
+    if count % batch_size:
         sizes.append(count % batch_size)
     return sizes
 

@@ -41,7 +41,7 @@ def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_re
 
 @pytest.mark.parametrize("numsamples", [0, -5, 1001])
 def test_subset_out_of_range_is_a_clear_error(numsamples):
-    with pytest.raises(datasets.DataError, match="--numsamples .* choose 2 to 1000"):
+    with pytest.raises(datasets.DataError, match="--numsamples .* choose 1 to 1000"):
         datasets.choose_subset(1000, numsamples, datasets.numpy_rng(0, "subset"))
 
 
@@ -119,10 +119,16 @@ def test_noise_summary_counts_changed_labels(synthetic_cifar10):
     assert summary["fraction_wrong"] == summary["labels_changed"] / len(train)
 
 
-def test_batch_sizes_cover_every_image_but_a_lone_remainder():
+def test_batch_sizes_cover_every_image_even_a_lone_remainder():
     assert datasets.batch_sizes(300, 128) == [128, 128, 44]
-    assert datasets.batch_sizes(257, 128) == [128, 128]
+    assert datasets.batch_sizes(257, 128) == [128, 128, 1]
     assert datasets.batch_sizes(256, 128) == [128, 128]
+    assert datasets.batch_sizes(1, 128) == [1]
+
+
+def test_a_subset_of_one_image_is_allowed():
+    subset, rest = datasets.choose_subset(1000, 1, datasets.numpy_rng(0, "subset"))
+    assert len(subset) == 1 and len(rest) == 999
 
 
 def test_normalize_uses_the_reference_constants():

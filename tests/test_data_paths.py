@@ -84,8 +84,9 @@ def every_augmentation(image: torch.Tensor) -> torch.Tensor:
     return datasets.normalize(datasets.crop_and_flip(image.expand(162, -1, -1, -1), offsets, flips))
 
 
-def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synthetic_cifar10):
-    device_path, loader_path, data = loader_and_device(synthetic_cifar10)
+@pytest.mark.parametrize("numsamples", [40, 33], ids=["remainder-8", "remainder-1"])
+def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synthetic_cifar10, numsamples):
+    device_path, loader_path, data = loader_and_device(synthetic_cifar10, numsamples)
     generator = lambda: torch.Generator().manual_seed(1)
     pairs = lambda source: sorted((int(a), int(t)) for batch in source.train_batches(generator())
                                   for a, t in zip(batch.assigned, batch.true))
