@@ -694,7 +694,7 @@ class LoaderBatches:
         self.eval_batch_size = eval_batch_size
         self.workers = workers
         self.train_set = PilTransformSet(data.images[data.train_index], augment)
-        self.probe_set = PilTransformSet(data.images[data.probe_index], augment)
+        self.probe_images = torch.as_tensor(data.images[data.probe_index])
         self.test_set = PilTransformSet(data.test.images, transforms.Compose(normalize_pil))
         self.assigned = torch.as_tensor(data.assigned_labels).to(device)
         self.true = torch.as_tensor(data.true_labels).to(device)
@@ -716,9 +716,11 @@ class LoaderBatches:
                              self.true[positions])
 
     def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented probe batch, transformed in this process."""
-        pick = torch.randperm(len(self.probe_set), generator=generator)[:self.batch_size]
-        images = torch.stack([self.probe_set[int(i)][0] for i in pick])
+        """One augmented probe batch, made in this process with crops and flips drawn from
+        `generator` (not from the global random state, which a resumed run does not share): the
+        same pixels as the PIL transforms give for those crops and flips."""
+        pick = torch.randperm(len(self.probe_images), generator=generator)[:self.batch_size]
+        images = normalize(random_augment(self.probe_images[pick], generator))
         return images.to(self.device), self.probe_labels[pick.to(self.device)]
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -100,6 +100,37 @@ def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synth
         assert any(torch.allclose(augmented, c, atol=1e-6) for c in candidates)
 
 
+def pil_crop_and_flip(image: np.ndarray, offset: tuple[int, int], flip: bool) -> torch.Tensor:
+    """One uint8 (3, 32, 32) image through the PIL transforms of the DataLoader path, at a given
+    crop offset (row, column) of the zero-padded image and flip."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    picture = TF.crop(TF.pad(Image.fromarray(image.transpose(1, 2, 0)), datasets.PAD), *offset, 32, 32)
+    picture = TF.hflip(picture) if flip else picture
+    return TF.normalize(TF.to_tensor(picture), datasets.MEAN, datasets.STD)
+
+
+def test_tensor_crop_and_flip_equals_the_pil_transforms():
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    offsets = torch.tensor([[0, 0], [8, 8], [3, 7], [8, 0], [4, 4], [1, 6]])
+    flips = torch.tensor([False, True, True, False, True, False])
+    ours = datasets.normalize(datasets.crop_and_flip(torch.as_tensor(images), offsets, flips))
+    for image, offset, flip, mine in zip(images, offsets.tolist(), flips.tolist(), ours):
+        assert torch.equal(mine, pil_crop_and_flip(image, offset, bool(flip)))
+
+
+def test_loader_probe_batch_comes_from_its_generator_alone_as_the_device_path_does(synthetic_cifar10):
+    device_path, loader_path, _ = loader_and_device(synthetic_cifar10)
+    batches = []
+    for global_seed in (0, 1):  # a resumed run starts with another global random state
+        torch.manual_seed(global_seed)
+        batches.append(loader_path.probe_batch(torch.Generator().manual_seed(5)))
+    expected = device_path.probe_batch(torch.Generator().manual_seed(5))
+    for images, labels in batches:
+        assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
+
+
 def test_channels_last_network_shares_the_model_and_the_probe_restores_it(synthetic_cifar10):
     device_path, _, _ = loader_and_device(synthetic_cifar10)
     model = create_model("resnet", 0.125)
