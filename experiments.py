@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -36,6 +36,8 @@ from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch, wit
 CHECKPOINT_FORMAT = 1
 DIVERGED = 3       # exit code of a run stopped by a non-finite loss
 INTERRUPTED = 130  # exit code of a run stopped by Ctrl-C or SIGTERM, its finished epochs saved
+# Facts of the machine that decide which kernels compute a run, and so its last digits.
+KERNEL_FACTS = ("device_name", "cpu_model", "cpu_capability", "cpu_threads")
 # Arguments that change where files go or how fast the run is, but not what it computes.
 OPERATIONAL_ARGS = {"resume", "overwrite", "device", "workers", "eval_batchsize", "data_dir",
                     "results_dir", "checkpoint_dir", "filename", "modelfilename"}
@@ -76,9 +78,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+REPRODUCIBILITY = (
+    "The same arguments give identical run records (wall times aside) on the same CPU model and "
+    "thread count (OMP_NUM_THREADS): the CPU's instruction set and the number of threads decide "
+    "which kernels run and so the last digits, which training then amplifies. A run resumed on the "
+    "same machine ends as an uninterrupted one. On a GPU the last digits may differ between runs.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The reference flags with their defaults, plus data, device and run-management flags."""
-    p = OneLineParser(description=__doc__.split("\n\n")[0],
+    p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=REPRODUCIBILITY,
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ref = p.add_argument_group("experiment (the reference code's flags)")
     ref.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
@@ -118,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-source", choices=["train", "heldout"], default="train",
                      help="images of the unlabeled probe set: the training subset relabelled at "
                           "random (reference), or training images outside the subset")
-    run.add_argument("--data-dir", default=datasets.DEFAULT_DATA_DIR, help="folder holding cifar-10-batches-py "
-                     "(or cifar-100-python; or train.txt and test.txt for --dataset folder)")
+    run.add_argument("--data-dir", default=datasets.DEFAULT_DATA_DIR,
+                     help="existing folder holding cifar-10-batches-py (or cifar-100-python; or "
+                          "train.txt and test.txt for --dataset folder); CIFAR is downloaded only "
+                          "into the default folder")
     run.add_argument("--data-path", choices=["device", "loader"], default="device",
                      help="device: whole dataset on the compute device, augmented there; loader: "
                           "torch DataLoader with PIL transforms in worker processes")
@@ -217,12 +228,26 @@ def run_defining_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in OPERATIONAL_ARGS}
 
 
+def cpu_model() -> str:
+    """The CPU's model name: on Linux from /proc/cpuinfo, where platform.processor() is empty."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def environment(device: torch.device) -> dict:
-    """Library versions and the device, for the run record."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    """Library versions, the device, and the CPU facts that decide which kernels compute the run."""
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": torchvision.__version__, "numpy": np.__version__,
             "platform": platform.platform(), "device": str(device), "device_name": name,
+            "cpu_model": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_threads": torch.get_num_threads()}
 
 
@@ -294,6 +319,7 @@ def checkpoint_state(run: Run, finished: bool) -> dict:
     return {
         "format": CHECKPOINT_FORMAT, "args": run_defining_args(run.args),
         "epochs_completed": len(run.rows), "finished": finished,
+        "environment": run.meta["environment"],
         "rng": {"seed": run.args.seed, "next_epoch": len(run.rows)},
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "rows": run.rows,
@@ -313,6 +339,8 @@ def restore(run: Run, state: dict, path: Path) -> None:
         described = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differing.items())
         raise UsageError(f"{path} was made with other arguments ({described}); repeat the original "
                          f"command with --resume, or start over with --overwrite")
+    saved_environment = state.get("environment", {})
+    check_device_type(saved_environment, run.device, path)
     current = checkpoint_state(run, False)["labels"]
     if any(not torch.equal(current[k], state["labels"][k].cpu()) for k in current):
         raise UsageError(f"the data in {run.args.data_dir} differ from those {path} was trained on; "
@@ -321,6 +349,30 @@ def restore(run: Run, state: dict, path: Path) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.rows = list(state["rows"])
+    changes = environment_changes(saved_environment, run.meta["environment"])
+    if changes:
+        print(f"warning: {path} was made with {'; '.join(changes)}; the epochs from here on may differ "
+              f"in their last digits from those of an uninterrupted run", file=sys.stderr)
+
+
+def check_device_type(saved_environment: dict, device: torch.device, path: Path) -> None:
+    """Refuse to continue on another device type: the random streams (shuffling, augmentation,
+    dropout) live on the device, and a CPU and a GPU draw different numbers from the same seed."""
+    if "device" not in saved_environment:
+        return
+    saved_type = torch.device(saved_environment["device"]).type
+    if saved_type != device.type:
+        raise UsageError(f"{path} was made on a {saved_type} device and cannot continue on {device}, "
+                         f"whose random streams differ; resume it with --device {saved_type}, or start "
+                         f"over with --overwrite")
+
+
+def environment_changes(saved: dict, current: dict) -> list[str]:
+    """The facts of `KERNEL_FACTS` that differ between a checkpoint's machine and this one. Off
+    CUDA the device name is the CPU model, named once."""
+    on_cuda = torch.device(current["device"]).type == "cuda"
+    return [f"{key} {saved[key]!r}, now {current[key]!r}" for key in KERNEL_FACTS
+            if key in saved and saved[key] != current[key] and (on_cuda or key != "device_name")]
 
 
 def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> None:
@@ -352,7 +404,20 @@ def train_epoch(run: Run, epoch: int) -> dict:
     zeta = running_susceptibility([r["phi_before"] for r in run.rows] + [row["phi_before"]],
                                   [r["phi_after"] for r in run.rows] + [row["phi_after"]])
     row["susceptibility"] = zeta[-1]
+    check_finite(row)
     return row
+
+
+# Columns of an epoch's row that are finite in a run that has not diverged, with their names.
+FINITE_COLUMNS = {"phi_before": "probe loss before the step (phi_before)",
+                  "phi_after": "probe loss after the step (phi_after)", "test_loss": "test loss"}
+
+
+def check_finite(row: dict) -> None:
+    """Raise NonFiniteLoss if a loss of the row is NaN or infinite, before the row is recorded."""
+    for column, quantity in FINITE_COLUMNS.items():
+        if not math.isfinite(row[column]):
+            raise NonFiniteLoss(quantity, row[column])
 
 
 def summary_line(row: dict, epochs: int) -> str:
@@ -381,17 +446,57 @@ def prepare_paths(args: argparse.Namespace) -> Paths:
     return paths
 
 
-def start(args: argparse.Namespace) -> tuple[Run, Paths]:
-    """Build the run, loading its checkpoint when resuming."""
-    paths = prepare_paths(args)
+def build(args: argparse.Namespace) -> Run:
+    """The fresh run on the chosen device."""
     device = select_device(args.device)
     if args.amp and device.type != "cuda":
         raise UsageError(f"--amp (bf16 autocast) needs a CUDA device, not {device}; leave it out")
-    run = build_run(args, device)
-    if args.resume and paths.checkpoint.exists():
-        restore(run, records.load_checkpoint(paths.checkpoint, device), paths.checkpoint)
-        print(f"resuming {paths.record.name} after epoch {len(run.rows)} of {args.epochs}")
-    return run, paths
+    return build_run(args, device)
+
+
+@contextmanager
+def run_lock(paths: Paths) -> Iterator[None]:
+    """Hold the lock next to the checkpoint, so that two processes never write the same run."""
+    lock = paths.checkpoint.with_name(paths.checkpoint.name + ".lock")
+    try:
+        with records.exclusive_lock(lock):
+            yield
+    except records.LockHeld as error:
+        raise UsageError(f"{paths.checkpoint.name} is being written by another run ({error}); wait "
+                         f"for it to end, or give this run another --filename and --modelfilename") from None
+
+
+def resume(run: Run, paths: Paths) -> None:
+    """Load the run's checkpoint, or say that there is none and the run starts from the beginning."""
+    if not paths.checkpoint.exists():
+        print(f"no earlier run to resume ({paths.checkpoint} does not exist); starting "
+              f"{paths.record.name} from the first epoch")
+        return
+    restore(run, records.load_checkpoint(paths.checkpoint, run.device), paths.checkpoint)
+    print(f"resuming {paths.record.name} after epoch {len(run.rows)} of {run.args.epochs}")
+
+
+def save_epoch(run: Run, paths: Paths, row: dict) -> None:
+    """Add an epoch's row and write checkpoint and record; Ctrl-C and SIGTERM wait until both are
+    written, so an epoch is saved whole or not at all."""
+    with interrupts_deferred():
+        run.rows.append(row)
+        records.save_checkpoint(paths.checkpoint, checkpoint_state(run, len(run.rows) == run.args.epochs))
+        write_record(run, paths)
+
+
+def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
+    """What an interrupted run left on disk, and the command that continues or restarts it."""
+    if not run.rows:
+        kept = (f"{paths.record} still holds the earlier run, unchanged" if paths.record.exists()
+                else "nothing was written")
+        command = shlex.join(["python", "experiments.py", *argv])
+        return (f"interrupted in epoch 1 of {run.args.epochs}, before it was saved; {kept}. "
+                f"Start it again with: {command}")
+    kept = [a for a in argv if a not in ("--overwrite", "--resume")]
+    command = shlex.join(["python", "experiments.py", *kept, "--resume"])
+    return (f"interrupted: {len(run.rows)} of {run.args.epochs} epochs are saved in {paths.record} and "
+            f"{paths.checkpoint}; continue with: {command}")
 
 
 def train(run: Run, paths: Paths, argv: list[str]) -> int:
@@ -405,52 +510,78 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
     try:
         for epoch in range(len(run.rows), args.epochs):
             row = train_epoch(run, epoch)
-            run.rows.append(row)
-            records.save_checkpoint(paths.checkpoint, checkpoint_state(run, epoch + 1 == args.epochs))
-            write_record(run, paths)
+            save_epoch(run, paths, row)
             tqdm.write(summary_line(row, args.epochs))
     except NonFiniteLoss as error:
-        reason = f"non-finite training loss in epoch {len(run.rows)} ({error})"
+        reason = f"non-finite {error.quantity} in epoch {len(run.rows)} ({error})"
         write_record(run, paths, stopped_because=reason)
         print(f"stopped: {reason}; try a lower --lr. The {len(run.rows)} completed epochs are kept "
               f"in {paths.record} and {paths.checkpoint}", file=sys.stderr)
         return DIVERGED
     except KeyboardInterrupt:
-        command = " ".join(shlex.quote(a) for a in ["python", "experiments.py", *argv] if a != "--overwrite")
-        suffix = "" if "--resume" in argv else " --resume"
-        print(f"\ninterrupted: {len(run.rows)} of {args.epochs} epochs are saved in {paths.record}; "
-              f"continue with: {command}{suffix}", file=sys.stderr)
+        print(f"\n{interruption_message(run, paths, argv)}", file=sys.stderr)
         return INTERRUPTED
     print(f"done: {paths.record} and the final model in {paths.checkpoint}")
     return 0
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
-def sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """Let SIGTERM (a scheduler's stop) end the block like Ctrl-C; only the main thread can."""
+def signal_handlers(handlers: dict) -> Iterator[None]:
+    """Install `handlers` (by signal) for the block, then put back the previous ones. Only the main
+    thread can handle signals; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def interrupts_stop_the_run() -> AbstractContextManager[None]:
+    """Let Ctrl-C and SIGTERM (a scheduler's stop) end the block with KeyboardInterrupt.
+
+    Installed explicitly: a shell starts background jobs with SIGINT ignored, and Python would keep
+    ignoring it.
+    """
+    return signal_handlers({signal.SIGINT: signal.default_int_handler,
+                            signal.SIGTERM: raise_keyboard_interrupt})
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block has run, then raise KeyboardInterrupt."""
+    received = []
+    with signal_handlers({signum: lambda number, frame: received.append(number)
+                          for signum in STOP_SIGNALS}):
+        yield
+    if received:
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with sigterm_as_keyboard_interrupt():
+        with interrupts_stop_the_run():
             args = build_parser().parse_args(argv)
             validate(args)
-            run, paths = start(args)
-            if len(run.rows) == args.epochs:
-                write_record(run, paths)
-                print(f"{paths.record} is already complete ({args.epochs} epochs)")
-                return 0
-            return train(run, paths, argv)
+            paths = prepare_paths(args)
+            run = build(args)
+            with run_lock(paths):
+                prepare_paths(args)  # again: another process may have written the run meanwhile
+                if args.resume:
+                    resume(run, paths)
+                if len(run.rows) == args.epochs:
+                    write_record(run, paths)
+                    print(f"{paths.record} is already complete ({args.epochs} epochs)")
+                    return 0
+                return train(run, paths, argv)
     except (UsageError, datasets.DataError) as error:
         print(f"experiments.py: error: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import pytest
 import experiments
 import records
 import sweep
-from conftest import ROOT, start_in_foreground
+from conftest import ROOT, start_in_background, start_in_foreground
 from test_optimizers import interrupt_at_epoch
 
 TINY = """
@@ -163,10 +163,12 @@ def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path,
     assert failing.log.read_text().count("=== ") == 2
 
 
-def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path, synthetic_cifar10):
+@pytest.mark.parametrize("start", [start_in_foreground, start_in_background],
+                         ids=["ctrl-c", "sigint-to-a-background-job"])
+def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path, synthetic_cifar10, start):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=500)
     runs = sweep.load_sweep(path).runs
-    process = start_in_foreground([sys.executable, str(ROOT / "sweep.py"), str(path), "--jobs", "2"])
+    process = start([sys.executable, str(ROOT / "sweep.py"), str(path), "--jobs", "2"])
     deadline = time.time() + 120
     while time.time() < deadline and not all(run.record.exists() for run in runs):
         time.sleep(0.1)
