@@ -284,6 +284,121 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
                           rule_picks(runs), left_out, epoch, convention)
 
 
+# The signals compared across runs: column -> (what it is, whether a higher value is better).
+SIGNALS = {
+    "train_acc": ("training accuracy", True),
+    "zeta": ("susceptibility ζ", False),
+    "noisy_holdout_acc": ("noisy hold-out accuracy", True),
+    "pred_changes": ("prediction changes (%)", False),
+    "neg_margin": ("negative-margin fraction (%)", False),
+}
+# Model-selection rules besides the paper's Region 1 rule: name -> (signal column, higher is better).
+SIGNAL_RULES = {
+    "train acc": ("train_acc", True),
+    "zeta": ("zeta", False),
+    "noisy hold-out": ("noisy_holdout_acc", True),
+    "prediction changes": ("pred_changes", False),
+    "negative margins": ("neg_margin", False),
+}
+LABEL_WAVE_WINDOW = 3    # epochs in the moving average of prediction changes
+LABEL_WAVE_PATIENCE = 3  # epochs without a new minimum of that average before stopping
+
+
+def signal_values(table: pd.DataFrame, epoch: int | None, convention: str) -> pd.DataFrame:
+    """Per run at `epoch` (None: each run's last): every signal of `SIGNALS` and the test accuracy."""
+    snapshot = runs_at_epoch(table, epoch)
+    values = snapshot[[column for column in SIGNALS if column != "zeta"] + ["test_acc"]].copy()
+    values.insert(1, "zeta", snapshot[zeta_column(convention)])
+    return values
+
+
+def compare_signals(table: pd.DataFrame, epoch: int | None = None, convention: str = "paper") -> pd.DataFrame:
+    """Model selection by each signal across runs: the run each rule picks and its test accuracy,
+    and Kendall's τ between the signal and test accuracy over the runs that have it.
+
+    Rules: the paper's Region 1 rule, each signal alone (highest training and hold-out accuracy,
+    lowest ζ, prediction changes and negative-margin fraction) and the oracle (highest test
+    accuracy). A good signal has τ of the sign of its direction: positive where higher is better.
+    """
+    values = signal_values(table, epoch, convention)
+    rows = {}
+    selection = select_models(table, epoch, convention)
+    region_pick = selection.picks.loc["region 1", "run"]
+    rows["region 1"] = {"signal": "Region 1 (training accuracy, ζ)", "direction": "",
+                        "run": region_pick, "test_acc": values["test_acc"].get(region_pick, np.nan)}
+    for rule, (column, higher) in SIGNAL_RULES.items():
+        runs = values.dropna(subset=[column, "test_acc"])
+        pick = best_run(runs, column, largest=higher)
+        correlation = kendall(values[column], values["test_acc"])
+        rows[rule] = {"signal": SIGNALS[column][0], "direction": "highest" if higher else "lowest",
+                      "run": pick, "test_acc": runs["test_acc"].get(pick, np.nan),
+                      "tau_test_acc": correlation.tau, "pvalue": correlation.pvalue, "runs": correlation.n}
+    rows["oracle"] = {"signal": "test accuracy", "direction": "highest",
+                      "run": best_run(values.dropna(subset=["test_acc"]), "test_acc"),
+                      "test_acc": values["test_acc"].max()}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "rule"
+    return frame
+
+
+def label_wave_epoch(epochs: pd.Series, changes: pd.Series, window: int = LABEL_WAVE_WINDOW,
+                     patience: int = LABEL_WAVE_PATIENCE) -> float:
+    """Label Wave's stopping epoch: the first local minimum of the moving average of prediction
+    changes, confirmed once `patience` epochs pass without a lower average; if the run ends
+    first, the epoch of the lowest average. NaN without prediction changes."""
+    average = pd.Series(changes.to_numpy(), index=epochs.to_numpy()).rolling(window, min_periods=window).mean()
+    best_epoch, best, waited = np.nan, np.inf, 0
+    for epoch, value in average.dropna().items():
+        if value < best:
+            best_epoch, best, waited = epoch, value, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    return best_epoch
+
+
+def stopping_epochs(rows: pd.DataFrame, zeta: str, window: int, patience: int) -> dict[str, float]:
+    """The epoch each early-stopping rule picks within one run (rows sorted by epoch)."""
+    def extreme(column: str, largest: bool, frame: pd.DataFrame = rows) -> float:
+        values = frame.set_index("epoch")[column].dropna()
+        if values.empty:
+            return np.nan
+        return values.idxmax() if largest else values.idxmin()
+
+    return {
+        "label wave": label_wave_epoch(rows["epoch"], rows["pred_changes"], window, patience),
+        "noisy hold-out": extreme("noisy_holdout_acc", True),
+        "zeta": extreme(zeta, False, rows[rows["epoch"] >= 1]),
+        "last epoch": float(rows["epoch"].max()),
+        "oracle": extreme("test_acc", True),
+    }
+
+
+def compare_stopping(table: pd.DataFrame, convention: str = "paper", window: int = LABEL_WAVE_WINDOW,
+                     patience: int = LABEL_WAVE_PATIENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Early stopping within each run: the epoch each rule stops at and the test accuracy there.
+
+    Rules: Label Wave (first local minimum of the moving average of prediction changes), highest
+    noisy hold-out accuracy, lowest ζ from epoch 1 on, the last epoch (no stopping) and the oracle
+    (best test accuracy). Returns the per-run table (one row per run and rule) and, per rule, the
+    mean over runs of the test accuracy at the stop and of its shortfall from the run's best.
+    """
+    zeta = zeta_column(convention)
+    rows = []
+    for run, epochs in table.sort_values("epoch").groupby("run"):
+        tests = epochs.set_index("epoch")["test_acc"]
+        for rule, stop in stopping_epochs(epochs, zeta, window, patience).items():
+            test_acc = tests.get(stop, np.nan) if pd.notna(stop) else np.nan
+            rows.append({"run": run, "rule": rule, "epoch": stop, "test_acc": test_acc,
+                         "best_test_acc": tests.max(), "shortfall": tests.max() - test_acc})
+    per_run = pd.DataFrame(rows, columns=["run", "rule", "epoch", "test_acc", "best_test_acc", "shortfall"])
+    summary = per_run.groupby("rule", sort=False).agg(
+        runs=("test_acc", "count"), test_acc_mean=("test_acc", "mean"), shortfall_mean=("shortfall", "mean"),
+        shortfall_std=("shortfall", "std"))
+    return per_run, summary
+
+
 def save_png(figure: Figure, path: Path) -> Path:
     """Write `figure` as a PNG file at `path`, creating its folder, and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,6 +420,7 @@ def write_figures(table: pd.DataFrame, selection: "ModelSelection", out_dir: str
     figures = {f"curves_{run}": plot_run(table, run, convention) for run in chosen}
     figures["zeta_vs_memorization"] = plot_zeta_vs_memorization(table, epoch, convention)
     figures["regions"] = plot_regions(selection)
+    figures["signals"] = plot_signals(table, epoch, convention)
     return [save_png(figure, Path(out_dir) / f"{name}.png") for name, figure in figures.items()]
 
 
@@ -368,6 +484,25 @@ def plot_regions(selection: ModelSelection) -> Figure:
     return figure
 
 
+def plot_signals(table: pd.DataFrame, epoch: int | None = None, convention: str = "paper") -> Figure:
+    """Test accuracy against each signal across runs, one panel per signal, Kendall's τ on each."""
+    values = signal_values(table, epoch, convention)
+    figure = Figure(figsize=(3.2 * len(SIGNALS), 3.6), layout="constrained")
+    for axes, (column, (label, higher)) in zip(figure.subplots(1, len(SIGNALS), sharey=True), SIGNALS.items()):
+        correlation = kendall(values[column], values["test_acc"])
+        axes.set_xlabel(label + (" (↑ better)" if higher else " (↓ better)"))
+        if correlation.n == 0:
+            axes.text(0.5, 0.5, "not recorded", transform=axes.transAxes, ha="center", color="gray")
+            axes.set_xticks([])
+            continue
+        axes.scatter(values[column], values["test_acc"], s=18)
+        axes.set_title(f"τ = {correlation.tau:.2f} (p = {correlation.pvalue:.2g}, {correlation.n} runs)",
+                       fontsize="small")
+    figure.axes[0].set_ylabel("test accuracy (%)")
+    figure.suptitle(f"Signals without clean labels against test accuracy, {describe_epoch(epoch)}")
+    return figure
+
+
 def mean_std_text(mean: float, std: float) -> str:
     """"mean ± std", the mean alone for a single run, a dash for an empty region."""
     if pd.isna(mean):
@@ -410,6 +545,22 @@ def selection_report(selection: ModelSelection, across: Correlation, along: pd.D
     return "\n".join(lines)
 
 
+def signals_report(table: pd.DataFrame, epoch: int | None, convention: str) -> str:
+    """The two comparison tables of the signals: model selection across runs, early stopping within."""
+    selection = compare_signals(table, epoch, convention)
+    _, stopping = compare_stopping(table, convention)
+    return "\n".join([
+        f"Model selection by each signal at {describe_epoch(epoch)} (tau: Kendall's tau between the "
+        f"signal and test accuracy across runs)",
+        selection.to_string(float_format="{:.3g}".format, na_rep="–"),
+        "",
+        f"Early stopping within runs (Label Wave: moving average over {LABEL_WAVE_WINDOW} epochs, "
+        f"patience {LABEL_WAVE_PATIENCE}); means over runs, shortfall = best test accuracy of the run "
+        f"minus the test accuracy at the stop",
+        stopping.to_string(float_format="{:.2f}".format, na_rep="–"),
+    ])
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Print the four-region model-selection table and "
                                                  "Kendall's tau for a folder of run records.")
@@ -441,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         across = tau_across_runs(loaded.table, args.epoch, args.convention)
         along = tau_along_epochs(loaded.table, args.convention)
         print(selection_report(selection, across, along))
+        print()
+        print(signals_report(loaded.table, args.epoch, args.convention))
         if args.figures:
             paths = write_figures(loaded.table, selection, args.figures, args.epoch, args.convention,
                                   args.curves)

@@ -322,18 +322,29 @@ def class_count(train: ImageSet, test: ImageSet, num_classes: int | None) -> int
 # Subset, label noise and the probe set
 
 
-def choose_subset(available: int, numsamples: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a random training subset of `numsamples` images (sorted) and of the rest."""
+def draw_rows(pool: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`count` rows of `pool` drawn at random without replacement, and the other rows; both in
+    the pool's order."""
+    if count == len(pool):
+        return pool, pool[:0]
+    chosen = np.zeros(len(pool), dtype=bool)
+    chosen[rng.choice(len(pool), count, replace=False)] = True
+    return pool[chosen], pool[~chosen]
+
+
+def choose_subset(available: int | np.ndarray, numsamples: int | None,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a random training subset of `numsamples` images (sorted) and of the rest.
+
+    `available` is the number of training images, or the sorted indices of those to draw from.
+    """
+    pool = np.arange(available) if np.isscalar(available) else np.asarray(available)
     if numsamples is None:
-        numsamples = available
-    if not 1 <= numsamples <= available:
+        numsamples = len(pool)
+    if not 1 <= numsamples <= len(pool):
         raise DataError(f"--numsamples {numsamples} is out of range: the training set has "
-                        f"{available} images, choose 1 to {available}")
-    if numsamples == available:
-        return np.arange(available), np.arange(0)
-    chosen = np.zeros(available, dtype=bool)
-    chosen[rng.choice(available, numsamples, replace=False)] = True
-    return np.flatnonzero(chosen), np.flatnonzero(~chosen)
+                        f"{len(pool)} images, choose 1 to {len(pool)}")
+    return draw_rows(pool, numsamples, rng)
 
 
 def symmetric_noise(labels: np.ndarray, corrupt_prob: float, num_classes: int,
@@ -482,18 +493,49 @@ class LabelNoise:
         return self.type != GIVEN
 
 
-def assign_labels(train: ImageSet, train_index: np.ndarray, noise: LabelNoise, num_classes: int,
-                  seed: int) -> np.ndarray:
-    """The labels the network trains on, one per row of `train_index`."""
-    true_labels = train.labels[train_index]
+def assign_labels(train: ImageSet, index: np.ndarray, noise: LabelNoise, num_classes: int,
+                  seed: int, *stream: str) -> np.ndarray:
+    """The noisy labels of the training images at `index`, as the noise process gives them.
+
+    The training labels draw from the streams `noise` and `asymmetric-noise`; other image sets
+    (the noisy hold-out set) name a `stream` of their own, so they never shift those draws.
+    """
+    true_labels = train.labels[index]
     if noise.type == "symmetric":
-        return symmetric_noise(true_labels, noise.corrupt_prob, num_classes, numpy_rng(seed, "noise"))
+        return symmetric_noise(true_labels, noise.corrupt_prob, num_classes,
+                               numpy_rng(seed, "noise", *stream))
     if noise.type == "asymmetric":
         return asymmetric_noise(true_labels, noise.corrupt_prob, class_flips(num_classes),
-                                numpy_rng(seed, "asymmetric-noise"))
+                                numpy_rng(seed, "asymmetric-noise", *stream))
     if noise.type == GIVEN:
         return true_labels.copy()
-    return human_labels(noise.file, noise.type, train.labels)[train_index]
+    return human_labels(noise.file, noise.type, train.labels)[index]
+
+
+@dataclass
+class NoisyHoldout:
+    """Training images kept out of training, labelled by the training labels' noise process.
+
+    Their accuracy is a validation signal that needs no clean label (Chen et al., AAAI 2021).
+    """
+
+    index: np.ndarray           # rows of the dataset's training images
+    labels: np.ndarray          # noisy labels, drawn like the training labels
+    true_labels: np.ndarray     # ground truth (the given labels where it is unknown)
+    source: str                 # where the images come from, for the run record
+
+    @classmethod
+    def empty(cls) -> "NoisyHoldout":
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, none, "none")
+
+    def summary(self, ground_truth: bool) -> dict:
+        """Size, source and, where the truth is known, the fraction of wrong labels."""
+        wrong = float((self.labels != self.true_labels).mean()) if ground_truth and len(self) else None
+        return {"size": len(self), "source": self.source, "fraction_wrong": wrong}
+
+    def __len__(self) -> int:
+        return len(self.index)
 
 
 @dataclass
@@ -509,6 +551,7 @@ class NoisyData:
     test: ImageSet
     num_classes: int
     noise: LabelNoise = field(default_factory=LabelNoise)
+    holdout: NoisyHoldout = field(default_factory=lambda: NoisyHoldout.empty())
 
     def noise_summary(self) -> dict:
         """The noise of the training labels for the run record and, where the truth is known, how
@@ -522,31 +565,61 @@ class NoisyData:
         return summary
 
 
+def split_training_images(available: int, numsamples: int | None, holdout_size: int,
+                          noise: LabelNoise, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """The training subset, the noisy hold-out images and the images outside both, and where the
+    hold-out images come from.
+
+    The hold-out set comes from outside the `numsamples` subset, so the training set never shrinks
+    for it (and the subset is drawn exactly as without it). A folder dataset, whose labels are all
+    it has, sets the hold-out images aside first and draws the subset from the rest.
+    """
+    if noise.type == GIVEN and holdout_size:
+        if holdout_size > available - 2:
+            raise DataError(f"--noisy-holdout {holdout_size} leaves fewer than 2 of the {available} "
+                            f"training images to train on; lower it")
+        holdout, rest = draw_rows(np.arange(available), holdout_size, numpy_rng(seed, "noisy-holdout"))
+        train_index, outside = choose_subset(rest, numsamples, numpy_rng(seed, "subset"))
+        return train_index, holdout, outside, "held out of the training images"
+    train_index, outside = choose_subset(available, numsamples, numpy_rng(seed, "subset"))
+    if holdout_size > len(outside):
+        raise DataError(f"--noisy-holdout {holdout_size} needs that many training images outside the "
+                        f"--numsamples subset, but {len(outside)} are left; lower --noisy-holdout or "
+                        f"set --numsamples to at most {available - holdout_size}")
+    holdout, outside = draw_rows(outside, holdout_size, numpy_rng(seed, "noisy-holdout"))
+    return train_index, holdout, outside, "training images outside the training subset"
+
+
 def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsamples: int | None,
                     corrupt_prob: float, probe_source: str, seed: int, noise_type: str = "symmetric",
-                    noise_file: str | Path | None = None) -> NoisyData:
-    """Draw the subset, the noisy labels and the probe set of a run from its seed.
+                    noise_file: str | Path | None = None, noisy_holdout: int = 0) -> NoisyData:
+    """Draw the subset, the noisy labels, the probe set and the noisy hold-out set from the seed.
 
     `noise_type` is one of `NOISE_TYPES` or `GIVEN`; `corrupt_prob` applies to the synthetic types,
-    `noise_file` (a CIFAR-10N label file) to the cifar10n types.
+    `noise_file` (a CIFAR-10N label file) to the cifar10n types. `noisy_holdout` images, disjoint
+    from the training subset and the probe set, get labels from the same noise process.
     """
     if noise_type not in (*NOISE_TYPES, GIVEN):
         raise ValueError(f"unknown noise type {noise_type!r}; choose one of {', '.join(NOISE_TYPES)}")
     noise = LabelNoise(noise_type, corrupt_prob if noise_type in SYNTHETIC_NOISE else None,
                        str(noise_file) if noise_type in CIFAR10N_KEYS else None)
-    train_index, heldout = choose_subset(len(train), numsamples, numpy_rng(seed, "subset"))
+    train_index, holdout_index, outside, holdout_source = split_training_images(
+        len(train), numsamples, noisy_holdout, noise, seed)
     true_labels = train.labels[train_index]
     assigned = assign_labels(train, train_index, noise, num_classes, seed)
+    holdout = NoisyHoldout(holdout_index, assign_labels(train, holdout_index, noise, num_classes, seed,
+                                                        "noisy-holdout"),
+                           train.labels[holdout_index], holdout_source if noisy_holdout else "none")
     if probe_source == "heldout":
-        if len(heldout) == 0:
-            raise DataError("--probe-source heldout needs training images outside the subset; "
-                            f"set --numsamples below {len(train)}")
-        probe_index = heldout
+        if len(outside) == 0:
+            raise DataError("--probe-source heldout needs training images outside the subset and the "
+                            f"noisy hold-out set; set --numsamples below {len(train) - noisy_holdout}")
+        probe_index = outside
     else:
         probe_index = train_index
     probe_labels = random_labels(len(probe_index), num_classes, numpy_rng(seed, "probe-labels"))
     return NoisyData(train.images, train_index, assigned, true_labels, probe_index, probe_labels,
-                     test, num_classes, noise)
+                     test, num_classes, noise, holdout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -593,11 +666,13 @@ def random_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 @dataclass
 class TrainBatch:
-    """Normalized augmented images with the labels trained on and the true labels."""
+    """Normalized augmented images with the labels trained on, the true labels, and the images'
+    positions in the training subset (for per-sample bookkeeping)."""
 
     images: torch.Tensor
     assigned: torch.Tensor
     true: torch.Tensor
+    index: torch.Tensor
 
 
 class DeviceBatches:
@@ -617,13 +692,15 @@ class DeviceBatches:
         self.probe_labels = as_tensor(data.probe_labels)
         self.test_images = as_tensor(data.test.images)
         self.test_labels = as_tensor(data.test.labels)
+        self.holdout_images = as_tensor(data.images[data.holdout.index])
+        self.holdout_labels = as_tensor(data.holdout.labels)
 
     def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
         """One shuffled, augmented pass over the training subset."""
         order = torch.randperm(len(self.train_rows), generator=generator, device=self.device)
         for batch in batch_slices(order, self.batch_size):
             images = random_augment(self.images[self.train_rows[batch]], generator)
-            yield TrainBatch(normalize(images), self.assigned[batch], self.true[batch])
+            yield TrainBatch(normalize(images), self.assigned[batch], self.true[batch], batch)
 
     def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented batch of the probe set with its fixed random labels, freshly shuffled."""
@@ -633,9 +710,17 @@ class DeviceBatches:
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The test set in order, normalized only, in large evaluation batches."""
-        for start in range(0, len(self.test_labels), self.eval_batch_size):
+        return self.evaluation_batches(self.test_images, self.test_labels)
+
+    def holdout_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The noisy hold-out set with its noisy labels, like the test set."""
+        return self.evaluation_batches(self.holdout_images, self.holdout_labels)
+
+    def evaluation_batches(self, images: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Images in order, normalized only, with their labels, in large evaluation batches."""
+        for start in range(0, len(labels), self.eval_batch_size):
             stop = start + self.eval_batch_size
-            yield normalize(self.test_images[start:stop]), self.test_labels[start:stop]
+            yield normalize(images[start:stop]), labels[start:stop]
 
     def train_batch_count(self) -> int:
         return len(batch_sizes(len(self.train_rows), self.batch_size))
@@ -696,10 +781,12 @@ class LoaderBatches:
         self.train_set = PilTransformSet(data.images[data.train_index], augment)
         self.probe_images = torch.as_tensor(data.images[data.probe_index])
         self.test_set = PilTransformSet(data.test.images, transforms.Compose(normalize_pil))
+        self.holdout_set = PilTransformSet(data.images[data.holdout.index], transforms.Compose(normalize_pil))
         self.assigned = torch.as_tensor(data.assigned_labels).to(device)
         self.true = torch.as_tensor(data.true_labels).to(device)
         self.probe_labels = torch.as_tensor(data.probe_labels).to(device)
         self.test_labels = torch.as_tensor(data.test.labels).to(device)
+        self.holdout_labels = torch.as_tensor(data.holdout.labels).to(device)
 
     def loader(self, dataset, batches, generator: torch.Generator | None = None):
         return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.workers,
@@ -713,7 +800,7 @@ class LoaderBatches:
         for images, positions in self.loader(self.train_set, batches, generator):
             positions = positions.to(self.device)
             yield TrainBatch(images.to(self.device, non_blocking=True), self.assigned[positions],
-                             self.true[positions])
+                             self.true[positions], positions)
 
     def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented probe batch, made in this process with crops and flips drawn from
@@ -725,10 +812,18 @@ class LoaderBatches:
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The test set in order, normalized only."""
-        order = torch.arange(len(self.test_set))
+        return self.evaluation_batches(self.test_set, self.test_labels)
+
+    def holdout_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The noisy hold-out set with its noisy labels, like the test set."""
+        return self.evaluation_batches(self.holdout_set, self.holdout_labels)
+
+    def evaluation_batches(self, dataset: PilTransformSet, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A dataset's images in order, normalized only, with their labels."""
+        order = torch.arange(len(dataset))
         batches = [b.tolist() for b in order.split(self.eval_batch_size)]
-        for images, positions in self.loader(self.test_set, batches):
-            yield images.to(self.device, non_blocking=True), self.test_labels[positions.to(self.device)]
+        for images, positions in self.loader(dataset, batches):
+            yield images.to(self.device, non_blocking=True), labels[positions.to(self.device)]
 
     def train_batch_count(self) -> int:
         return len(batch_sizes(len(self.train_set), self.batch_size))

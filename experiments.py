@@ -31,6 +31,7 @@ import datasets
 import records
 from models import MODELS, create_model
 from susceptibility import probe_step, running_susceptibility
+from signals import TrainingSignals
 from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch, without_subsets
 
 CHECKPOINT_FORMAT = 1
@@ -127,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-source", choices=["train", "heldout"], default="train",
                      help="images of the unlabeled probe set: the training subset relabelled at "
                           "random (reference), or training images outside the subset")
+    run.add_argument("--noisy-holdout", type=int, default=0, metavar="N",
+                     help="also evaluate, every epoch, N training images outside the --numsamples "
+                          "subset (and the probe set) with labels from the same noise process: a "
+                          "validation accuracy that needs no clean label (0: off)")
     run.add_argument("--data-dir", default=datasets.DEFAULT_DATA_DIR,
                      help="existing folder holding cifar-10-batches-py (or cifar-100-python; or "
                           "train.txt and test.txt for --dataset folder); CIFAR is downloaded only "
@@ -163,6 +168,7 @@ def value_checks(args: argparse.Namespace) -> None:
         (args.batchsize >= 1, f"--batchsize must be at least 1, got {args.batchsize}"),
         (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
         (args.workers >= 0, f"--workers must be 0 or more, got {args.workers}"),
+        (args.noisy_holdout >= 0, f"--noisy-holdout must be 0 or more, got {args.noisy_holdout}"),
         (args.eval_batchsize >= 1, f"--eval-batchsize must be at least 1, got {args.eval_batchsize}"),
     ])
 
@@ -228,6 +234,17 @@ def run_defining_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in OPERATIONAL_ARGS}
 
 
+def differing_args(recorded: dict, args: argparse.Namespace) -> dict[str, tuple]:
+    """The run-defining arguments whose recorded value differs from `args`, as (recorded, now).
+
+    An argument missing from the record was added to this program after the run started, which
+    then ran with its default value.
+    """
+    defaults = build_parser()
+    return {k: (recorded.get(k, defaults.get_default(k)), v) for k, v in run_defining_args(args).items()
+            if recorded.get(k, defaults.get_default(k)) != v}
+
+
 def cpu_model() -> str:
     """The CPU's model name: on Linux from /proc/cpuinfo, where platform.processor() is empty."""
     try:
@@ -269,6 +286,7 @@ class Run:
     network: torch.nn.Module  # what computes forward passes: the model, maybe compiled or bf16
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    signals: TrainingSignals  # per-sample prediction and margin history
     rows: list[dict]
     meta: dict
 
@@ -285,7 +303,8 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
     data = datasets.make_noisy_data(train, test, num_classes=args.num_classes,
                                     numsamples=args.numsamples, corrupt_prob=args.corruptprob,
                                     probe_source=args.probe_source, seed=args.seed,
-                                    noise_type=args.noise_type, noise_file=args.noise_file)
+                                    noise_type=args.noise_type, noise_file=args.noise_file,
+                                    noisy_holdout=args.noisy_holdout)
     if args.data_path == "device":
         batches = datasets.DeviceBatches(data, device, args.batchsize, args.eval_batchsize)
     else:
@@ -301,11 +320,14 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
         "data": {"dataset": args.dataset, "num_classes": args.num_classes,
                  "train_images_available": len(train), "train_size": len(data.train_index),
                  "test_size": len(test), "probe_source": args.probe_source,
-                 "probe_size": len(data.probe_index)},
+                 "probe_size": len(data.probe_index),
+                 "noisy_holdout": data.holdout.summary(data.noise.ground_truth)},
         "noise": data.noise_summary(),
     }
     network = fast_network(model, bf16=args.amp, channels_last=args.channels_last, compile=args.compile)
-    return Run(args, device, data, batches, model, network, optimizer, scheduler, [], meta)
+    noisy = batches.assigned != batches.true if data.noise.ground_truth else None
+    signals = TrainingSignals(len(data.train_index), device, noisy)
+    return Run(args, device, data, batches, model, network, optimizer, scheduler, signals, [], meta)
 
 
 def checkpoint_state(run: Run, finished: bool) -> dict:
@@ -322,10 +344,11 @@ def checkpoint_state(run: Run, finished: bool) -> dict:
         "environment": run.meta["environment"],
         "rng": {"seed": run.args.seed, "next_epoch": len(run.rows)},
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "rows": run.rows,
+        "scheduler": run.scheduler.state_dict(), "signals": run.signals.state_dict(), "rows": run.rows,
         "labels": {"train_index": as_tensor(d.train_index), "assigned": as_tensor(d.assigned_labels),
                    "true": as_tensor(d.true_labels), "probe_index": as_tensor(d.probe_index),
-                   "probe_labels": as_tensor(d.probe_labels)},
+                   "probe_labels": as_tensor(d.probe_labels),
+                   "holdout_index": as_tensor(d.holdout.index), "holdout_labels": as_tensor(d.holdout.labels)},
     }
 
 
@@ -333,8 +356,7 @@ def restore(run: Run, state: dict, path: Path) -> None:
     """Load a checkpoint into a freshly built run after checking it belongs to the same run."""
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"{path} is not a checkpoint of this program; use --overwrite to start over")
-    differing = {k: (state["args"].get(k), v) for k, v in run_defining_args(run.args).items()
-                 if state["args"].get(k) != v}
+    differing = differing_args(state["args"], run.args)
     if differing:
         described = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differing.items())
         raise UsageError(f"{path} was made with other arguments ({described}); repeat the original "
@@ -342,12 +364,18 @@ def restore(run: Run, state: dict, path: Path) -> None:
     saved_environment = state.get("environment", {})
     check_device_type(saved_environment, run.device, path)
     current = checkpoint_state(run, False)["labels"]
-    if any(not torch.equal(current[k], state["labels"][k].cpu()) for k in current):
+    saved = {k: state["labels"].get(k, current[k][:0]).cpu() for k in current}
+    if any(not torch.equal(current[k], saved[k]) for k in current):
         raise UsageError(f"the data in {run.args.data_dir} differ from those {path} was trained on; "
                          f"point --data-dir at the original data")
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    if "signals" in state:
+        run.signals.load_state_dict(state["signals"])
+    else:
+        print(f"note: {path} holds no prediction or margin history; those signals start afresh",
+              file=sys.stderr)
     run.rows = list(state["rows"])
     changes = environment_changes(saved_environment, run.meta["environment"])
     if changes:
@@ -394,13 +422,16 @@ def train_epoch(run: Run, epoch: int) -> dict:
     train_generator = datasets.torch_generator(args.seed, run.generator_device, "train", epoch)
     with tqdm(total=run.batches.train_batch_count(), desc=f"epoch {epoch}", leave=False,
               unit="batch", disable=None) as bar:
-        train = train_one_epoch(run.network, run.optimizer, run.batches.train_batches(train_generator), bar)
+        train = train_one_epoch(run.network, run.optimizer, run.batches.train_batches(train_generator), bar,
+                                run.signals)
     if not run.data.noise.ground_truth:
         train = without_subsets(train)
     test = evaluate(run.network, run.batches.test_batches())
+    if len(run.data.holdout):
+        test |= evaluate(run.network, run.batches.holdout_batches(), prefix="noisy_holdout")
     run.scheduler.step()
     row = {"epoch": epoch, "lr": lr, "phi_before": phi_before.item(), "phi_after": phi_after.item(),
-           **train, **test, "seconds": time.perf_counter() - started}
+           **train, **test, **run.signals.summary(), "seconds": time.perf_counter() - started}
     zeta = running_susceptibility([r["phi_before"] for r in run.rows] + [row["phi_before"]],
                                   [r["phi_after"] for r in run.rows] + [row["phi_after"]])
     row["susceptibility"] = zeta[-1]
@@ -408,15 +439,17 @@ def train_epoch(run: Run, epoch: int) -> dict:
     return row
 
 
-# Columns of an epoch's row that are finite in a run that has not diverged, with their names.
+# Columns of an epoch's row that are finite in a run that has not diverged, with their names; the
+# hold-out loss is there only with --noisy-holdout.
 FINITE_COLUMNS = {"phi_before": "probe loss before the step (phi_before)",
-                  "phi_after": "probe loss after the step (phi_after)", "test_loss": "test loss"}
+                  "phi_after": "probe loss after the step (phi_after)", "test_loss": "test loss",
+                  "noisy_holdout_loss": "noisy hold-out loss"}
 
 
 def check_finite(row: dict) -> None:
     """Raise NonFiniteLoss if a loss of the row is NaN or infinite, before the row is recorded."""
     for column, quantity in FINITE_COLUMNS.items():
-        if not math.isfinite(row[column]):
+        if column in row and not math.isfinite(row[column]):
             raise NonFiniteLoss(quantity, row[column])
 
 

@@ -33,6 +33,10 @@ COLUMNS = [
     "train_clean_loss", "train_clean_acc",  # samples whose assigned label is the true one
     "train_noisy_loss", "train_noisy_acc",  # samples whose assigned label is wrong
     "test_loss", "test_acc",
+    "noisy_holdout_loss", "noisy_holdout_acc",  # held-out images with noisy labels (--noisy-holdout)
+    "pred_changes",      # % of training samples whose prediction differs from the previous epoch's
+    "neg_margin",        # % of training samples whose margin, averaged over epochs, is negative
+    "neg_margin_precision", "neg_margin_recall",  # % of them with a wrong label; % of wrong labels caught
     "seconds",           # wall time of the epoch: probe, training and test
 ]
 TIMING_COLUMNS = ("seconds",)

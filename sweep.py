@@ -318,8 +318,8 @@ def recorded_state(run: Run) -> tuple[bool, int]:
         return False, 0
     status, recorded = meta.get("status", {}), meta.get("args", {})
     # None leaves a value to the run (the class count of an image folder), so any recorded one fits.
-    same_args = all(recorded.get(k) == v for k, v in experiments.run_defining_args(run.args).items()
-                    if v is not None)
+    differing = experiments.differing_args(recorded, run.args)
+    same_args = all(now is None for _, now in differing.values())
     return bool(status.get("finished")) and same_args, status.get("epochs_completed", 0)
 
 

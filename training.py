@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets import TrainBatch
+from signals import TrainingSignals
 
 CLEAN, NOISY = 0, 1
 
@@ -79,14 +80,17 @@ def without_subsets(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[TrainBatch],
-                    progress: Iterator | None = None) -> dict[str, float]:
+                    progress: Iterator | None = None,
+                    signals: TrainingSignals | None = None) -> dict[str, float]:
     """Train on every batch once; return loss and accuracy over all, clean and noisy samples.
 
     Like the reference, the figures are measured on the fly on augmented batches in train mode.
-    `progress`, if given, is advanced once per batch.
+    `progress`, if given, is advanced once per batch; `signals`, if given, sees every batch's logits.
     """
     model.train()
     sums = None
+    if signals is not None:
+        signals.start_epoch()
     for batch in batches:
         logits = model(batch.images)
         per_sample = F.cross_entropy(logits, batch.assigned, reduction="none")
@@ -96,6 +100,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
         if sums is None:
             sums = torch.zeros(2, 3, dtype=accumulator_dtype(logits.device), device=logits.device)
         hits = (logits.detach().argmax(1) == batch.assigned).to(sums.dtype)
+        if signals is not None:
+            signals.observe(batch.index, logits.detach(), batch.assigned)
         noisy = (batch.assigned != batch.true).long()
         sums.index_add_(0, noisy, torch.stack([per_sample.detach().to(sums.dtype), hits,
                                                torch.ones_like(hits)], 1))
@@ -108,8 +114,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    """Mean cross-entropy and accuracy (percent) on clean labelled data, network in eval mode."""
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             prefix: str = "test") -> dict[str, float]:
+    """Mean cross-entropy and accuracy (percent) on labelled data, network in eval mode, as
+    `<prefix>_loss` and `<prefix>_acc`."""
     model.eval()
     sums = None
     for images, labels in batches:
@@ -120,4 +128,4 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         sums[1] += (logits.argmax(1) == labels).sum()
         sums[2] += len(labels)
     loss, correct, count = sums.tolist()
-    return {"test_loss": loss / count, "test_acc": 100.0 * correct / count}
+    return {f"{prefix}_loss": loss / count, f"{prefix}_acc": 100.0 * correct / count}

@@ -259,7 +259,13 @@ def words_by_line(text: str) -> list[list[str]]:
 
 def test_shell_entry_point_prints_the_table_and_tau(selection_table, tmp_path, capsys):
     assert analysis.main([str(tmp_path)]) == 0
-    assert words_by_line(capsys.readouterr().out) == words_by_line(EXPECTED_REPORT)
+    printed = words_by_line(capsys.readouterr().out)
+    expected = words_by_line(EXPECTED_REPORT)
+    assert printed[:len(expected)] == expected
+    rest = {tuple(line[:2]): line for line in printed[len(expected):]}
+    assert rest[("Model", "selection")][:4] == ["Model", "selection", "by", "each"]
+    assert rest[("train", "acc")][-6:-3] == ["highest", "b", "60"]  # the pick and its test accuracy
+    assert rest[("Early", "stopping")] and rest[("last", "epoch")][2:4] == ["6", "50.83"]
 
 
 def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
@@ -273,12 +279,82 @@ def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
 def test_shell_entry_point_writes_the_figures_when_asked(selection_table, tmp_path, capsys):
     out = tmp_path / "figures_here"
     assert analysis.main([str(tmp_path), "--figures", str(out)]) == 0
-    assert sorted(p.name for p in out.glob("*.png")) == ["regions.png", "zeta_vs_memorization.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["regions.png", "signals.png",
+                                                         "zeta_vs_memorization.png"]
     assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "a", "[ef]"]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["curves_a.png", "curves_e.png", "curves_f.png", "regions.png",
+    assert names == ["curves_a.png", "curves_e.png", "curves_f.png", "regions.png", "signals.png",
                      "zeta_vs_memorization.png"]
     assert all((out / name).stat().st_size > 1000 for name in names)
-    assert f"wrote 5 figures to {out}" in capsys.readouterr().out
+    assert f"wrote 6 figures to {out}" in capsys.readouterr().out
     assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "zz*"]) == 1
     assert capsys.readouterr().err.startswith("analysis.py: error: no run matches ['zz*']")
+
+
+def signal_run(folder, name: str, test_accs: list[float], changes: list[float], holdout: list[float],
+               drops: list[float], train_acc: float = 50.0, neg_margin: float = 10.0) -> None:
+    """A run whose every epoch has the given test accuracy, prediction changes, hold-out accuracy
+    and probe drop (so ζ is their running mean from epoch 1)."""
+    rows = []
+    for epoch, (test_acc, change, held, drop) in enumerate(zip(test_accs, changes, holdout, drops)):
+        row = epoch_row(epoch, drop, train_acc, test_acc)
+        row.update(pred_changes=change, noisy_holdout_acc=held, neg_margin=neg_margin)
+        rows.append(row)
+    write_run(folder, name, rows)
+
+
+def test_compare_signals_picks_each_signals_best_run_and_ranks_signals_by_kendall_tau(tmp_path):
+    # Last-epoch values (train acc, zeta, hold-out acc, prediction changes, negative margins, test acc):
+    # a: 90, 1, 40, 5, 30, 70   b: 60, 3, 30, 9, 20, 50   c: 30, 2, 20, 2, 10, 30
+    for name, train, drop, held, change, margin, test in [("a", 90, 1.0, 40, 5, 30, 70),
+                                                          ("b", 60, 3.0, 30, 9, 20, 50),
+                                                          ("c", 30, 2.0, 20, 2, 10, 30)]:
+        signal_run(tmp_path, name, [10, test], [math.nan, change], [5, held], [9.0, drop], train, margin)
+    table = analysis.compare_signals(analysis.load_runs(tmp_path).table)
+    assert table.loc["train acc", "run"] == "a" and table.loc["zeta", "run"] == "a"
+    assert table.loc["noisy hold-out", "run"] == "a" and table.loc["prediction changes", "run"] == "c"
+    assert table.loc["negative margins", "run"] == "c" and table.loc["oracle", "run"] == "a"
+    assert table.loc["negative margins", "test_acc"] == 30
+    # Means: train 60, zeta 2: a is in Region 1 (90 > 60, 1 < 2), b in 2, c in 3.
+    assert table.loc["region 1", "run"] == "a" and table.loc["region 1", "test_acc"] == 70
+    assert table.loc["noisy hold-out", "tau_test_acc"] == pytest.approx(1.0)
+    assert table.loc["negative margins", "tau_test_acc"] == pytest.approx(1.0)
+    assert table.loc["prediction changes", "tau_test_acc"] == pytest.approx(1 / 3)
+    assert table.loc["zeta", "tau_test_acc"] == pytest.approx(-1 / 3) and table.loc["zeta", "runs"] == 3
+
+
+def test_label_wave_stops_at_the_first_local_minimum_of_the_moving_average():
+    epochs = pd.Series(range(10))
+    # Moving averages over 2 epochs from epoch 2: 9, 7, 5, 6, 7, 8, 3, 2: the first minimum (5, epoch
+    # 4) is confirmed by 2 epochs without a lower value; with patience 4 the later dip wins.
+    changes = pd.Series([math.nan, 10, 8, 6, 4, 8, 6, 10, -4, 8])
+    assert analysis.label_wave_epoch(epochs, changes, window=2, patience=2) == 4
+    assert analysis.label_wave_epoch(epochs, changes, window=2, patience=4) == 9
+    assert math.isnan(analysis.label_wave_epoch(epochs, pd.Series([math.nan] * 10), window=2, patience=2))
+
+
+def test_compare_stopping_reports_each_rules_epoch_and_its_shortfall(tmp_path):
+    # Test accuracy peaks at epoch 3 (60); hold-out accuracy at epoch 2; zeta (running mean of the
+    # drops 4, 2, 1, 3, 3 from epoch 1 on: 4, 3, 2.33, 2.5, 2.6) is lowest at epoch 3.
+    signal_run(tmp_path, "r", test_accs=[10, 30, 50, 60, 40, 35],
+               changes=[math.nan, 50, 30, 20, 25, 30, ], holdout=[5, 20, 45, 40, 30, 20],
+               drops=[9.0, 4.0, 2.0, 1.0, 3.0, 3.0])
+    per_run, summary = analysis.compare_stopping(analysis.load_runs(tmp_path).table, window=1, patience=2)
+    stops = per_run.set_index("rule")
+    assert stops.loc["label wave", "epoch"] == 3 and stops.loc["label wave", "shortfall"] == 0
+    assert stops.loc["noisy hold-out", "epoch"] == 2 and stops.loc["noisy hold-out", "test_acc"] == 50
+    assert stops.loc["zeta", "epoch"] == 3
+    assert stops.loc["last epoch", "epoch"] == 5 and stops.loc["last epoch", "shortfall"] == 25
+    assert stops.loc["oracle", "test_acc"] == 60
+    assert summary.loc["noisy hold-out", "shortfall_mean"] == 10 and summary.loc["oracle", "runs"] == 1
+
+
+def test_runs_without_the_opt_in_signals_still_get_the_others(tmp_path):
+    for name, (train_acc, zeta, test_acc) in SELECTION_RUNS.items():
+        two_epoch_run(tmp_path, name, train_acc, zeta, test_acc)
+    table = analysis.load_runs(tmp_path).table
+    compared = analysis.compare_signals(table)
+    assert compared.loc["noisy hold-out", "runs"] == 0 and pd.isna(compared.loc["noisy hold-out", "run"])
+    assert compared.loc["train acc", "run"] == "b" and compared.loc["region 1", "run"] == "a"
+    _, summary = analysis.compare_stopping(table)
+    assert summary.loc["label wave", "runs"] == 0 and summary.loc["last epoch", "runs"] == 6

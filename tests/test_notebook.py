@@ -85,7 +85,8 @@ def test_notebook_runs_headless_and_saves_every_figure(results_folder, monkeypat
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     names = [path.stem for path in sorted(results_folder.glob("*.csv")) if path.name != "broken.csv"]
-    expected = {f"curves_{name}.png" for name in names} | {"zeta_vs_memorization.png", "regions.png"}
+    expected = {f"curves_{name}.png" for name in names} | {"zeta_vs_memorization.png", "regions.png",
+                                                           "signals.png"}
     figures = results_folder / "figures"
     assert {path.name for path in figures.iterdir()} == expected
     assert all((figures / name).stat().st_size > 0 for name in expected)

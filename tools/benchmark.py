@@ -4,6 +4,8 @@
 
 Paths compared, on synthetic CIFAR-shaped data:
 - device:    the default; uint8 dataset on the compute device, vectorized augmentation there.
+- signals:   the default path with the per-sample training signals (prediction changes, margins)
+             updated every batch and summarized every epoch, as experiments.py does.
 - loader:    torch DataLoader with PIL transforms in worker processes (`--data-path loader`).
 - reference: the reference code's epoch: the DataLoader path plus per-sample Python bookkeeping
              and a probe undone through a checkpoint file.
@@ -14,6 +16,7 @@ Each path runs one untimed warm-up epoch, then the timed ones.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import sys
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets  # noqa: E402
 from models import MODELS, create_model  # noqa: E402
+from signals import TrainingSignals  # noqa: E402
 from susceptibility import probe_step  # noqa: E402
 from training import evaluate, fast_network, train_one_epoch  # noqa: E402
 
@@ -72,15 +76,20 @@ def fresh_model(args, device):
     return model, network, optimizer
 
 
-def suite_epoch(batches, network, optimizer, device, epoch: int) -> tuple[float, float, float]:
-    """Probe, train and test seconds of one epoch as experiments.py runs it."""
+def suite_epoch(batches, network, optimizer, device, epoch: int,
+                signals: TrainingSignals | None = None) -> tuple[float, float, float]:
+    """Probe, train and test seconds of one epoch as experiments.py runs it (with `signals`, the
+    training time includes updating and summarizing them)."""
     gen_device = device if isinstance(batches, datasets.DeviceBatches) else torch.device("cpu")
     with Timer(device) as probe:
         images, labels = batches.probe_batch(torch.Generator(gen_device).manual_seed(epoch))
         before, after = probe_step(network, optimizer, images, labels, seed=epoch)
         before.item(), after.item()
     with Timer(device) as train:
-        train_one_epoch(network, optimizer, batches.train_batches(torch.Generator(gen_device).manual_seed(epoch)))
+        train_one_epoch(network, optimizer, batches.train_batches(torch.Generator(gen_device).manual_seed(epoch)),
+                        signals=signals)
+        if signals is not None:
+            signals.summary()
     with Timer(device) as test:
         evaluate(network, batches.test_batches())
     return probe.seconds, train.seconds, test.seconds
@@ -184,7 +193,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-batchsize", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=1, help="timed epochs per path (after a warm-up)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    p.add_argument("--paths", default="device,loader,reference,network")
+    p.add_argument("--paths", default="device,signals,loader,reference,network")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels-last", action="store_true")
@@ -204,7 +213,10 @@ def main(argv=None) -> None:
           f"torchvision {torchvision.__version__}, Python {platform.python_version()}; "
           f"amp={args.amp} channels_last={args.channels_last} compile={args.compile}; "
           f"loader workers {args.workers}")
-    paths = {"device": (suite_epoch, device_batches), "loader": (suite_epoch, loader_batches),
+    signals = TrainingSignals(args.train_size, device, device_batches.assigned != device_batches.true)
+    paths = {"device": (suite_epoch, device_batches),
+             "signals": (functools.partial(suite_epoch, signals=signals), device_batches),
+             "loader": (suite_epoch, loader_batches),
              "reference": (reference_style_epoch, loader_batches),
              "network": (network_alone_epoch, prepare_tensors(device_batches))}
     chosen = args.paths.split(",")

@@ -1,0 +1,219 @@
+"""The signals recorded next to ζ: prediction changes, margins and the noisy hold-out set."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import datasets
+import experiments
+import records
+from signals import TrainingSignals, margins
+from test_folder_dataset import write_image_folder
+from test_noise import human_label_arrays
+from training import evaluate, train_one_epoch
+
+SIGNAL_COLUMNS = ["noisy_holdout_loss", "noisy_holdout_acc", "pred_changes", "neg_margin",
+                  "neg_margin_precision", "neg_margin_recall"]
+
+
+def observe_epoch(signals: TrainingSignals, logits: list[list[float]], assigned: list[int]) -> dict:
+    signals.start_epoch()
+    signals.observe(torch.arange(len(assigned)), torch.tensor(logits, dtype=torch.float32),
+                    torch.tensor(assigned))
+    return signals.summary()
+
+
+def test_prediction_changes_count_samples_whose_class_changed_since_the_last_epoch():
+    signals = TrainingSignals(4, torch.device("cpu"))
+    first = observe_epoch(signals, [[1, 0], [1, 0], [0, 1], [0, 1]], [0, 0, 1, 1])
+    assert math.isnan(first["pred_changes"])  # nothing to compare with yet
+    second = observe_epoch(signals, [[1, 0], [0, 1], [0, 1], [1, 0]], [0, 0, 1, 1])
+    assert second["pred_changes"] == 50.0  # samples 1 and 3 changed class
+    third = observe_epoch(signals, [[1, 0], [0, 1], [0, 1], [1, 0]], [0, 0, 1, 1])
+    assert third["pred_changes"] == 0.0
+
+
+def test_margin_is_the_assigned_logit_minus_the_largest_other():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.5, 3.0, 3.0]])
+    assert margins(logits, torch.tensor([0, 2, 1])).tolist() == [1.0, -2.0, 0.0]
+
+
+def test_negative_running_margins_flag_wrong_labels_with_precision_and_recall():
+    noisy = torch.tensor([False, True, True, False])
+    signals = TrainingSignals(4, torch.device("cpu"), noisy)
+    # Margins per sample: epoch 1 (+1, -2, +1, -1), epoch 2 (+1, -2, -3, +3): running means
+    # (+1, -2, -1, +1): samples 1 and 2 are negative, both wrong; both wrong labels are caught.
+    observe_epoch(signals, [[1, 0], [2, 0], [0, 1], [1, 0]], [0, 1, 1, 1])
+    row = observe_epoch(signals, [[1, 0], [2, 0], [3, 0], [0, 3]], [0, 1, 1, 1])
+    assert row["neg_margin"] == 50.0
+    assert row["neg_margin_precision"] == 100.0 and row["neg_margin_recall"] == 100.0
+    # With the first sample's label wrong as well, one wrong label of three goes unflagged.
+    signals = TrainingSignals(4, torch.device("cpu"), torch.tensor([True, True, True, False]))
+    observe_epoch(signals, [[1, 0], [2, 0], [0, 1], [1, 0]], [0, 1, 1, 1])
+    row = observe_epoch(signals, [[1, 0], [2, 0], [3, 0], [0, 3]], [0, 1, 1, 1])
+    assert row["neg_margin_precision"] == 100.0 and row["neg_margin_recall"] == pytest.approx(200 / 3)
+
+
+def test_without_ground_truth_only_the_truth_free_signals_are_given():
+    signals = TrainingSignals(2, torch.device("cpu"))
+    row = observe_epoch(signals, [[0, 1], [1, 0]], [0, 0])
+    assert row["neg_margin"] == 50.0
+    assert math.isnan(row["neg_margin_precision"]) and math.isnan(row["neg_margin_recall"])
+
+
+class AlwaysClassZero(nn.Module):
+    def forward(self, images):
+        return torch.tensor([[1.0, 0.0]]).expand(len(images), 2)
+
+
+def test_holdout_accuracy_is_the_share_of_noisy_labels_predicted():
+    labels = torch.tensor([0, 1, 0, 0, 1])
+    row = evaluate(AlwaysClassZero(), [(torch.zeros(5, 3, 2, 2), labels)], prefix="noisy_holdout")
+    assert row["noisy_holdout_acc"] == 60.0
+    assert row["noisy_holdout_loss"] == pytest.approx(-math.log(math.e / (math.e + 1)) * 0.6
+                                                      - math.log(1 / (math.e + 1)) * 0.4)
+
+
+def fake_dataset(size: int, seed: int = 0) -> datasets.ImageSet:
+    labels = np.random.default_rng(seed).integers(0, 10, size)
+    return datasets.ImageSet(np.zeros((size, 3, 1, 1), dtype=np.uint8), labels)
+
+
+def noisy_data(train, holdout: int, **overrides) -> datasets.NoisyData:
+    options = dict(num_classes=10, numsamples=len(train) // 2, corrupt_prob=0.5, probe_source="heldout",
+                   seed=7, noisy_holdout=holdout)
+    return datasets.make_noisy_data(train, fake_dataset(10), **{**options, **overrides})
+
+
+def test_holdout_is_disjoint_from_training_and_probe_sets_and_leaves_them_as_they_were():
+    train = fake_dataset(20000)
+    data, plain = noisy_data(train, 5000), noisy_data(train, 0)
+    holdout = data.holdout.index
+    assert len(holdout) == len(np.unique(holdout)) == 5000
+    assert not set(holdout) & set(data.train_index) and not set(holdout) & set(data.probe_index)
+    assert np.array_equal(data.train_index, plain.train_index)  # the training set never shrinks
+    assert np.array_equal(data.assigned_labels, plain.assigned_labels)
+    assert len(data.probe_index) == len(plain.probe_index) - 5000
+
+
+def test_holdout_labels_follow_the_symmetric_noise_rate():
+    data = noisy_data(fake_dataset(60000), 20000)
+    assert np.array_equal(data.holdout.true_labels, fake_dataset(60000).labels[data.holdout.index])
+    wrong = (data.holdout.labels != data.holdout.true_labels).mean()
+    assert wrong == pytest.approx(0.5 * 0.9, abs=0.012)
+    assert data.holdout.summary(True) == {"size": 20000, "fraction_wrong": wrong,
+                                          "source": "training images outside the training subset"}
+
+
+def test_holdout_labels_follow_asymmetric_flips():
+    data = noisy_data(fake_dataset(40000), 10000, noise_type="asymmetric", corrupt_prob=0.6)
+    flips = datasets.class_flips(10)
+    true, noisy = data.holdout.true_labels, data.holdout.labels
+    changed = noisy != true
+    assert np.array_equal(noisy[changed], flips[true[changed]])  # only to the partner class
+    flippable = flips[true] != true
+    assert changed[flippable].mean() == pytest.approx(0.6, abs=0.02)
+
+
+def test_holdout_labels_of_cifar10n_are_the_human_labels_of_those_images(tmp_path):
+    train = fake_dataset(3000)
+    arrays = human_label_arrays(train.labels)
+    np.savez(tmp_path / "human.npz", **arrays)
+    data = noisy_data(train, 500, noise_type="cifar10n-worst", noise_file=tmp_path / "human.npz")
+    assert np.array_equal(data.holdout.labels, arrays["worse_label"][data.holdout.index])
+
+
+def test_too_large_a_holdout_is_one_clear_error():
+    with pytest.raises(datasets.DataError, match="--noisy-holdout 600 needs that many training images "
+                                                 "outside the --numsamples subset, but 500 are left"):
+        noisy_data(fake_dataset(1000), 600)
+
+
+def tiny_run(data_dir: Path, out: Path, *extra: str, epochs: int = 3) -> list[str]:
+    return ["--model", "cnn", "--scale", "0.125", "--epochs", str(epochs), "--batchsize", "32",
+            "--lr", "0.05", "--seed", "3", "--numsamples", "200", "--data-dir", str(data_dir),
+            "--device", "cpu", "--results-dir", str(out / "results"),
+            "--checkpoint-dir", str(out / "checkpoint"), "--filename", "s", *extra]
+
+
+def read_rows(out: Path, epochs: int = 3) -> list[dict]:
+    return records.read_record(out / "results" / f"s_cnn_{epochs}_0.05.csv").rows
+
+
+def test_a_run_records_every_signal_and_the_holdout_leaves_the_other_columns_bit_identical(
+        synthetic_cifar10, tmp_path):
+    assert experiments.main(tiny_run(synthetic_cifar10, tmp_path / "with", "--noisy-holdout", "80")) == 0
+    assert experiments.main(tiny_run(synthetic_cifar10, tmp_path / "without")) == 0
+    with_holdout, without = read_rows(tmp_path / "with"), read_rows(tmp_path / "without")
+    for row in with_holdout[1:]:
+        assert all(math.isfinite(row[column]) for column in SIGNAL_COLUMNS), row
+    assert all(math.isnan(row[c]) for row in without for c in ("noisy_holdout_loss", "noisy_holdout_acc"))
+    unchanged = [c for c in records.COLUMNS if c not in ("noisy_holdout_loss", "noisy_holdout_acc", "seconds")]
+    assert [[r[c] for c in unchanged] for r in with_holdout] == [[r[c] for c in unchanged] for r in without]
+    meta = records.read_record(tmp_path / "with" / "results" / "s_cnn_3_0.05.csv").meta
+    assert meta["data"]["noisy_holdout"]["size"] == 80
+
+
+def test_watching_the_signals_leaves_training_bit_identical(synthetic_cifar10):
+    train, test = datasets.load_cifar(synthetic_cifar10)
+    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
+                                    probe_source="train", seed=0)
+    batches = datasets.DeviceBatches(data, torch.device("cpu"), 32, 100)
+    states = []
+    for signals in (None, TrainingSignals(len(data.train_index), torch.device("cpu"))):
+        torch.manual_seed(0)
+        model = experiments.create_model("cnn", 0.125)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        for epoch in range(2):
+            train_one_epoch(model, optimizer, batches.train_batches(
+                datasets.torch_generator(0, batches.device, "train", epoch)), signals=signals)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_an_interrupted_run_resumes_with_the_same_signals(synthetic_cifar10, tmp_path, monkeypatch):
+    argv = tiny_run(synthetic_cifar10, tmp_path / "whole", "--noisy-holdout", "50", epochs=4)
+    assert experiments.main(argv) == 0
+    cut = tiny_run(synthetic_cifar10, tmp_path / "cut", "--noisy-holdout", "50", epochs=4)
+    original = experiments.summary_line
+
+    def interrupt_after_epoch_1(row, epochs):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+        return original(row, epochs)
+
+    monkeypatch.setattr(experiments, "summary_line", interrupt_after_epoch_1)
+    assert experiments.main(cut) == experiments.INTERRUPTED
+    assert len(read_rows(tmp_path / "cut", epochs=4)) == 2
+    monkeypatch.setattr(experiments, "summary_line", original)
+    assert experiments.main([*cut, "--resume"]) == 0
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    resumed, whole = read_rows(tmp_path / "cut", epochs=4), read_rows(tmp_path / "whole", epochs=4)
+    assert str(strip(resumed)) == str(strip(whole))  # str: NaN cells compare equal
+    history = [records.load_checkpoint(out / "checkpoint" / "s_cnn_4_0.05.pt")["signals"]
+               for out in (tmp_path / "cut", tmp_path / "whole")]
+    assert all(torch.equal(history[0][k], history[1][k]) for k in history[0])
+
+
+def test_a_folder_dataset_holds_out_its_own_training_images_and_says_so(tmp_path):
+    folder = write_image_folder(tmp_path / "clothes", train=90)
+    argv = ["--model", "cnn", "--scale", "0.125", "--epochs", "1", "--batchsize", "16", "--lr", "0.05",
+            "--dataset", "folder", "--data-dir", str(folder), "--device", "cpu", "--noisy-holdout", "20",
+            "--results-dir", str(tmp_path / "results"), "--checkpoint-dir", str(tmp_path / "ck"),
+            "--filename", "f"]
+    assert experiments.main(argv) == 0
+    record = records.read_record(tmp_path / "results" / "f_cnn_1_0.05.csv")
+    assert record.meta["data"]["train_size"] == 70
+    assert record.meta["data"]["noisy_holdout"] == {"size": 20, "fraction_wrong": None,
+                                                    "source": "held out of the training images"}
+    assert math.isfinite(record.rows[0]["noisy_holdout_acc"])
+
+
+def test_a_holdout_larger_than_what_is_left_is_refused_in_one_line(synthetic_cifar10, tmp_path, capsys):
+    assert experiments.main(tiny_run(synthetic_cifar10, tmp_path, "--noisy-holdout", "101")) == 2
+    err = capsys.readouterr().err
+    assert "--noisy-holdout 101 needs that many" in err and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()
