@@ -575,9 +575,9 @@ def split_training_images(available: int, numsamples: int | None, holdout_size: 
     it has, sets the hold-out images aside first and draws the subset from the rest.
     """
     if noise.type == GIVEN and holdout_size:
-        if holdout_size > available - 2:
-            raise DataError(f"--noisy-holdout {holdout_size} leaves fewer than 2 of the {available} "
-                            f"training images to train on; lower it")
+        if holdout_size >= available:
+            raise DataError(f"--noisy-holdout {holdout_size} leaves none of the {available} training "
+                            f"images to train on; lower it")
         holdout, rest = draw_rows(np.arange(available), holdout_size, numpy_rng(seed, "noisy-holdout"))
         train_index, outside = choose_subset(rest, numsamples, numpy_rng(seed, "subset"))
         return train_index, holdout, outside, "held out of the training images"

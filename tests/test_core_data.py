@@ -126,6 +126,17 @@ def test_batch_sizes_cover_every_image_even_a_lone_remainder():
     assert datasets.batch_sizes(1, 128) == [1]
 
 
+def test_a_folder_dataset_may_keep_one_image_to_train_on_beside_its_noisy_holdout():
+    images = np.zeros((5, 3, 32, 32), dtype=np.uint8)
+    train, test = datasets.ImageSet(images, np.arange(5)), datasets.ImageSet(images[:2], np.arange(2))
+    make = lambda holdout: datasets.make_noisy_data(
+        train, test, num_classes=5, numsamples=None, corrupt_prob=0.0, probe_source="train", seed=0,
+        noise_type=datasets.GIVEN, noisy_holdout=holdout)
+    assert len(make(4).train_index) == 1
+    with pytest.raises(datasets.DataError, match="--noisy-holdout 5 leaves none of the 5 training images"):
+        make(5)
+
+
 def test_a_subset_of_one_image_is_allowed():
     subset, rest = datasets.choose_subset(1000, 1, datasets.numpy_rng(0, "subset"))
     assert len(subset) == 1 and len(rest) == 999
