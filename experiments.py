@@ -273,6 +273,11 @@ class Paths:
     record: Path
     checkpoint: Path
 
+    @property
+    def lock(self) -> Path:
+        """The lock file next to the checkpoint, held while a process writes the run."""
+        return self.checkpoint.with_name(self.checkpoint.name + ".lock")
+
 
 @dataclass
 class Run:
@@ -487,18 +492,6 @@ def build(args: argparse.Namespace) -> Run:
     return build_run(args, device)
 
 
-@contextmanager
-def run_lock(paths: Paths) -> Iterator[None]:
-    """Hold the lock next to the checkpoint, so that two processes never write the same run."""
-    lock = paths.checkpoint.with_name(paths.checkpoint.name + ".lock")
-    try:
-        with records.exclusive_lock(lock):
-            yield
-    except records.LockHeld as error:
-        raise UsageError(f"{paths.checkpoint.name} is being written by another run ({error}); wait "
-                         f"for it to end, or give this run another --filename and --modelfilename") from None
-
-
 def resume(run: Run, paths: Paths) -> None:
     """Load the run's checkpoint, or say that there is none and the run starts from the beginning."""
     if not paths.checkpoint.exists():
@@ -606,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             validate(args)
             paths = prepare_paths(args)
             run = build(args)
-            with run_lock(paths):
+            with records.exclusive_lock(paths.lock):  # two processes never write the same run
                 prepare_paths(args)  # again: another process may have written the run meanwhile
                 if args.resume:
                     resume(run, paths)
@@ -617,6 +610,10 @@ def main(argv: list[str] | None = None) -> int:
                 return train(run, paths, argv)
     except (UsageError, datasets.DataError) as error:
         print(f"experiments.py: error: {error}", file=sys.stderr)
+        return 2
+    except records.LockHeld as error:
+        print(f"experiments.py: error: another process is writing this run ({error}); wait for it to "
+              f"end, or give this run another --filename and --modelfilename", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted before the first epoch; nothing was changed", file=sys.stderr)

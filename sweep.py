@@ -27,8 +27,6 @@ import sys
 import time
 import tomllib
 from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -491,18 +489,6 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
-@contextmanager
-def sweep_lock(sweep: Sweep) -> Iterator[None]:
-    """Hold the sweep's lock file, so two invocations never start the same runs at once."""
-    path = sweep.log_dir / ".lock"
-    try:
-        with records.exclusive_lock(path):
-            yield
-    except records.LockHeld as error:
-        raise SweepError(f"another sweep.py is working on this sweep ({error}); "
-                         f"wait for it or stop it first") from None
-
-
 def ensure_data(runs: list[Run]) -> None:
     """Load (and so download, once, if missing) every data set the runs read, before they start."""
     for data_dir, dataset in dict.fromkeys((run.args.data_dir, run.args.dataset) for run in runs):
@@ -759,10 +745,14 @@ def main(argv: list[str] | None = None) -> int:
             sweep = load_sweep(options.sweep_file)
             if options.dry_run:
                 return list_runs(sweep)
-            with sweep_lock(sweep):
+            with records.exclusive_lock(sweep.log_dir / ".lock"):  # one invocation per sweep at a time
                 return run_sweep(sweep, options, argv)
     except (SweepError, experiments.UsageError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
+        return 2
+    except records.LockHeld as error:
+        print(f"sweep.py: error: another sweep.py is working on this sweep ({error}); wait for it or "
+              f"stop it first", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted before any run started", file=sys.stderr)

@@ -1,6 +1,7 @@
 """experiments.py end to end: records, checkpoints, determinism, resume, and bad input."""
 import hashlib
 import math
+import os
 import pickle
 import re
 import shlex
@@ -209,7 +210,7 @@ def test_a_run_already_being_written_is_refused(synthetic_cifar10, tmp_path, cap
     with records.exclusive_lock(lock):
         assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "t_cnn_2_0.05.pt is being written by another run" in err
+        assert err.count("\n") == 1 and f"another process is writing this run (process {os.getpid()} holds" in err
         assert not (tmp_path / "results").exists() and list(tmp_path.glob("checkpoint/*")) == [lock]
     assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 0
     assert not lock.exists()  # released on exit

@@ -215,3 +215,13 @@ def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifa
     assert all(len(finished_rows(run)) == 1 and run.marker("job").exists() for run in runs)
     assert sweep.main(argv) == 0
     assert "2 runs: 2 finished" in capsys.readouterr().out
+
+
+def test_a_second_invocation_of_a_running_sweep_is_refused(tmp_path, synthetic_cifar10, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
+    lock = sweep.load_sweep(path).log_dir / ".lock"
+    with records.exclusive_lock(lock):
+        assert sweep.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"another sweep.py is working on this sweep (process {os.getpid()} holds {lock})" in err
+    assert err.count("\n") == 1 and not list((tmp_path / "results").glob("*.csv"))
