@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from datasets import TrainBatch
+from batching import TrainBatch
 from signals import TrainingSignals
 
 CLEAN, NOISY = 0, 1

@@ -79,12 +79,12 @@ def real_cifar10() -> Path:
 
 def write_cifar100(root: Path, train_size: int, test_size: int, seed: int = 0) -> Path:
     """Write a CIFAR-100 style `cifar-100-python` folder (fine and coarse labels) under `root`."""
-    import datasets
+    import label_noise
 
     rng = np.random.default_rng(seed)
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
-    coarse_of = {fine: coarse for coarse, group in enumerate(datasets.CIFAR100_SUPERCLASSES)
+    coarse_of = {fine: coarse for coarse, group in enumerate(label_noise.CIFAR100_SUPERCLASSES)
                  for fine in group}
 
     for name, count in (("train", train_size), ("test", test_size)):

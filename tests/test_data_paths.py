@@ -4,6 +4,7 @@ import pytest
 import torch
 from scipy import stats
 
+import batching
 import datasets
 import experiments
 import records
@@ -23,22 +24,22 @@ def coordinate_images(n: int) -> torch.Tensor:
 def recover_offsets_and_flips(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert `crop_and_flip` on coordinate images, from the centre pixels (always inside)."""
     flips = crops[:, 1, 16, 16] < crops[:, 1, 16, 15]
-    rows = crops[:, 0, 16, 16].long() - 1 - 16 + datasets.PAD
-    cols = crops[:, 1, 16, 16].long() - 1 - torch.where(flips, 15, 16) + datasets.PAD
+    rows = crops[:, 0, 16, 16].long() - 1 - 16 + batching.PAD
+    cols = crops[:, 1, 16, 16].long() - 1 - torch.where(flips, 15, 16) + batching.PAD
     return torch.stack([rows, cols], 1), flips
 
 
 def test_centre_offset_without_flip_returns_the_original_image():
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    centre = torch.full((5, 2), datasets.PAD)
-    assert torch.equal(datasets.crop_and_flip(images, centre, torch.zeros(5, dtype=torch.bool)), images)
-    assert torch.equal(datasets.crop_and_flip(images, centre, torch.ones(5, dtype=torch.bool)),
+    centre = torch.full((5, 2), batching.PAD)
+    assert torch.equal(batching.crop_and_flip(images, centre, torch.zeros(5, dtype=torch.bool)), images)
+    assert torch.equal(batching.crop_and_flip(images, centre, torch.ones(5, dtype=torch.bool)),
                        images.flip(-1))
 
 
 def test_crop_shifts_content_and_fills_the_padding_with_zeros():
     images = torch.randint(1, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    crop = datasets.crop_and_flip(images, torch.tensor([[0, 8]]), torch.tensor([False]))
+    crop = batching.crop_and_flip(images, torch.tensor([[0, 8]]), torch.tensor([False]))
     assert torch.equal(crop[0, :, 4:, :28], images[0, :, :28, 4:])
     assert (crop[0, :, :4] == 0).all() and (crop[0, :, :, 28:] == 0).all()
 
@@ -46,14 +47,14 @@ def test_crop_shifts_content_and_fills_the_padding_with_zeros():
 def test_recovery_of_offsets_is_exact():
     offsets = torch.tensor([[0, 0], [8, 8], [3, 7], [8, 0]])
     flips = torch.tensor([False, True, True, False])
-    crops = datasets.crop_and_flip(coordinate_images(4), offsets, flips)
+    crops = batching.crop_and_flip(coordinate_images(4), offsets, flips)
     got_offsets, got_flips = recover_offsets_and_flips(crops)
     assert torch.equal(got_offsets, offsets) and torch.equal(got_flips, flips)
 
 
 def test_random_offsets_cover_all_81_positions_uniformly_and_flip_half():
     n = 81 * 200
-    crops = datasets.random_augment(coordinate_images(n), torch.Generator().manual_seed(0))
+    crops = batching.random_augment(coordinate_images(n), torch.Generator().manual_seed(0))
     offsets, flips = recover_offsets_and_flips(crops)
     counts = np.bincount((offsets[:, 0] * 9 + offsets[:, 1]).numpy(), minlength=81)
     assert len(counts) == 81 and counts.min() > 0
@@ -81,7 +82,7 @@ def every_augmentation(image: torch.Tensor) -> torch.Tensor:
     grid = torch.cartesian_prod(torch.arange(9), torch.arange(9))
     offsets = torch.cat([grid, grid])
     flips = torch.arange(162) >= 81
-    return datasets.normalize(datasets.crop_and_flip(image.expand(162, -1, -1, -1), offsets, flips))
+    return batching.normalize(batching.crop_and_flip(image.expand(162, -1, -1, -1), offsets, flips))
 
 
 @pytest.mark.parametrize("numsamples", [40, 33], ids=["remainder-8", "remainder-1"])
@@ -106,16 +107,16 @@ def pil_crop_and_flip(image: np.ndarray, offset: tuple[int, int], flip: bool) ->
     from PIL import Image
     from torchvision.transforms import functional as TF
 
-    picture = TF.crop(TF.pad(Image.fromarray(image.transpose(1, 2, 0)), datasets.PAD), *offset, 32, 32)
+    picture = TF.crop(TF.pad(Image.fromarray(image.transpose(1, 2, 0)), batching.PAD), *offset, 32, 32)
     picture = TF.hflip(picture) if flip else picture
-    return TF.normalize(TF.to_tensor(picture), datasets.MEAN, datasets.STD)
+    return TF.normalize(TF.to_tensor(picture), batching.MEAN, batching.STD)
 
 
 def test_tensor_crop_and_flip_equals_the_pil_transforms():
     images = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
     offsets = torch.tensor([[0, 0], [8, 8], [3, 7], [8, 0], [4, 4], [1, 6]])
     flips = torch.tensor([False, True, True, False, True, False])
-    ours = datasets.normalize(datasets.crop_and_flip(torch.as_tensor(images), offsets, flips))
+    ours = batching.normalize(batching.crop_and_flip(torch.as_tensor(images), offsets, flips))
     for image, offset, flip, mine in zip(images, offsets.tolist(), flips.tolist(), ours):
         assert torch.equal(mine, pil_crop_and_flip(image, offset, bool(flip)))
 
