@@ -15,7 +15,6 @@ import hashlib
 import pickle
 import sys
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import records
 from batching import IMAGE_SIZE, DeviceBatches, LoaderBatches  # noqa: F401 (the data paths, used from here)
 from label_noise import (CIFAR10N_KEYS, GIVEN, NOISE_TYPES, SYNTHETIC_NOISE, DataError, LabelNoise,
                          asymmetric_noise, class_flips, human_labels, symmetric_noise)
+from susceptibility import derive_seed, random_labels, torch_generator  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -65,25 +65,9 @@ DEFAULT_DATA_DIR = "./data"  # where CIFAR is downloaded when --data-dir is left
 # Seeds
 
 
-def derive_seed(seed: int, *stream: str | int) -> int:
-    """A 63-bit seed for the named random stream of a run, independent of every other stream.
-
-    Streams are keyed by name (and epoch), so adding or skipping one (the probe, say) never shifts
-    the numbers another one draws.
-    """
-    key = [zlib.crc32(str(part).encode()) for part in stream]
-    state = np.random.SeedSequence([seed, *key]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
-
-
 def numpy_rng(seed: int, *stream: str | int) -> np.random.Generator:
     """A numpy generator for one named stream of the run."""
     return np.random.default_rng(derive_seed(seed, *stream))
-
-
-def torch_generator(seed: int, device: torch.device, *stream: str | int) -> torch.Generator:
-    """A torch generator on `device` for one named stream of the run."""
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, *stream))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,9 +324,6 @@ def choose_subset(available: int | np.ndarray, numsamples: int | None,
     return draw_rows(pool, numsamples, rng)
 
 
-def random_labels(count: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Labels drawn uniformly at random once, for the unlabeled probe set."""
-    return rng.integers(0, num_classes, count)
 
 
 def assign_labels(train: ImageSet, index: np.ndarray, noise: LabelNoise, num_classes: int,
@@ -469,6 +450,6 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
         probe_index = outside
     else:
         probe_index = train_index
-    probe_labels = random_labels(len(probe_index), num_classes, numpy_rng(seed, "probe-labels"))
+    probe_labels = random_labels(len(probe_index), num_classes, seed)
     return NoisyData(train.images, train_index, assigned, true_labels, probe_index, probe_labels,
                      test, num_classes, noise, holdout)

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -30,8 +30,8 @@ from tqdm import tqdm
 import datasets
 import records
 from models import MODELS, create_model
-from susceptibility import probe_step, running_susceptibility
 from signals import TrainingSignals
+from susceptibility import STATE_FORMAT, Susceptibility
 from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch, without_subsets
 
 CHECKPOINT_FORMAT = 1
@@ -294,6 +294,8 @@ class Run:
     signals: TrainingSignals  # per-sample prediction and margin history
     rows: list[dict]
     meta: dict
+    probe: Susceptibility = field(init=False)  # ζ, measured on the probe set at the start of each epoch
+    probe_network: torch.nn.Module = field(init=False)  # the network the probe runs: never bf16
 
     @property
     def generator_device(self) -> torch.device:
@@ -332,7 +334,11 @@ def build_run(args: argparse.Namespace, device: torch.device) -> Run:
     network = fast_network(model, bf16=args.amp, channels_last=args.channels_last, compile=args.compile)
     noisy = batches.assigned != batches.true if data.noise.ground_truth else None
     signals = TrainingSignals(len(data.train_index), device, noisy)
-    return Run(args, device, data, batches, model, network, optimizer, scheduler, signals, [], meta)
+    run = Run(args, device, data, batches, model, network, optimizer, scheduler, signals, [], meta)
+    run.probe = Susceptibility.from_probe_batches(batches, seed=args.seed, generator_device=run.generator_device)
+    run.probe_network = (fast_network(model, channels_last=args.channels_last, compile=args.compile)
+                         if args.amp else network)
+    return run
 
 
 def checkpoint_state(run: Run, finished: bool) -> dict:
@@ -350,6 +356,7 @@ def checkpoint_state(run: Run, finished: bool) -> dict:
         "rng": {"seed": run.args.seed, "next_epoch": len(run.rows)},
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "signals": run.signals.state_dict(), "rows": run.rows,
+        "probe": run.probe.state_dict(),
         "labels": {"train_index": as_tensor(d.train_index), "assigned": as_tensor(d.assigned_labels),
                    "true": as_tensor(d.true_labels), "probe_index": as_tensor(d.probe_index),
                    "probe_labels": as_tensor(d.probe_labels),
@@ -382,6 +389,7 @@ def restore(run: Run, state: dict, path: Path) -> None:
         print(f"note: {path} holds no prediction or margin history; those signals start afresh",
               file=sys.stderr)
     run.rows = list(state["rows"])
+    run.probe.load_state_dict(state.get("probe") or probe_state_from_rows(state))
     changes = environment_changes(saved_environment, run.meta["environment"])
     if changes:
         print(f"warning: {path} was made with {'; '.join(changes)}; the epochs from here on may differ "
@@ -408,6 +416,13 @@ def environment_changes(saved: dict, current: dict) -> list[str]:
             if key in saved and saved[key] != current[key] and (on_cuda or key != "device_name")]
 
 
+def probe_state_from_rows(state: dict) -> dict:
+    """The probe's state for a checkpoint written before it was stored: its Φ̃ values are in the rows."""
+    return {"format": STATE_FORMAT, "seed": state["rng"]["seed"], "labels": state["labels"]["probe_labels"],
+            "phi_before": [row["phi_before"] for row in state["rows"]],
+            "phi_after": [row["phi_after"] for row in state["rows"]]}
+
+
 def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> None:
     """Rewrite the run record with every completed epoch and the run's status."""
     status = {"epochs_completed": len(run.rows), "epochs_planned": run.args.epochs,
@@ -419,10 +434,7 @@ def train_epoch(run: Run, epoch: int) -> dict:
     """Probe, train and test for one epoch; return its row of the run record."""
     args, started = run.args, time.perf_counter()
     lr = run.optimizer.param_groups[0]["lr"]
-    probe_generator = datasets.torch_generator(args.seed, run.generator_device, "probe", epoch)
-    images, labels = run.batches.probe_batch(probe_generator)
-    phi_before, phi_after = probe_step(run.network, run.optimizer, images, labels,
-                                       seed=datasets.derive_seed(args.seed, "probe-dropout", epoch))
+    run.probe.measure(run.probe_network, run.optimizer)
     torch.manual_seed(datasets.derive_seed(args.seed, "train-dropout", epoch))
     train_generator = datasets.torch_generator(args.seed, run.generator_device, "train", epoch)
     with tqdm(total=run.batches.train_batch_count(), desc=f"epoch {epoch}", leave=False,
@@ -435,11 +447,9 @@ def train_epoch(run: Run, epoch: int) -> dict:
     if len(run.data.holdout):
         test |= evaluate(run.network, run.batches.holdout_batches(), prefix="noisy_holdout")
     run.scheduler.step()
-    row = {"epoch": epoch, "lr": lr, "phi_before": phi_before.item(), "phi_after": phi_after.item(),
-           **train, **test, **run.signals.summary(), "seconds": time.perf_counter() - started}
-    zeta = running_susceptibility([r["phi_before"] for r in run.rows] + [row["phi_before"]],
-                                  [r["phi_after"] for r in run.rows] + [row["phi_after"]])
-    row["susceptibility"] = zeta[-1]
+    row = {"epoch": epoch, "lr": lr, "phi_before": run.probe.phi_before[epoch],
+           "phi_after": run.probe.phi_after[epoch], **train, **test, **run.signals.summary(),
+           "seconds": time.perf_counter() - started, "susceptibility": run.probe.zeta}
     check_finite(row)
     return row
 

@@ -1,19 +1,58 @@
-"""Susceptibility to noisy labels, ζ (Forouzesh, Sedghi & Thiran, ICLR 2023).
+"""Susceptibility to noisy labels, ζ (Forouzesh, Sedghi & Thiran, ICLR 2023), for any PyTorch loop.
 
 At the start of every epoch the network takes one step of its own optimizer on a batch of unlabeled
 images with random labels; r = Φ̃_before − Φ̃_after is how much that single step lowers the
 random-label loss. Everything the step changed is then put back, so training is unaffected, and ζ is
 the running mean of r over epochs.
+
+    zeta = Susceptibility(unlabeled_images, num_classes=10, batch_size=128, seed=0)
+    for epoch in range(epochs):
+        r = zeta.measure(model, optimizer)   # before the epoch's training
+        ...                                  # train as usual; zeta.zeta is the running ζ
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+import zlib
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+STATE_FORMAT = 1
+CONVENTIONS = ("paper", "reference")
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeds
+
+
+def derive_seed(seed: int, *stream: str | int) -> int:
+    """A 63-bit seed for the named random stream of a run, independent of every other stream.
+
+    Streams are keyed by name (and epoch), so adding or skipping one (the probe, say) never shifts
+    the numbers another one draws.
+    """
+    key = [zlib.crc32(str(part).encode()) for part in stream]
+    state = np.random.SeedSequence([seed, *key]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def torch_generator(seed: int, device: torch.device, *stream: str | int) -> torch.Generator:
+    """A torch generator on `device` for one named stream of the run."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, *stream))
+
+
+def random_labels(count: int, num_classes: int, seed: int) -> np.ndarray:
+    """Labels drawn uniformly at random once from the seed, for the unlabeled probe set."""
+    return np.random.default_rng(derive_seed(seed, "probe-labels")).integers(0, num_classes, count)
+
+
+# --------------------------------------------------------------------------------------------------
+# One probe step, leaving no trace
 
 
 def snapshot_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
@@ -28,11 +67,13 @@ def restored_afterwards(model: nn.Module, optimizer: torch.optim.Optimizer) -> I
     """Run a block, then put back bit for bit what it changed in `model` and `optimizer`.
 
     Covers weights, every buffer (BatchNorm running statistics and batch counters), gradients, the
-    optimizer's per-parameter state and hyper-parameters, all restored in memory.
+    train/eval mode of every module, the optimizer's per-parameter state and hyper-parameters, all
+    restored in memory.
     """
     tensors = [*model.parameters(), *model.buffers()]
     saved_tensors = [t.detach().clone() for t in tensors]
     saved_grads = [p.grad for p in model.parameters()]
+    saved_modes = [(module, module.training) for module in model.modules()]
     saved_state = snapshot_optimizer_state(optimizer)
     saved_groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     try:
@@ -43,6 +84,8 @@ def restored_afterwards(model: nn.Module, optimizer: torch.optim.Optimizer) -> I
                 tensor.copy_(saved)
         for param, grad in zip(model.parameters(), saved_grads):
             param.grad = grad
+        for module, training in saved_modes:
+            module.training = training
         optimizer.state.clear()
         optimizer.state.update(saved_state)
         for group, saved in zip(optimizer.param_groups, saved_groups):
@@ -66,8 +109,8 @@ def probe_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     learning rate, momentum and weight decay, and both losses are returned as device tensors so
     the caller decides when to synchronize.
     """
-    model.train()
     with restored_afterwards(model, optimizer), own_random_stream(seed, images.device):
+        model.train()
         optimizer.zero_grad(set_to_none=True)
         before = F.cross_entropy(model(images), labels)
         before.backward()
@@ -91,3 +134,210 @@ def reference_susceptibility(phi_before: Sequence[float], phi_after: Sequence[fl
     divides t − 1 terms by t. Kept to compare with figures made by the authors' code."""
     drops = [b - a for b, a in zip(phi_before, phi_after)]
     return [math.nan if t == 0 else sum(drops[1:t]) / t for t in range(len(drops))]
+
+
+# --------------------------------------------------------------------------------------------------
+# The unlabeled set and the per-epoch measurement
+
+
+class ProbeBatches(Protocol):
+    """Where the probe takes its batch: a fresh random batch of the unlabeled set for each epoch's
+    generator, with the set's fixed random labels."""
+
+    probe_labels: torch.Tensor
+
+    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@contextmanager
+def global_rng_continuing(generator: torch.Generator, device: torch.device) -> Iterator[None]:
+    """Inside the block torch's global CPU RNG continues the stream of the CPU `generator`, and the
+    CUDA RNG of `device` is seeded from it: random transforms in there are fixed by the probe's
+    seed. The caller's global streams are restored afterwards."""
+    state = generator.get_state()
+    with own_random_stream(int(torch.randint(2 ** 62, (), generator=generator)), device):
+        torch.default_generator.set_state(state)
+        yield
+
+
+def first_tensor(item) -> torch.Tensor:
+    """The image of a dataset item or loader batch: the item itself, or the first of a tuple."""
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def is_map_dataset(images) -> bool:
+    """A torch Dataset with random access and a length, read a batch at a time."""
+    return (isinstance(images, torch.utils.data.Dataset)
+            and not isinstance(images, torch.utils.data.IterableDataset) and hasattr(images, "__len__"))
+
+
+def check_shape(batch, what: str, dims: int, shape: str) -> None:
+    """Raise one clear line unless `batch` is a tensor with `dims` dimensions."""
+    if not torch.is_tensor(batch):
+        raise TypeError(f"{what} must be a tensor {shape}, got {type(batch).__name__}")
+    if batch.dim() != dims:
+        raise ValueError(f"{what} must have shape {shape}, got shape {tuple(batch.shape)}")
+
+
+def concatenated_batches(batches: Iterable) -> torch.Tensor:
+    """All images of an iterable of image batches (or of (images, ...) tuples) as one tensor."""
+    parts = [first_tensor(batch) for batch in batches]
+    for part in parts:
+        check_shape(part, "each batch of images", 4, "(batch, channels, height, width)")
+    if not parts:
+        raise ValueError("no unlabeled images: the iterable of image batches is empty")
+    if len({part.shape[1:] for part in parts}) > 1:
+        raise ValueError(f"the image batches differ in image shape: {sorted({tuple(p.shape[1:]) for p in parts})}")
+    return torch.cat(parts)
+
+
+class UnlabeledImages:
+    """Unlabeled images with labels drawn uniformly at random once from the seed and kept.
+
+    `images` is a tensor (N, channels, height, width), a torch Dataset whose items are images or
+    (image, ...) tuples (read `batch_size` items per epoch), or an iterable of image batches such as
+    a DataLoader (read once and kept in memory). `augment`, if given, maps a batch as stored to the
+    network's input; its random draws, and those of the Dataset's own transforms, come from the
+    probe's seeded stream.
+    """
+
+    def __init__(self, images, num_classes: int, batch_size: int, seed: int,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        with own_random_stream(seed, torch.device("cpu")):  # reading a dataset may draw random numbers
+            self.images = self.readable(images)
+        count = len(self.images)
+        if count == 0:
+            raise ValueError("no unlabeled images: the probe set is empty")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer of at least 2 (random labels need two "
+                             f"classes or more), got {num_classes!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= count:
+            raise ValueError(f"batch_size must be an integer from 1 to the {count} unlabeled images, "
+                             f"got {batch_size!r}; give more images or a smaller batch_size")
+        self.batch_size = batch_size
+        self.augment = augment
+        self.probe_labels = torch.as_tensor(random_labels(count, num_classes, seed))
+
+    @staticmethod
+    def readable(images):
+        """The images as something that can be indexed by position: a tensor or a map Dataset."""
+        if torch.is_tensor(images):
+            check_shape(images, "images", 4, "(N, channels, height, width)")
+            return images
+        if is_map_dataset(images):
+            if len(images) > 0:
+                check_shape(first_tensor(images[0]), "each image of the dataset", 3, "(channels, height, width)")
+            return images
+        if isinstance(images, Iterable):
+            return concatenated_batches(images)
+        raise TypeError(f"images must be a tensor, a torch Dataset or an iterable of image batches, "
+                        f"got {type(images).__name__}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch of `batch_size` images without replacement, augmented, with its labels.
+
+        `generator` is a CPU generator; it picks the batch, and the augmentation continues its stream.
+        """
+        pick = torch.randperm(len(self), generator=generator)[:self.batch_size]
+        device = self.images.device if torch.is_tensor(self.images) else torch.device("cpu")
+        with global_rng_continuing(generator, device):
+            if torch.is_tensor(self.images):
+                batch = self.images[pick.to(device)]
+            else:
+                batch = torch.stack([first_tensor(self.images[i]) for i in pick.tolist()])
+            if self.augment is not None:
+                batch = self.augment(batch)
+        return batch, self.probe_labels[pick]
+
+
+class Susceptibility:
+    """ζ for one's own training loop: call `measure(model, optimizer)` once per epoch, before training.
+
+    Set up once from the unlabeled images (see `UnlabeledImages`) with the number of classes, the
+    probe's batch size, a seed that fixes the random labels, batches, augmentation and dropout of
+    every probe, and an optional augmentation function. Each `measure` costs one forward-backward-
+    forward pass on one batch and leaves model, buffers, gradients, train/eval modes, optimizer
+    state and the caller's random streams exactly as they were. With `full_precision` (default) the
+    probe runs with autocast switched off, since r is a small difference of two nearly equal losses
+    that a bf16 backward pass changes markedly.
+    """
+
+    def __init__(self, images, num_classes: int, *, batch_size: int = 128, seed: int = 0,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 full_precision: bool = True):
+        self._setup(UnlabeledImages(images, num_classes, batch_size, seed, augment), seed,
+                   torch.device("cpu"), full_precision)
+
+    @classmethod
+    def from_probe_batches(cls, batches: ProbeBatches, *, seed: int, generator_device: torch.device,
+                           full_precision: bool = True) -> Susceptibility:
+        """A probe drawing its batches from `batches.probe_batch(generator)`, where each epoch's
+        generator lives on `generator_device`: for a data pipeline that keeps the unlabeled set itself."""
+        probe = cls.__new__(cls)
+        probe._setup(batches, seed, generator_device, full_precision)
+        return probe
+
+    def _setup(self, batches: ProbeBatches, seed: int, generator_device: torch.device,
+              full_precision: bool) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        self.batches = batches
+        self.seed = seed
+        self.generator_device = torch.device(generator_device)
+        self.full_precision = full_precision
+        self.phi_before: list[float] = []
+        self.phi_after: list[float] = []
+
+    @property
+    def epoch(self) -> int:
+        """The number of probes taken so far: the epoch the next `measure` belongs to."""
+        return len(self.phi_before)
+
+    def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        """Probe the network now and return r = Φ̃_before − Φ̃_after; call it at the start of each epoch.
+
+        The step is one step of `optimizer` as it stands: its current learning rate (as a scheduler
+        set it), momentum or moment estimates and weight decay.
+        """
+        epoch = self.epoch
+        images, labels = self.batches.probe_batch(torch_generator(self.seed, self.generator_device, "probe", epoch))
+        device = next(model.parameters()).device
+        images, labels = images.to(device), labels.to(device)
+        with torch.autocast(device.type, enabled=False) if self.full_precision else nullcontext():
+            before, after = probe_step(model, optimizer, images, labels,
+                                       seed=derive_seed(self.seed, "probe-dropout", epoch))
+        self.phi_before.append(before.item())
+        self.phi_after.append(after.item())
+        return self.phi_before[-1] - self.phi_after[-1]
+
+    def zetas(self, convention: str = "paper") -> list[float]:
+        """ζ after each epoch so far: the paper's running mean, or the reference notebook's average."""
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+        average = running_susceptibility if convention == "paper" else reference_susceptibility
+        return average(self.phi_before, self.phi_after)
+
+    @property
+    def zeta(self) -> float:
+        """The current ζ (paper's convention); NaN before the second probe, as epoch 0 is left out."""
+        return self.zetas()[-1] if self.phi_before else math.nan
+
+    def state_dict(self) -> dict:
+        """The measurements so far with what identifies the probe set, for one's own checkpoint."""
+        return {"format": STATE_FORMAT, "seed": self.seed, "labels": self.batches.probe_labels.cpu(),
+                "phi_before": list(self.phi_before), "phi_after": list(self.phi_after)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`: the next `measure` takes the probe of the following epoch."""
+        if state.get("format") != STATE_FORMAT or len(state.get("phi_before", ())) != len(state.get("phi_after", ())):
+            raise ValueError("not a Susceptibility state_dict; pass what state_dict() returned")
+        labels = self.batches.probe_labels.cpu()
+        if state["seed"] != self.seed or not torch.equal(torch.as_tensor(state["labels"]).cpu(), labels):
+            raise ValueError(f"this state belongs to another probe set (seed {state['seed']}, "
+                             f"{len(state['labels'])} images), not to this one (seed {self.seed}, "
+                             f"{len(labels)} images); set up the Susceptibility with the same images and seed")
+        self.phi_before = [float(value) for value in state["phi_before"]]
+        self.phi_after = [float(value) for value in state["phi_after"]]

@@ -389,30 +389,39 @@ def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, 
     assert checkpoint.read_bytes() == kept_checkpoint
 
 
-def stop_at_epoch(function, epoch: int, poisoned: dict):
-    """`function`, made to return `poisoned` (merged into its result) from its call in epoch `epoch`."""
-    calls = []
+def poison_the_probe(monkeypatch) -> None:
+    """Make the probe of epoch 1 measure a NaN loss after its step."""
+    measure = experiments.Susceptibility.measure
 
-    def poisoned_call(*args, **kwargs):
+    def poisoned(probe, model, optimizer):
+        drop = measure(probe, model, optimizer)
+        if len(probe.phi_after) == 2:
+            probe.phi_after[-1] = math.nan
+        return drop
+    monkeypatch.setattr(experiments.Susceptibility, "measure", poisoned)
+
+
+def poison_the_test_loss(monkeypatch) -> None:
+    """Make the test pass of epoch 1 give an infinite loss."""
+    evaluate, calls = experiments.evaluate, []
+
+    def poisoned(*args, **kwargs):
         calls.append(None)
-        result = function(*args, **kwargs)
-        if len(calls) - 1 != epoch:
-            return result
-        return {**result, **poisoned} if isinstance(result, dict) else poisoned["tuple"]
-    return poisoned_call
+        result = evaluate(*args, **kwargs)
+        return {**result, "test_loss": math.inf} if len(calls) == 2 else result
+    monkeypatch.setattr(experiments, "evaluate", poisoned)
 
 
 NON_FINITE = {
-    "phi-after": ("probe_step", {"tuple": (torch.tensor(2.3), torch.tensor(math.nan))},
-                  "non-finite probe loss after the step (phi_after) in epoch 1"),
-    "test-loss": ("evaluate", {"test_loss": math.inf}, "non-finite test loss in epoch 1"),
+    "phi-after": (poison_the_probe, "non-finite probe loss after the step (phi_after) in epoch 1"),
+    "test-loss": (poison_the_test_loss, "non-finite test loss in epoch 1"),
 }
 
 
-@pytest.mark.parametrize("function, poisoned, message", NON_FINITE.values(), ids=NON_FINITE.keys())
+@pytest.mark.parametrize("poison, message", NON_FINITE.values(), ids=NON_FINITE.keys())
 def test_a_non_finite_probe_or_test_loss_stops_the_run_like_a_training_loss(
-        synthetic_cifar10, tmp_path, monkeypatch, capsys, function, poisoned, message):
-    monkeypatch.setattr(experiments, function, stop_at_epoch(getattr(experiments, function), 1, poisoned))
+        synthetic_cifar10, tmp_path, monkeypatch, capsys, poison, message):
+    poison(monkeypatch)
     assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == experiments.DIVERGED
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
