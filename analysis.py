@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import fnmatch
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,10 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import kendalltau
 
 import records
+from models import ARCHITECTURES
 
 # ζ is recomputed from the probe losses under both running-mean conventions (PAPER.md).
 ZETA_COLUMNS = {"paper": "zeta_paper", "reference": "zeta_reference"}
@@ -36,9 +40,17 @@ RUN_FIELDS = {
     "seed": ("args", "seed"),
     "corruptprob": ("args", "corruptprob"),
     "noise_type": ("noise", "type"),
+    "noise_rate": ("noise", "corrupt_prob"),
     "ground_truth": ("noise", "ground_truth"),
+    "dataset": ("data", "dataset"),
+    "train_size": ("data", "train_size"),
+    "num_classes": ("data", "num_classes"),
+    "fraction_wrong": ("noise", "fraction_wrong"),
     "finished": ("status", "finished"),
 }
+# Below these counts a region split, a rank correlation across runs or τ along a run says little.
+MIN_RUNS = 5
+MIN_EPOCHS = 5
 ACCURACY_CURVES = {
     "train_acc": "training, all",
     "train_clean_acc": "training, clean subset",
@@ -146,6 +158,47 @@ def filter_runs(table: pd.DataFrame, patterns: list[str] | None) -> pd.DataFrame
         raise ValueError(f"no run matches {unmatched}; runs: {sorted(names)}")
     keep = [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
     return table[table["run"].isin(keep)]
+
+
+class MixedPopulations(ValueError):
+    """The runs were trained on different data, so their ζ cannot be compared."""
+
+
+def population_label(run: pd.Series) -> str:
+    """The data a run was trained on, as one word: dataset, noise type and rate, training-set size
+    (`cifar10/symmetric-0.5/n1000`); a part the record lacks is `?`."""
+    noise = str(run["noise_type"]) if known(run["noise_type"]) else "?"
+    if known(run["noise_rate"]):
+        noise += f"-{run['noise_rate']:g}"
+    size = f"n{int(run['train_size'])}" if known(run["train_size"]) else "?"
+    return "/".join([str(run["dataset"]) if known(run["dataset"]) else "?", noise, size])
+
+
+def populations(table: pd.DataFrame) -> pd.Series:
+    """Per run, the label of the data it was trained on (see `population_label`)."""
+    first_rows = table.drop_duplicates("run").set_index("run")
+    return first_rows.apply(population_label, axis=1).rename("data")
+
+
+def select_population(table: pd.DataFrame, data: str | None = None, selector: str = "--data {}") -> pd.DataFrame:
+    """The runs trained on the data labelled `data`; with None, all runs, provided they share their data.
+
+    ζ, the region boundaries and τ across runs compare models trained on the same data only, so runs
+    on several datasets, noise types or rates or training-set sizes raise MixedPopulations, naming the
+    groups and how to pick one (`selector` with the label in place of {}).
+    """
+    labels = populations(table)
+    counts = labels.value_counts().sort_index()
+    if data is not None:
+        if data not in counts.index:
+            raise ValueError(f"no run was trained on {data}; the runs' data: {', '.join(counts.index)}")
+        return table[table["run"].isin(labels.index[labels == data])]
+    if len(counts) > 1:
+        groups = ", ".join(f"{label} ({count} run{'s' * (count > 1)})" for label, count in counts.items())
+        raise MixedPopulations(f"the runs were trained on {len(counts)} different data ({groups}), and zeta "
+                               f"compares only models trained on the same data; pick one with "
+                               f"{selector.format(counts.index[0])}")
+    return table
 
 
 def zeta_mismatches(table: pd.DataFrame) -> list[str]:
@@ -284,6 +337,46 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
                           rule_picks(runs), left_out, epoch, convention)
 
 
+def on_boundary(values: pd.Series, mean: float) -> pd.Series:
+    """Which values equal `mean` (up to rounding in computing it)."""
+    return pd.Series(np.isclose(values, mean, rtol=1e-9, atol=1e-12), index=values.index)
+
+
+def listed(names) -> str:
+    """Up to five names, then how many more."""
+    names = list(names)
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(names[:5]) + more
+
+
+def selection_warnings(selection: ModelSelection) -> list[str]:
+    """Why a region split may mislead: too few runs to split, or runs exactly on a boundary, whose
+    region is then a convention rather than a finding."""
+    runs, warnings = selection.runs, []
+    if len(runs) < MIN_RUNS:
+        warnings.append(f"only {len(runs)} run{'s' * (len(runs) != 1)} to split into regions; with fewer "
+                        f"than {MIN_RUNS} the means and the regions say little")
+    for column, mean, side in (("train_acc", selection.train_acc_mean, "training accuracy, counted as low"),
+                               ("zeta", selection.zeta_mean, "zeta, counted as high")):
+        on_it = runs.index[on_boundary(runs[column], mean)]
+        if len(on_it):
+            warnings.append(f"exactly on the mean {side}: {listed(on_it)}")
+    return warnings
+
+
+def correlation_warnings(across: Correlation, along: pd.DataFrame) -> list[str]:
+    """Rank correlations that rest on too few runs (across) or too few epochs (along a run)."""
+    warnings = []
+    if across.n < MIN_RUNS:
+        warnings.append(f"Kendall's tau across runs rests on {across.n} run{'s' * (across.n != 1)} with "
+                        f"noisy-subset accuracy; fewer than {MIN_RUNS} give no usable rank correlation")
+    short = along.index[(along["n"] > 0) & (along["n"] < MIN_EPOCHS)]
+    if len(short):
+        warnings.append(f"tau along epochs rests on fewer than {MIN_EPOCHS} epochs with zeta in "
+                        f"{len(short)} run{'s' * (len(short) != 1)}: {listed(short)}")
+    return warnings
+
+
 # The signals compared across runs: column -> (what it is, whether a higher value is better).
 SIGNALS = {
     "train_acc": ("training accuracy", True),
@@ -399,87 +492,193 @@ def compare_stopping(table: pd.DataFrame, convention: str = "paper", window: int
     return per_run, summary
 
 
-def save_png(figure: Figure, path: Path) -> Path:
-    """Write `figure` as a PNG file at `path`, creating its folder, and return the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+FIGURE_FORMATS = ("png", "pdf")  # PNG to look at, PDF (vector) for a paper
 
 
-def save_figure(figure: Figure, folder: str | Path, name: str) -> Path:
-    """Write `figure` as `<folder>/figures/<name>.png` and return that path."""
-    return save_png(figure, Path(folder) / "figures" / f"{name}.png")
+def save_formats(figure: Figure, stem: Path, formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
+    """Write `figure` as `<stem>.<format>` for each of `formats`, creating the folder; return the paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(f"{stem.name}.{extension}") for extension in formats]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    return paths
+
+
+def save_figure(figure: Figure, folder: str | Path, name: str,
+                formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
+    """Write `figure` as `<folder>/figures/<name>.png` and `.pdf` (or `formats`); return the paths."""
+    return save_formats(figure, Path(folder) / "figures" / name, formats)
 
 
 def write_figures(table: pd.DataFrame, selection: "ModelSelection", out_dir: str | Path,
                   epoch: int | None = None, convention: str = "paper",
-                  curves: list[str] | None = None) -> list[Path]:
-    """The notebook's figures as PNG files in `out_dir`: ζ against memorization across runs, the four
-    regions, and the curves of the runs matching the `curves` patterns (none by default)."""
+                  curves: list[str] | None = None, formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
+    """The notebook's figures as files in `out_dir`, each in every one of `formats`: ζ against
+    memorization across runs, the four regions, the signals, and the curves of the runs matching the
+    `curves` patterns (none by default)."""
     chosen = sorted(filter_runs(table, curves)["run"].unique()) if curves else []
     figures = {f"curves_{run}": plot_run(table, run, convention) for run in chosen}
     figures["zeta_vs_memorization"] = plot_zeta_vs_memorization(table, epoch, convention)
     figures["regions"] = plot_regions(selection)
     figures["signals"] = plot_signals(table, epoch, convention)
-    return [save_png(figure, Path(out_dir) / f"{name}.png") for name, figure in figures.items()]
+    return [path for name, figure in figures.items() for path in save_formats(figure, Path(out_dir) / name, formats)]
+
+
+def known(value) -> bool:
+    """Whether a record field holds a value (not None, not NaN)."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def model_name(model, scale) -> str:
+    """`ResNet-18 ×0.25`: the architecture's usual name and the width multiplier."""
+    if not known(model):
+        return "unknown model"
+    name = re.split(r",| \(| 1x", ARCHITECTURES.get(model, model))[0]
+    return f"{name} ×{scale:g}" if known(scale) else name
+
+
+def optimizer_name(optimizer: str) -> str:
+    """`SGD`, `Adam`: an optimizer as papers write it."""
+    return {"sgd": "SGD", "adam": "Adam"}.get(optimizer, optimizer)
+
+
+def run_title(run: pd.Series) -> str:
+    """A run as a paper names it: model and width, optimizer, learning rate and schedule; its data."""
+    training = [model_name(run["model"], run["scale"])]
+    optimizer = optimizer_name(run["optimizer"]) if known(run["optimizer"]) else ""
+    learning_rate = f"lr {run['lr_initial']:g}" if known(run["lr_initial"]) else ""
+    if optimizer or learning_rate:
+        training.append(f"{optimizer} {learning_rate}".strip())
+    if known(run["scheduler"]):
+        training.append(f"{run['scheduler']} schedule")
+    return ", ".join(training) + "\n" + describe_data(run)
+
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "folder": "image-folder"}
+
+
+def describe_data(run: pd.Series) -> str:
+    """`symmetric noise p = 0.5 (45.1 % wrong), 4000 cifar10 images`, from what the record holds."""
+    if not known(run["noise_type"]):
+        noise = "noise unknown"
+    elif run["noise_type"] == "given":
+        noise = "labels as given"
+    else:
+        noise = f"{run['noise_type']} noise" + (f" p = {run['noise_rate']:g}" if known(run["noise_rate"]) else "")
+        if known(run["fraction_wrong"]):
+            noise += f" ({100 * run['fraction_wrong']:.1f} % wrong)"
+    size = f"{int(run['train_size'])} " if known(run["train_size"]) else ""
+    dataset = f"{DATASET_NAMES.get(run['dataset'], run['dataset'])} " if known(run["dataset"]) else ""
+    return f"{noise}, {size}{dataset}training images"
+
+
+def chance_level(run: pd.Series) -> float:
+    """Accuracy (%) of guessing a class uniformly at random; NaN where the class count is unknown."""
+    return 100 / run["num_classes"] if known(run["num_classes"]) and run["num_classes"] > 0 else np.nan
+
+
+def fit_range(values: list[float], margin: float = 0.08, low: float = -np.inf, high: float = np.inf) -> tuple:
+    """Axis limits that hold every finite value with a small margin, clipped to [low, high]."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return None
+    bottom, top = finite.min(), finite.max()
+    pad = margin * (top - bottom) if top > bottom else max(abs(top) * margin, 1e-3)
+    return max(bottom - pad, low), min(top + pad, high)
 
 
 def plot_run(table: pd.DataFrame, run: str, convention: str = "paper") -> Figure:
-    """Accuracies (left) and ζ (right) of one run versus epoch; curves without data are left out."""
+    """Accuracies (top) and ζ (bottom) of one run over its epochs, on a shared epoch axis; the
+    accuracy axis fits the curves and marks chance level. Curves without data are left out."""
     curves = run_curves(table, run, convention)
-    figure = Figure(figsize=(11, 4), layout="constrained")
-    accuracy_axes, zeta_axes = figure.subplots(1, 2)
-    for column, label in ACCURACY_CURVES.items():
-        if curves[column].notna().any():
-            accuracy_axes.plot(curves.index, curves[column], marker=".", label=label)
-    accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
-    accuracy_axes.legend(fontsize="small")
-    zeta_axes.plot(curves.index, curves["zeta"], marker=".")
-    zeta_axes.set(xlabel="epoch", ylabel=f"susceptibility ζ ({convention} convention)")
+    about = table[table["run"] == run].iloc[0]
+    figure = Figure(figsize=(7, 6.5), layout="constrained")
+    accuracy_axes, zeta_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    shown = [column for column in ACCURACY_CURVES if curves[column].notna().any()]
+    for column in shown:
+        accuracy_axes.plot(curves.index, curves[column], marker=".", label=ACCURACY_CURVES[column])
+    chance = chance_level(about)
+    if np.isfinite(chance):
+        accuracy_axes.axhline(chance, color="gray", linestyle=":", linewidth=1,
+                              label=f"chance ({chance:.0f} %)")
+    limits = fit_range([*curves[shown].to_numpy().ravel(), chance], low=0, high=100)
+    accuracy_axes.set(ylabel="accuracy (%)", ylim=limits)
+    accuracy_axes.legend(fontsize="small", loc="best")
+    zeta_axes.plot(curves.index, curves["zeta"], marker=".", color="black")
+    zeta_axes.set(xlabel="epoch (0-based, as in the record)", ylim=fit_range(curves["zeta"].tolist()),
+                  ylabel=f"susceptibility ζ\n({convention} convention)")
+    zeta_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axes in (accuracy_axes, zeta_axes):
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.suptitle(run)
+        axes.grid(alpha=0.3)
+    figure.suptitle(run_title(about), fontsize="medium")
     return figure
 
 
 def plot_zeta_vs_memorization(table: pd.DataFrame, epoch: int | None = None,
                               convention: str = "paper") -> Figure:
-    """ζ against noisy-subset training accuracy across runs, with Kendall's τ in the title."""
+    """ζ against noisy-subset training accuracy across runs, a marker per architecture and a colour
+    per optimizer, with Kendall's τ and its p-value in the title."""
     runs = runs_at_epoch(table, epoch)
     correlation = tau_across_runs(table, epoch, convention)
-    figure = Figure(figsize=(6, 4.5), layout="constrained")
+    figure = Figure(figsize=(7, 5), layout="constrained")
     axes = figure.subplots()
-    axes.scatter(runs[zeta_column(convention)], runs["train_noisy_acc"])
+    draw_by_model_and_optimizer(axes, runs[zeta_column(convention)], runs["train_noisy_acc"], runs)
     axes.set(xlabel=f"susceptibility ζ ({convention} convention)",
-             ylabel="training accuracy on the noisy subset (%)",
-             title=f"Kendall τ = {correlation.tau:.3f} (p = {correlation.pvalue:.3g}, "
-                   f"{correlation.n} runs), {describe_epoch(epoch)}")
+             ylabel="training accuracy on the noisy subset (%)\n(memorization)",
+             title=f"Kendall τ = {correlation.tau:.2f}, p = {correlation.pvalue:.2g} "
+                   f"({correlation.n} runs, {describe_epoch(epoch)})")
     axes.title.set_fontsize("medium")
+    axes.grid(alpha=0.3)
     return figure
 
 
+MARKERS = "osD^vP*Xph<>"
+
+
+def draw_by_model_and_optimizer(axes, x: pd.Series, y: pd.Series, runs: pd.DataFrame, **style) -> None:
+    """Scatter the runs with a marker per architecture and a colour per optimizer, and a legend of both."""
+    models = sorted(runs["model"].dropna().unique())
+    optimizers = sorted(runs["optimizer"].dropna().unique())
+    colours = {name: f"C{i}" for i, name in enumerate(optimizers)}
+    markers = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(models)}
+    for (model, optimizer), group in runs.groupby([runs["model"].fillna("?"), runs["optimizer"].fillna("?")]):
+        axes.scatter(x[group.index], y[group.index], marker=markers.get(model, "o"),
+                     color=colours.get(optimizer, "gray"), s=45, zorder=2, **style)
+    handles = [Line2D([], [], marker=markers[m], color="dimgray", linestyle="", label=model_name(m, None))
+               for m in models]
+    handles += [Patch(color=colours[o], label=optimizer_name(o)) for o in optimizers]
+    if handles:
+        axes.legend(handles=handles, fontsize="small", loc="best", framealpha=0.8)
+
+
 def plot_regions(selection: ModelSelection) -> Figure:
-    """Training accuracy against ζ with the region boundaries, points colored by test accuracy,
-    the Region 1 pick marked, and the per-region table under the plot."""
+    """Training accuracy against ζ with the region boundaries, points coloured by test accuracy,
+    the Region 1 pick circled and named in the legend, and the per-region table under the plot."""
     runs = selection.runs
-    figure = Figure(figsize=(7, 7.5), layout="constrained")
+    figure = Figure(figsize=(7.5, 7.5), layout="constrained")
     axes, table_axes = figure.subplots(2, 1, height_ratios=[4, 1.3])
-    points = axes.scatter(runs["zeta"], runs["train_acc"], c=runs["test_acc"], cmap="viridis", zorder=2)
+    points = axes.scatter(runs["zeta"], runs["train_acc"], c=runs["test_acc"], cmap="viridis", s=40,
+                          edgecolors="white", linewidths=0.5, zorder=2)
     figure.colorbar(points, ax=axes, label="test accuracy (%)")
-    axes.axhline(selection.train_acc_mean, color="gray", linestyle="--")
-    axes.axvline(selection.zeta_mean, color="gray", linestyle="--")
-    for region, (x, y) in {1: (0.02, 0.97), 2: (0.98, 0.97), 3: (0.02, 0.03), 4: (0.98, 0.03)}.items():
+    axes.axhline(selection.train_acc_mean, color="dimgray", linestyle="--", linewidth=1.2, zorder=1,
+                 label=f"mean training accuracy ({selection.train_acc_mean:.2f} %)")
+    axes.axvline(selection.zeta_mean, color="dimgray", linestyle="-.", linewidth=1.2, zorder=1,
+                 label=f"mean ζ ({selection.zeta_mean:.4f})")
+    axes.margins(0.18)
+    corners = {1: (0.01, 0.99), 2: (0.99, 0.99), 3: (0.01, 0.01), 4: (0.99, 0.01)}
+    for region, (x, y) in corners.items():
         axes.text(x, y, f"Region {region}", transform=axes.transAxes, ha="left" if x < 0.5 else "right",
-                  va="top" if y > 0.5 else "bottom", color="gray", zorder=1)
-    axes.margins(0.15)
+                  va="top" if y > 0.5 else "bottom", fontsize="small", fontweight="bold", color="dimgray",
+                  zorder=4, bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8,
+                                  "edgecolor": "none"})
     pick = selection.picks.loc["region 1"]
     if pd.notna(pick["run"]):
-        axes.scatter(pick["zeta"], pick["train_acc"], s=250, facecolors="none", edgecolors="red",
-                     linewidths=2, zorder=3)
-        axes.annotate(f"Region 1 pick: {pick['run']}", (pick["zeta"], pick["train_acc"]),
-                      xytext=(12, -14), textcoords="offset points", color="red", fontsize="small")
+        axes.scatter(pick["zeta"], pick["train_acc"], s=220, facecolors="none", edgecolors="red",
+                     linewidths=2, zorder=3, label=f"Region 1 pick: {pick['run']}")
+    axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     axes.set(xlabel=f"susceptibility ζ ({selection.convention} convention)",
-             ylabel="training accuracy (%)", title=f"Model selection at {describe_epoch(selection.epoch)}")
+             ylabel="training accuracy (%)", title=f"Model selection at {describe_epoch(selection.epoch)}, "
+                                                   f"{len(runs)} runs")
     draw_region_table(table_axes, selection.regions)
     return figure
 
@@ -520,6 +719,43 @@ def draw_region_table(axes, regions: pd.DataFrame) -> None:
                loc="center", cellLoc="center")
 
 
+COUNT_COLUMNS = {"region", "count", "runs", "n", "epoch", "seed", "train_size", "num_classes"}
+SETTING_COLUMNS = {"scale", "lr_initial", "corruptprob", "noise_rate"}  # printed as given
+
+
+def column_formatter(column: str):
+    """How a table column prints its numbers: the same decimals in every row, by what it holds
+    (accuracies 2, ζ 4, τ and p-values 3, counts and epochs none, settings as given); a dash
+    where there is none."""
+    if column in SETTING_COLUMNS:
+        return lambda value: "–" if pd.isna(value) else f"{value:g}"
+    if "zeta" in column:
+        digits = 4
+    elif column.startswith(("tau", "pvalue")):
+        digits = 3
+    elif column in COUNT_COLUMNS:
+        digits = 0
+    else:
+        digits = 2
+    return lambda value: "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def number_formatters(frame: pd.DataFrame) -> dict:
+    """`column_formatter` of each number column of `frame`."""
+    return {column: column_formatter(column) for column in frame.columns
+            if pd.api.types.is_float_dtype(frame[column])}
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """`frame` as text with the same decimals in every row of a number column."""
+    return frame.to_string(formatters=number_formatters(frame), na_rep="–")
+
+
+def styled(frame: pd.DataFrame):
+    """`frame` for display in a notebook, with the decimals of `format_table`."""
+    return frame.style.format(number_formatters(frame))
+
+
 def selection_report(selection: ModelSelection, across: Correlation, along: pd.DataFrame) -> str:
     """The text that the shell entry point prints: regions, rule picks, per-run values and τ."""
     runs = selection.runs.join(along[["tau", "pvalue"]].add_suffix("_along_epochs"))
@@ -528,20 +764,21 @@ def selection_report(selection: ModelSelection, across: Correlation, along: pd.D
         f"{len(selection.runs)} runs at {describe_epoch(selection.epoch)}; "
         f"zeta by the {selection.convention} convention",
         f"boundaries: mean training accuracy {selection.train_acc_mean:.2f} %, "
-        f"mean zeta {selection.zeta_mean:.4g}",
+        f"mean zeta {selection.zeta_mean:.4f}",
         "",
-        selection.regions.to_string(float_format="{:.2f}".format),
+        format_table(selection.regions),
         "",
-        picks.to_string(float_format="{:.4g}".format),
+        format_table(picks),
         "",
-        runs.to_string(float_format="{:.4g}".format),
+        format_table(runs),
         "",
         f"Kendall tau(zeta, noisy-subset training accuracy) across {across.n} runs: "
-        f"{across.tau:.3f} (p = {across.pvalue:.3g})",
+        f"{across.tau:.3f} (p = {across.pvalue:.3f})",
     ]
     if selection.left_out:
         lines.append(f"left out (no training accuracy, zeta or test accuracy there): "
                      f"{', '.join(selection.left_out)}")
+    lines += [f"warning: {warning}" for warning in selection_warnings(selection) + correlation_warnings(across, along)]
     return "\n".join(lines)
 
 
@@ -552,25 +789,31 @@ def signals_report(table: pd.DataFrame, epoch: int | None, convention: str) -> s
     return "\n".join([
         f"Model selection by each signal at {describe_epoch(epoch)} (tau: Kendall's tau between the "
         f"signal and test accuracy across runs)",
-        selection.to_string(float_format="{:.3g}".format, na_rep="–"),
+        format_table(selection),
         "",
         f"Early stopping within runs (Label Wave: moving average over {LABEL_WAVE_WINDOW} epochs, "
         f"patience {LABEL_WAVE_PATIENCE}); means over runs, shortfall = best test accuracy of the run "
         f"minus the test accuracy at the stop",
-        stopping.to_string(float_format="{:.2f}".format, na_rep="–"),
+        format_table(stopping),
     ])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Print the four-region model-selection table and "
-                                                 "Kendall's tau for a folder of run records.")
+                                                 "Kendall's tau for a folder of run records.",
+                                     allow_abbrev=False)
     parser.add_argument("folder", help="folder holding the run records (*.csv)")
+    parser.add_argument("--data", metavar="DATA", default=None,
+                        help="analyse only the runs trained on this data (dataset/noise-rate/size, e.g. "
+                             "cifar10/symmetric-0.5/n1000); needed when the folder holds runs on several")
     parser.add_argument("--epoch", type=int, default=None,
                         help="0-based epoch to compare the runs at (default: each run's last)")
     parser.add_argument("--convention", choices=sorted(ZETA_COLUMNS), default="paper",
                         help="running mean of zeta: the paper's (default) or the reference notebook's")
     parser.add_argument("--figures", metavar="DIR", default=None,
-                        help="also write the across-run figures as PNG files into DIR")
+                        help="also write the across-run figures into DIR")
+    parser.add_argument("--formats", nargs="+", choices=["png", "pdf", "svg"], default=list(FIGURE_FORMATS),
+                        help="file formats of every figure (default: png pdf)")
     parser.add_argument("--curves", metavar="PATTERN", nargs="+", default=None,
                         help="with --figures, also each matching run's curves (e.g. '*')")
     return parser.parse_args(argv)
@@ -588,16 +831,18 @@ def main(argv: list[str] | None = None) -> int:
         for run in zeta_mismatches(loaded.table):
             print(f"analysis.py: {run}: stored susceptibility differs from the recomputed one",
                   file=sys.stderr)
-        selection = select_models(loaded.table, args.epoch, args.convention)
-        across = tau_across_runs(loaded.table, args.epoch, args.convention)
-        along = tau_along_epochs(loaded.table, args.convention)
+        table = select_population(loaded.table, args.data)
+        selection = select_models(table, args.epoch, args.convention)
+        across = tau_across_runs(table, args.epoch, args.convention)
+        along = tau_along_epochs(table, args.convention)
+        print(f"data: {populations(table).iloc[0]}")
         print(selection_report(selection, across, along))
         print()
-        print(signals_report(loaded.table, args.epoch, args.convention))
+        print(signals_report(table, args.epoch, args.convention))
         if args.figures:
-            paths = write_figures(loaded.table, selection, args.figures, args.epoch, args.convention,
-                                  args.curves)
-            print(f"wrote {len(paths)} figures to {args.figures}")
+            paths = write_figures(table, selection, args.figures, args.epoch, args.convention,
+                                  args.curves, tuple(args.formats))
+            print(f"wrote {len(paths)} figure files to {args.figures}")
     except (FileNotFoundError, ValueError) as error:
         print(f"analysis.py: error: {error}", file=sys.stderr)
         return 1

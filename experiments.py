@@ -68,6 +68,16 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to a flag's help only where it says something: not for a required flag,
+    an on/off switch, a default of None or an empty list (the help text explains those)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number above zero."""
     try:
@@ -89,7 +99,7 @@ REPRODUCIBILITY = (
 def build_parser() -> argparse.ArgumentParser:
     """The reference flags with their defaults, plus data, device and run-management flags."""
     p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=REPRODUCIBILITY,
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=DefaultsHelpFormatter, allow_abbrev=False)
     ref = p.add_argument_group("experiment (the reference code's flags)")
     ref.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
                      help=f"network: {', '.join(sorted(MODELS))}")
@@ -143,13 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-batchsize", type=int, default=1000, help="batch size of the test pass")
     run.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, else CPU), cpu, "
                                                       "cuda, cuda:N or mps")
-    run.add_argument("--results-dir", default="results")
-    run.add_argument("--checkpoint-dir", default="checkpoint")
+    run.add_argument("--results-dir", default="results", help="folder of the run record")
+    run.add_argument("--checkpoint-dir", default="checkpoint",
+                     help="folder of the checkpoint (model, optimizer and labels; kept after the last epoch)")
     run.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     run.add_argument("--overwrite", action="store_true", help="discard an existing run and start over")
-    speed = p.add_argument_group("speed (off by default: results stay fp32 and bit-reproducible)")
+    speed = p.add_argument_group("speed (defaults stay fp32 and give the same numbers run after run)")
     speed.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    speed.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels-last memory format of the convolutions (default: on for the CPU, "
+                            "where it is faster, off on other devices; a resumed run keeps its choice)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the network")
     return p
 
@@ -437,7 +450,7 @@ def train_epoch(run: Run, epoch: int) -> dict:
     run.probe.measure(run.probe_network, run.optimizer)
     torch.manual_seed(datasets.derive_seed(args.seed, "train-dropout", epoch))
     train_generator = datasets.torch_generator(args.seed, run.generator_device, "train", epoch)
-    with tqdm(total=run.batches.train_batch_count(), desc=f"epoch {epoch}", leave=False,
+    with tqdm(total=run.batches.train_batch_count(), desc=epoch_label(epoch, args.epochs), leave=False,
               unit="batch", disable=None) as bar:
         train = train_one_epoch(run.network, run.optimizer, run.batches.train_batches(train_generator), bar,
                                 run.signals)
@@ -468,13 +481,23 @@ def check_finite(row: dict) -> None:
             raise NonFiniteLoss(quantity, row[column])
 
 
+def epoch_label(epoch: int, epochs: int) -> str:
+    """An epoch as the console shows it: the record's 0-based number, then how far the run is,
+    padded so that every epoch of a run takes the same width: `epoch  9 (10/200)`."""
+    width = len(str(epochs))
+    return f"epoch {epoch:>{width}} ({epoch + 1:>{width}}/{epochs})"
+
+
 def summary_line(row: dict, epochs: int) -> str:
-    """One line per epoch with the key metrics; clean/noisy accuracies where they are known."""
+    """One line per epoch with the key metrics in fixed-width columns; clean/noisy accuracies where
+    they are known, and a dash for ζ in epoch 0, where it is not defined yet."""
     subsets = "".join(f"{name} {row[f'train_{name}_acc']:6.2f}%  " for name in ("clean", "noisy")
                       if math.isfinite(row[f"train_{name}_acc"]))
-    return (f"epoch {row['epoch'] + 1:>4}/{epochs}  lr {row['lr']:.4g}  "
+    zeta = row["susceptibility"]
+    zeta_text = f"{zeta:8.4f}" if math.isfinite(zeta) else f"{'–':>8}"
+    return (f"{epoch_label(row['epoch'], epochs)}  lr {row['lr']:9.4g}  "
             f"train {row['train_acc']:6.2f}%  {subsets}test {row['test_acc']:6.2f}%  "
-            f"zeta {row['susceptibility']:.4f}  ({row['seconds']:.1f} s)")
+            f"zeta {zeta_text}  ({row['seconds']:6.1f} s)")
 
 
 def raise_keyboard_interrupt(signum, frame):
@@ -494,22 +517,34 @@ def prepare_paths(args: argparse.Namespace) -> Paths:
     return paths
 
 
-def build(args: argparse.Namespace) -> Run:
-    """The fresh run on the chosen device."""
+def channels_last_default(device: torch.device, checkpoint: dict | None) -> bool:
+    """What --channels-last is when left out: a resumed run's own choice, else on for the CPU, where
+    channels-last convolutions are faster with the same fp32 arithmetic; other devices keep the
+    plain layout until it has been measured there."""
+    recorded = checkpoint.get("args", {}).get("channels_last") if checkpoint else None
+    return device.type == "cpu" if recorded is None else bool(recorded)
+
+
+def start(args: argparse.Namespace, paths: Paths) -> Run:
+    """Build the run, loading its checkpoint when resuming, or saying that there is none."""
     device = select_device(args.device)
     if args.amp and device.type != "cuda":
         raise UsageError(f"--amp (bf16 autocast) needs a CUDA device, not {device}; leave it out")
-    return build_run(args, device)
-
-
-def resume(run: Run, paths: Paths) -> None:
-    """Load the run's checkpoint, or say that there is none and the run starts from the beginning."""
-    if not paths.checkpoint.exists():
+    checkpoint = None
+    if args.resume and paths.checkpoint.exists():
+        checkpoint = records.load_checkpoint(paths.checkpoint, device)
+    elif args.resume:
         print(f"no earlier run to resume ({paths.checkpoint} does not exist); starting "
               f"{paths.record.name} from the first epoch")
-        return
-    restore(run, records.load_checkpoint(paths.checkpoint, run.device), paths.checkpoint)
-    print(f"resuming {paths.record.name} after epoch {len(run.rows)} of {run.args.epochs}")
+    if args.channels_last is None:
+        args.channels_last = channels_last_default(device, checkpoint)
+    run = build_run(args, device)
+    if checkpoint is not None:
+        restore(run, checkpoint, paths.checkpoint)
+        if len(run.rows) < args.epochs:
+            print(f"resuming {paths.record.name}: {len(run.rows)} of {args.epochs} epochs done, "
+                  f"continuing with epoch {len(run.rows)}")
+    return run
 
 
 def save_epoch(run: Run, paths: Paths, row: dict) -> None:
@@ -608,11 +643,9 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             validate(args)
             paths = prepare_paths(args)
-            run = build(args)
             with records.exclusive_lock(paths.lock):  # two processes never write the same run
                 prepare_paths(args)  # again: another process may have written the run meanwhile
-                if args.resume:
-                    resume(run, paths)
+                run = start(args, paths)
                 if len(run.rows) == args.epochs:
                     write_record(run, paths)
                     print(f"{paths.record} is already complete ({args.epochs} epochs)")

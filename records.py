@@ -92,9 +92,10 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
 
     The operating system releases the lock when its process ends, however it ends, so a file left
     behind by a killed process is stale and simply taken over. The file holds the holder's process
-    id and is removed on release.
+    id and is removed on release, with the folders made for it if they stayed empty.
     """
     path = Path(path)
+    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         handle = open(path, "a+")
@@ -116,6 +117,17 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)
         handle.close()
+        remove_if_empty(made)
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders, innermost first, as long as they are empty: those made only to hold a lock
+    file leave no trace when nothing else was written into them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def same_file(handle, path: Path) -> bool:

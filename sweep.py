@@ -148,20 +148,27 @@ def settable_arguments() -> dict[str, argparse.Action]:
             if action.option_strings and action.dest not in SET_BY_SWEEP}
 
 
-def flag(name: str) -> str:
-    """The command-line flag of an experiments.py argument."""
-    return settable_arguments()[name].option_strings[-1]
+def flag(name: str, on: bool = True) -> str | None:
+    """The command-line flag of an experiments.py argument; with `on` false, the flag that turns a
+    switch off (`--no-channels-last`), or None for a switch that is off unless given (`--amp`)."""
+    action = settable_arguments()[name]
+    if on:
+        return action.option_strings[0]
+    negative = [option for option in action.option_strings if option.startswith("--no-")]
+    return negative[0] if negative else None
 
 
 def is_switch(name: str) -> bool:
-    """Whether an argument is an on/off flag such as --amp, set with true or false."""
+    """Whether an argument is an on/off flag such as --amp or --channels-last/--no-channels-last,
+    set with true or false: it takes no value on the command line."""
     return settable_arguments()[name].nargs == 0
 
 
 def tokens(name: str, value) -> list[str]:
     """The command-line words that give an argument its value."""
     if is_switch(name):
-        return [flag(name)] if value else []
+        switch = flag(name, on=bool(value))
+        return [switch] if switch else []
     return [flag(name), str(value)]
 
 
@@ -617,8 +624,8 @@ def key_value(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Options for running a sweep here (the default) or on Slurm."""
-    p = experiments.OneLineParser(description=__doc__.split("\n\n")[0],
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = experiments.OneLineParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                  formatter_class=experiments.DefaultsHelpFormatter)
     p.add_argument("sweep_file", help="the sweep file (TOML), e.g. sweeps/smoke.toml")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time on this machine, spread over the visible GPUs")
@@ -631,8 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "a run that needs longer is requeued and continues")
     slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
     slurm.add_argument("--max-parallel", type=int, default=16, help="jobs of the array running at once")
-    slurm.add_argument("--gpus-per-run", type=int, default=1)
-    slurm.add_argument("--cpus-per-run", type=int, default=8)
+    slurm.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of each job (0: CPU only)")
+    slurm.add_argument("--cpus-per-run", type=int, default=8,
+                       help="CPU cores of each job, and the torch threads of its run")
     slurm.add_argument("--slurm-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="another sbatch option, e.g. account=myproject; repeat for more")
     slurm.add_argument("--wait", action="store_true",

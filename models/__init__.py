@@ -35,6 +35,22 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "alexnet": alexnet,
 }
 
+# What each model is, for tables and figure titles.
+ARCHITECTURES = {
+    "cnn": "5-layer CNN (Nakkiran et al.), k = 64",
+    "densenet": "DenseNet-121, growth rate 32",
+    "efficientnet": "EfficientNet-B0",
+    "googlenet": "GoogLeNet (Inception v1)",
+    "mobilenet": "MobileNet (v1)",
+    "mobilenetv2": "MobileNetV2",
+    "resnet": "ResNet-18",
+    "resnext": "ResNeXt-29, 2x64d",
+    "senet": "SENet-18 (pre-activation)",
+    "shufflenetv2": "ShuffleNetV2 1x",
+    "vgg": "VGG-19 (BatchNorm)",
+    "alexnet": "AlexNet, 5 conv layers",
+}
+
 
 def create_model(name: str, scale: float = 1.0, num_classes: int = 10) -> nn.Module:
     """Build the registered model `name` at width multiplier `scale` with `num_classes` outputs."""

@@ -209,46 +209,51 @@ def test_runs_short_of_the_chosen_epoch_are_left_out(selection_table, tmp_path):
     assert analysis.select_models(table).left_out == []
 
 
-def test_figures_drop_missing_curves_and_save_as_png(tmp_path):
+def test_figures_drop_missing_curves_and_save_as_png_and_pdf(tmp_path):
     write_run(tmp_path, "known", [epoch_row(e, 1.0, 50.0, 40.0, 10.0) for e in range(3)])
     write_run(tmp_path, "unknown", [epoch_row(e, 1.0, 50.0, 40.0) for e in range(3)], ground_truth=False)
     table = analysis.load_runs(tmp_path).table
     assert len(analysis.plot_run(table, "known").axes[0].lines) == 4
     unknown = analysis.plot_run(table, "unknown")
     assert len(unknown.axes[0].lines) == 2
-    path = analysis.save_figure(unknown, tmp_path, "curves_unknown")
-    assert path == tmp_path / "figures" / "curves_unknown.png" and path.stat().st_size > 0
+    paths = analysis.save_figure(unknown, tmp_path, "curves_unknown")
+    figures = tmp_path / "figures"
+    assert paths == [figures / "curves_unknown.png", figures / "curves_unknown.pdf"]
+    assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF")
+    assert analysis.save_figure(unknown, tmp_path, "only.pdf", formats=("pdf",)) == [figures / "only.pdf.pdf"]
     analysis.plot_zeta_vs_memorization(table)
 
 
 EXPECTED_REPORT = """
+data: ?/?/?
 6 runs at the last epoch of each run; zeta by the paper convention
-boundaries: mean training accuracy 57.50 %, mean zeta 3.583
+boundaries: mean training accuracy 57.50 %, mean zeta 3.5833
 
-       train_acc  zeta                              meaning  count  test_acc_mean  test_acc_std
+       train_acc  zeta                              meaning  count test_acc_mean test_acc_std
 region
-1           high   low      trainable, resists memorization      2          72.50          3.54
-2           high  high                 trainable, memorizes      1          60.00           NaN
-3            low   low  not trainable, resists memorization      1          50.00           NaN
-4            low  high                              neither      2          25.00          7.07
+1           high   low      trainable, resists memorization      2         72.50         3.54
+2           high  high                 trainable, memorizes      1         60.00            –
+3            low   low  not trainable, resists memorization      1         50.00            –
+4            low  high                              neither      2         25.00         7.07
 
-                                          run  train_acc  zeta  test_acc  train_noisy_acc  region
+                                          run train_acc   zeta test_acc train_noisy_acc  region
 rule
-Region 1, highest training accuracy in it   a         90     1        70              NaN       1
-training accuracy alone, highest            b         95     5        60              NaN       2
-zeta alone, lowest                          d         40   0.5        50              NaN       3
-oracle, highest test accuracy               c         70     2        75              NaN       1
+Region 1, highest training accuracy in it   a     90.00 1.0000    70.00               –       1
+training accuracy alone, highest            b     95.00 5.0000    60.00               –       2
+zeta alone, lowest                          d     40.00 0.5000    50.00               –       3
+oracle, highest test accuracy               c     70.00 2.0000    75.00               –       1
 
-     train_acc  zeta  test_acc  train_noisy_acc  region  tau_along_epochs  pvalue_along_epochs
+    train_acc   zeta test_acc train_noisy_acc  region tau_along_epochs pvalue_along_epochs
 run
-a           90     1        70              NaN       1               NaN                  NaN
-b           95     5        60              NaN       2               NaN                  NaN
-c           70     2        75              NaN       1               NaN                  NaN
-d           40   0.5        50              NaN       3               NaN                  NaN
-e           30     6        30              NaN       4               NaN                  NaN
-f           20     7        20              NaN       4               NaN                  NaN
+a       90.00 1.0000    70.00               –       1                –                   –
+b       95.00 5.0000    60.00               –       2                –                   –
+c       70.00 2.0000    75.00               –       1                –                   –
+d       40.00 0.5000    50.00               –       3                –                   –
+e       30.00 6.0000    30.00               –       4                –                   –
+f       20.00 7.0000    20.00               –       4                –                   –
 
 Kendall tau(zeta, noisy-subset training accuracy) across 0 runs: nan (p = nan)
+warning: Kendall's tau across runs rests on 0 runs with noisy-subset accuracy; fewer than 5 give no usable rank correlation
 """
 
 
@@ -264,7 +269,7 @@ def test_shell_entry_point_prints_the_table_and_tau(selection_table, tmp_path, c
     assert printed[:len(expected)] == expected
     rest = {tuple(line[:2]): line for line in printed[len(expected):]}
     assert rest[("Model", "selection")][:4] == ["Model", "selection", "by", "each"]
-    assert rest[("train", "acc")][-6:-3] == ["highest", "b", "60"]  # the pick and its test accuracy
+    assert rest[("train", "acc")][-6:-3] == ["highest", "b", "60.00"]  # the pick and its test accuracy
     assert rest[("Early", "stopping")] and rest[("last", "epoch")][2:4] == ["6", "50.83"]
 
 
@@ -278,15 +283,14 @@ def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
 
 def test_shell_entry_point_writes_the_figures_when_asked(selection_table, tmp_path, capsys):
     out = tmp_path / "figures_here"
-    assert analysis.main([str(tmp_path), "--figures", str(out)]) == 0
-    assert sorted(p.name for p in out.glob("*.png")) == ["regions.png", "signals.png",
-                                                         "zeta_vs_memorization.png"]
+    assert analysis.main([str(tmp_path), "--figures", str(out), "--formats", "png"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["regions.png", "signals.png", "zeta_vs_memorization.png"]
     assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "a", "[ef]"]) == 0
-    names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["curves_a.png", "curves_e.png", "curves_f.png", "regions.png", "signals.png",
-                     "zeta_vs_memorization.png"]
+    stems = ["curves_a", "curves_e", "curves_f", "regions", "signals", "zeta_vs_memorization"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{stem}.{extension}" for stem in stems for extension in ("png", "pdf"))
     assert all((out / name).stat().st_size > 1000 for name in names)
-    assert f"wrote 6 figures to {out}" in capsys.readouterr().out
+    assert f"wrote 12 figure files to {out}" in capsys.readouterr().out
     assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "zz*"]) == 1
     assert capsys.readouterr().err.startswith("analysis.py: error: no run matches ['zz*']")
 
@@ -358,3 +362,94 @@ def test_runs_without_the_opt_in_signals_still_get_the_others(tmp_path):
     assert compared.loc["train acc", "run"] == "b" and compared.loc["region 1", "run"] == "a"
     _, summary = analysis.compare_stopping(table)
     assert summary.loc["label wave", "runs"] == 0 and summary.loc["last epoch", "runs"] == 6
+
+
+def data_meta(dataset: str = "cifar10", noise_type: str = "symmetric", rate: float | None = 0.5,
+              size: int = 1000) -> dict:
+    """The record header sections that say what data a run was trained on."""
+    return {"data": {"dataset": dataset, "train_size": size, "num_classes": 10},
+            "noise": {"ground_truth": True, "type": noise_type, "corrupt_prob": rate, "fraction_wrong": 0.45}}
+
+
+def run_on(folder, name: str, train_acc: float, zeta: float, test_acc: float, **data) -> None:
+    write_run(folder, name, [epoch_row(0, 3.0, 10.0, 10.0, 5.0), epoch_row(1, zeta, train_acc, test_acc, 20.0, zeta)],
+              **data_meta(**data))
+
+
+def test_runs_are_grouped_by_dataset_noise_type_rate_and_training_set_size(tmp_path):
+    run_on(tmp_path, "a", 90, 1, 70)
+    run_on(tmp_path, "b", 80, 2, 60)
+    run_on(tmp_path, "c", 80, 2, 60, rate=0.8)
+    run_on(tmp_path, "d", 80, 2, 60, size=2000)
+    run_on(tmp_path, "e", 80, 2, 60, noise_type="cifar10n-worst", rate=None)
+    run_on(tmp_path, "f", 80, 2, 60, dataset="cifar100")
+    labels = analysis.populations(analysis.load_runs(tmp_path).table)
+    assert labels.to_dict() == {"a": "cifar10/symmetric-0.5/n1000", "b": "cifar10/symmetric-0.5/n1000",
+                                "c": "cifar10/symmetric-0.8/n1000", "d": "cifar10/symmetric-0.5/n2000",
+                                "e": "cifar10/cifar10n-worst/n1000", "f": "cifar100/symmetric-0.5/n1000"}
+
+
+def test_mixed_populations_are_refused_in_one_line_naming_the_groups_and_the_option(tmp_path, capsys):
+    for name, rate in [("a", 0.5), ("b", 0.5), ("c", 0.8)]:
+        run_on(tmp_path, name, 90 - 10 * ord(name), 1 + ord(name), 50, rate=rate)
+    figures = tmp_path / "figures_here"
+    assert analysis.main([str(tmp_path), "--figures", str(figures)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and not figures.exists()
+    assert captured.err == ("analysis.py: error: the runs were trained on 2 different data "
+                            "(cifar10/symmetric-0.5/n1000 (2 runs), cifar10/symmetric-0.8/n1000 (1 run)), "
+                            "and zeta compares only models trained on the same data; pick one with "
+                            "--data cifar10/symmetric-0.5/n1000\n")
+    table = analysis.load_runs(tmp_path).table
+    with pytest.raises(analysis.MixedPopulations, match='pick one with DATA = "cifar10/symmetric-0.5/n1000"'):
+        analysis.select_population(table, selector='DATA = "{}"')
+
+    assert analysis.main([str(tmp_path), "--data", "cifar10/symmetric-0.8/n1000"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("data: cifar10/symmetric-0.8/n1000\n1 runs at")
+    assert analysis.main([str(tmp_path), "--data", "cifar10/symmetric-0.2/n1000"]) == 1
+    assert capsys.readouterr().err == ("analysis.py: error: no run was trained on cifar10/symmetric-0.2/n1000; "
+                                       "the runs' data: cifar10/symmetric-0.5/n1000, cifar10/symmetric-0.8/n1000\n")
+
+
+def test_too_few_runs_and_runs_on_a_boundary_are_warned_about(tmp_path):
+    # Training accuracy 40, 50, 60 (mean 50) and zeta 1, 2, 3 (mean 2): run b sits on both boundaries.
+    for name, train_acc, zeta in [("a", 40, 1.0), ("b", 50, 2.0), ("c", 60, 3.0)]:
+        run_on(tmp_path, name, train_acc, zeta, 50)
+    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
+    assert analysis.selection_warnings(selection) == [
+        "only 3 runs to split into regions; with fewer than 5 the means and the regions say little",
+        "exactly on the mean training accuracy, counted as low: b",
+        "exactly on the mean zeta, counted as high: b"]
+
+
+def test_enough_runs_off_the_boundaries_give_no_region_warning(selection_table):
+    assert analysis.selection_warnings(analysis.select_models(selection_table)) == []
+
+
+def test_correlations_on_too_few_runs_or_epochs_are_warned_about(tmp_path):
+    for name, epochs in [("short", 3), ("long", 6)]:
+        write_run(tmp_path, name, [epoch_row(e, 1.0 + e, 10.0 * e, 5.0 * e, 2.0 * e) for e in range(epochs)])
+    table = analysis.load_runs(tmp_path).table
+    along = analysis.tau_along_epochs(table)
+    assert along["n"].to_dict() == {"long": 5, "short": 2}
+    assert analysis.correlation_warnings(analysis.tau_across_runs(table), along) == [
+        "Kendall's tau across runs rests on 2 runs with noisy-subset accuracy; fewer than 5 give no "
+        "usable rank correlation",
+        "tau along epochs rests on fewer than 5 epochs with zeta in 1 run: short"]
+    enough = analysis.Correlation(0.5, 0.1, 5)
+    assert analysis.correlation_warnings(enough, along[along.index == "long"]) == []
+
+
+def test_every_number_column_of_the_report_has_the_same_decimals_in_every_row(tmp_path, capsys):
+    for name, train_acc, zeta, test_acc in [("a", 90, 1.0, 70), ("b", 95.5, 0.123456, 60.25),
+                                            ("c", 7, 12.5, 100), ("d", 40.125, 0.5, 50), ("e", 33, 2, 3)]:
+        run_on(tmp_path, name, train_acc, zeta, test_acc)
+    assert analysis.main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["train_acc", "zeta", "test_acc"])
+    rows = [line.split() for line in lines[header + 2:header + 7]]
+    columns = lines[header].split()
+    for position, column in enumerate(columns[:4], start=1):
+        decimals = {len(row[position].partition(".")[2]) for row in rows}
+        assert decimals == {4 if column == "zeta" else 2}, (column, rows)

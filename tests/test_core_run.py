@@ -18,6 +18,7 @@ import torch
 
 import experiments
 import records
+import sweep
 from conftest import ROOT, start_in_background, start_in_foreground, write_cifar
 from susceptibility import running_susceptibility
 
@@ -109,10 +110,56 @@ def test_another_seed_gives_another_run(synthetic_cifar10, finished_run, tmp_pat
     assert not same_record(record_path(tmp_path, epochs=3), record_path(finished_run, epochs=3))
 
 
-def test_progress_line_per_epoch(synthetic_cifar10, tmp_path, capsys):
+def test_progress_line_per_epoch_numbers_epochs_as_the_record(synthetic_cifar10, tmp_path, capsys):
     assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
-    assert len(lines) == 2 and "noisy" in lines[0] and "zeta" in lines[1] and "test" in lines[1]
+    assert [l.split(")")[0] for l in lines] == ["epoch 0 (1/2", "epoch 1 (2/2"]
+    assert [row["epoch"] for row in records.read_record(record_path(tmp_path)).rows] == [0, 1]
+    assert "noisy" in lines[0] and "test" in lines[1]
+    assert "zeta        –" in lines[0] and "nan" not in lines[0]
+    assert f"zeta {records.read_record(record_path(tmp_path)).rows[1]['susceptibility']:8.4f}" in lines[1]
+
+
+def epoch_summary(epoch: int, lr: float, zeta: float, seconds: float, noisy_acc: float = 12.5) -> dict:
+    return {"epoch": epoch, "lr": lr, "train_acc": 100.0, "train_clean_acc": 5.25,
+            "train_noisy_acc": noisy_acc, "test_acc": 9.0, "susceptibility": zeta, "seconds": seconds}
+
+
+def test_summary_lines_keep_their_columns_whatever_the_values():
+    rows = [epoch_summary(0, 0.1, math.nan, 0.4), epoch_summary(9, 0.0975528, -0.0123, 12.3),
+            epoch_summary(150, 1.2345e-05, 1.5, 1234.5), epoch_summary(199, 0.0001234, 0.25, 75.0)]
+    lines = [experiments.summary_line(row, 200) for row in rows]
+    assert len({len(line) for line in lines}) == 1, lines
+    for word in ("lr", "train", "clean", "noisy", "test", "zeta", "s)"):
+        assert len({line.index(f" {word} " if word != "s)" else word) for line in lines}) == 1, (word, lines)
+    assert lines[1].startswith("epoch   9 ( 10/200)")
+
+
+def test_abbreviated_flags_are_refused(synthetic_cifar10, tmp_path, capsys):
+    argv = [a if a != "--epochs" else "--epoch" for a in run_args(synthetic_cifar10, tmp_path)]
+    assert experiments.main(argv) == 2
+    assert "unrecognized arguments: --epoch" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def shown_help(parser, action) -> str:
+    """The help text of one flag as --help prints it, defaults included."""
+    return parser._get_formatter()._get_help_string(action) % {"default": action.default, "prog": "p"}
+
+
+@pytest.mark.parametrize("parser, flag, default", [(experiments.build_parser(), "--batchsize", 128),
+                                                   (sweep.build_parser(), "--max-parallel", 16)],
+                         ids=["experiments", "sweep"])
+def test_help_explains_every_flag_and_shows_a_default_at_most_once(parser, flag, default):
+    for action in parser._actions:
+        text = shown_help(parser, action)
+        assert action.help, action.dest
+        assert text.count("(default") <= 1, text
+        if action.required:
+            assert "default" not in text, text
+        elif action.default in (None, False, []):
+            assert f"(default: {action.default})" not in text, text
+    assert shown_help(parser, parser._option_string_actions[flag]).endswith(f"(default: {default})")
 
 
 def test_loader_data_path_writes_the_same_schema(synthetic_cifar10, tmp_path):

@@ -10,6 +10,7 @@ import experiments
 import records
 from models import create_model
 from susceptibility import probe_step
+from test_optimizers import interrupt_at_epoch
 from training import fast_network
 
 
@@ -156,7 +157,35 @@ def tiny_run(data_dir, out, model: str, epochs: int, *extra: str) -> int:
 def test_channels_last_run_writes_a_normal_record(synthetic_cifar10, tmp_path):
     assert tiny_run(synthetic_cifar10, tmp_path, "resnet", 1, "--channels-last") == 0
     record = records.read_record(tmp_path / "run_resnet_1_0.1.csv")
-    assert record.meta["args"]["channels_last"] and np.isfinite(record.rows[0]["phi_after"])
+    assert record.meta["args"]["channels_last"] is True and np.isfinite(record.rows[0]["phi_after"])
+
+
+@pytest.mark.parametrize("flags, recorded", [((), True), (("--no-channels-last",), False)],
+                         ids=["default", "turned-off"])
+def test_channels_last_is_the_cpu_default_and_recorded_as_chosen(synthetic_cifar10, tmp_path, flags, recorded):
+    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 1, *flags) == 0
+    assert records.read_record(tmp_path / "run_cnn_1_0.1.csv").meta["args"]["channels_last"] is recorded
+    assert records.load_checkpoint(tmp_path / "run_cnn_1_0.1.pt")["args"]["channels_last"] is recorded
+
+
+def test_channels_last_default_by_device_and_by_the_resumed_checkpoint():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert experiments.channels_last_default(cpu, None) is True
+    assert experiments.channels_last_default(cuda, None) is False
+    assert experiments.channels_last_default(cpu, {"args": {"channels_last": False}}) is False
+    assert experiments.channels_last_default(cuda, {"args": {"channels_last": True}}) is True
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["started-off", "started-on"])
+def test_a_run_resumed_without_the_flag_keeps_its_layout(synthetic_cifar10, tmp_path, monkeypatch, first):
+    """A run started before channels-last became the CPU default continues with the same command."""
+    interrupt_at_epoch(monkeypatch, 1)
+    flag = "--channels-last" if first else "--no-channels-last"
+    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, flag) == experiments.INTERRUPTED
+    monkeypatch.undo()
+    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, "--resume") == 0
+    record = records.read_record(tmp_path / "run_cnn_2_0.1.csv")
+    assert record.meta["status"]["finished"] and record.meta["args"]["channels_last"] is first
 
 
 @pytest.mark.slow

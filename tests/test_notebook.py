@@ -10,6 +10,7 @@ import nbformat
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 from scipy.stats import kendalltau
 
 import analysis
@@ -18,20 +19,20 @@ import records
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "results.ipynb"
-# Tiny CNN runs spread over width, learning rate and noise level: (filename, seed, scale, lr, corruptprob).
+# Tiny CNN runs on the same data, spread over width, learning rate and seed: (filename, seed, scale, lr).
 TINY_RUNS = [
-    ("a", "1", "0.125", "0.05", "0.5"),
-    ("b", "2", "0.25", "0.1", "0.5"),
-    ("c", "3", "0.125", "0.01", "0.2"),
-    ("d", "4", "0.25", "0.02", "0.8"),
+    ("a", "1", "0.125", "0.05"),
+    ("b", "2", "0.25", "0.1"),
+    ("c", "3", "0.125", "0.01"),
+    ("d", "4", "0.25", "0.02"),
 ]
 UNLABELLED = "unlabelled"  # a copy of run a without ground truth, like a dataset with unknown noise
 
 
-def tiny_run_arguments(filename: str, seed: str, scale: str, lr: str, corruptprob: str,
+def tiny_run_arguments(filename: str, seed: str, scale: str, lr: str,
                        data: Path, results: Path, checkpoints: Path) -> list[str]:
     return ["--model", "cnn", "--scale", scale, "--epochs", "3", "--numsamples", "32",
-            "--batchsize", "16", "--lr", lr, "--corruptprob", corruptprob, "--seed", seed,
+            "--batchsize", "16", "--lr", lr, "--corruptprob", "0.5", "--seed", seed,
             "--data-dir", str(data), "--results-dir", str(results), "--checkpoint-dir", str(checkpoints),
             "--filename", filename, "--modelfilename", filename, "--device", "cpu"]
 
@@ -85,13 +86,33 @@ def test_notebook_runs_headless_and_saves_every_figure(results_folder, monkeypat
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     names = [path.stem for path in sorted(results_folder.glob("*.csv")) if path.name != "broken.csv"]
-    expected = {f"curves_{name}.png" for name in names} | {"zeta_vs_memorization.png", "regions.png",
-                                                           "signals.png"}
+    stems = [f"curves_{name}" for name in names] + ["zeta_vs_memorization", "regions", "signals"]
+    expected = {f"{stem}.{extension}" for stem in stems for extension in ("png", "pdf")}
     figures = results_folder / "figures"
     assert {path.name for path in figures.iterdir()} == expected
     assert all((figures / name).stat().st_size > 0 for name in expected)
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
-    assert "skipped broken.csv" in printed
+    assert "skipped broken.csv" in printed and "data: cifar10/symmetric-0.5/n32" in printed
+    assert "warning: only 5 runs" not in printed  # five runs are enough for a region split
+    assert "warning: tau along epochs rests on fewer than 5 epochs with zeta in 4 runs" in printed
+
+
+def test_notebook_refuses_runs_on_different_data_naming_its_data_parameter(tmp_path, results_folder,
+                                                                          monkeypatch):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for path in results_folder.glob("[ab]_*.csv"):
+        record = records.read_record(path)
+        if path.name.startswith("b"):
+            record.meta["noise"]["corrupt_prob"] = 0.2
+        records.write_record(mixed / path.name, record)
+    monkeypatch.setenv("RESULTS_DIR", str(mixed))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}})
+    with pytest.raises(CellExecutionError, match='pick one with DATA = "cifar10/symmetric-0.2/n32"'):
+        client.execute()
+    assert not (mixed / "figures").exists()
 
 
 def test_shell_entry_point_prints_the_expected_table(results_folder):

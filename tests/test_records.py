@@ -134,3 +134,12 @@ def test_a_lock_file_removed_while_it_is_taken_is_made_again(tmp_path, monkeypat
     monkeypatch.setattr(records.fcntl, "flock", racing_flock)
     with records.exclusive_lock(path):
         assert path.read_text() == f"{os.getpid()}\n" and len(calls) == 2
+
+
+def test_folders_made_for_a_lock_are_removed_with_it_unless_something_was_written_there(tmp_path):
+    with records.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    with records.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
+        (tmp_path / "a" / "kept.txt").write_text("x")
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["a", "a/kept.txt"]

@@ -75,5 +75,6 @@ def test_a_tiny_version_of_every_run_trains_and_feeds_the_analysis(name, synthet
         assert experiments.main(run.argv) == 0, run.name
     assert all(run.record.exists() for run in grid.runs)
     figures = tmp_path / "figures"
-    assert analysis.main([str(grid.results_dir), "--figures", str(figures)]) == 0
-    assert (figures / "regions.png").stat().st_size > 0
+    for data in analysis.populations(analysis.load_runs(grid.results_dir).table).unique():
+        assert analysis.main([str(grid.results_dir), "--data", data, "--figures", str(figures)]) == 0
+        assert (figures / "regions.png").stat().st_size > 0 and (figures / "regions.pdf").stat().st_size > 0

@@ -114,6 +114,35 @@ def test_bad_command_line_is_one_line(tmp_path, synthetic_cifar10, capsys):
         assert err.count("\n") == 1 and problem in err, err
 
 
+def test_switches_become_their_flags(tmp_path, synthetic_cifar10):
+    assert sweep.tokens("channels_last", True) == ["--channels-last"]
+    assert sweep.tokens("channels_last", False) == ["--no-channels-last"]
+    assert sweep.tokens("amp", True) == ["--amp"] and sweep.tokens("amp", False) == []
+    assert sweep.tokens("noise_type", "asymmetric") == ["--noise-type", "asymmetric"]
+    assert sweep.is_switch("channels_last") and sweep.is_switch("amp") and not sweep.is_switch("lr")
+    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nchannels_last = [true, false]\n')
+    on, off = sweep.load_sweep(path).runs
+    assert (on.args.channels_last, off.args.channels_last) == (True, False)
+    assert (on.name, off.name) == ("g_channels-last_cnn_2_0.1", "g_no-channels-last_cnn_2_0.1")
+
+
+@pytest.mark.parametrize("setting", ["channels_last = true\n", ""], ids=["channels-last-in-file", "default"])
+def test_a_channels_last_record_counts_as_finished(tmp_path, synthetic_cifar10, setting):
+    """Records written with "channels_last": true, by a sweep file that asks for it or by the CPU default."""
+    path = write_sweep(tmp_path, synthetic_cifar10, setting + TWO_RUNS, epochs=1)
+    runs = sweep.load_sweep(path).runs
+    for run in runs:
+        assert experiments.main(run.argv) == 0
+        assert records.read_record(run.record).meta["args"]["channels_last"] is True
+    assert [sweep.run_state(run, set()) for run in runs] == [sweep.FINISHED] * 2
+
+
+def test_abbreviated_options_are_refused(tmp_path, synthetic_cifar10, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS)
+    assert sweep.main([str(path), "--job", "2"]) == 2
+    assert "unrecognized arguments: --job" in capsys.readouterr().err
+
+
 def finished_rows(run: sweep.Run) -> list[dict]:
     record = records.read_record(run.record)
     assert record.meta["status"]["finished"], run.name

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets  # noqa: E402
+from experiments import channels_last_default  # noqa: E402
 from models import MODELS, create_model  # noqa: E402
 from signals import TrainingSignals  # noqa: E402
 from susceptibility import probe_step  # noqa: E402
@@ -196,7 +197,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--paths", default="device,signals,loader,reference,network")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default: as experiments.py, on for the CPU)")
     p.add_argument("--compile", action="store_true")
     return p.parse_args(argv)
 
@@ -204,6 +206,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.channels_last is None:
+        args.channels_last = channels_last_default(device, None)
     data = synthetic_data(args.train_size, args.test_size)
     device_batches = datasets.DeviceBatches(data, device, args.batchsize, args.eval_batchsize)
     loader_batches = datasets.LoaderBatches(data, device, args.batchsize, args.eval_batchsize, args.workers)

@@ -27,23 +27,9 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import MODELS, create_model  # noqa: E402
+from models import ARCHITECTURES, MODELS, create_model  # noqa: E402
 
 PARAMETER_SCALES = (0.25, 0.5, 1.0)
-ARCHITECTURES = {
-    "cnn": "5-layer CNN (Nakkiran et al.), k = 64",
-    "densenet": "DenseNet-121, growth rate 32",
-    "efficientnet": "EfficientNet-B0",
-    "googlenet": "GoogLeNet (Inception v1)",
-    "mobilenet": "MobileNet (v1)",
-    "mobilenetv2": "MobileNetV2",
-    "resnet": "ResNet-18",
-    "resnext": "ResNeXt-29, 2x64d",
-    "senet": "SENet-18 (pre-activation)",
-    "shufflenetv2": "ShuffleNetV2 1x",
-    "vgg": "VGG-19 (BatchNorm)",
-    "alexnet": "AlexNet, 5 conv layers",
-}
 
 
 def parameter_count(name: str, scale: float, num_classes: int = 10) -> int:
