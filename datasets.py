@@ -1,35 +1,32 @@
-"""Training data with label noise, the unlabeled probe set, and two ways to feed batches.
+"""The data of a run, the entry point of the data layer: datasets, the training subset with its noisy
+labels, the unlabeled probe set and the noisy hold-out set, and the two data paths that batch them.
 
 Datasets: CIFAR-10 and CIFAR-100 in their official python format, or a folder of images with label
-lists (real noisy data such as Clothing1M, whose ground truth is unknown). Label noise: symmetric,
-asymmetric (class-pair flips), or the human labels of CIFAR-10N.
+lists (real noisy data such as Clothing1M, whose ground truth is unknown). How labels are corrupted
+is in `label_noise` (symmetric, asymmetric, CIFAR-10N); batching and augmentation are in `batching`,
+whose `DeviceBatches` and `LoaderBatches` are used from here.
 
 Everything random here is drawn from streams derived from one `--seed` (see `derive_seed`), so the
 subset, the noise, the probe labels, shuffling and augmentation repeat exactly for the same seed.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import pickle
 import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 import records
+from batching import IMAGE_SIZE, DeviceBatches, LoaderBatches  # noqa: F401 (the data paths, used from here)
+from label_noise import (CIFAR10N_KEYS, GIVEN, NOISE_TYPES, SYNTHETIC_NOISE, DataError, LabelNoise,
+                         asymmetric_noise, class_flips, human_labels, symmetric_noise)
 from susceptibility import derive_seed, random_labels, torch_generator  # noqa: F401 (re-exported)
-
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2023, 0.1994, 0.2010)
-PAD = 4  # zero padding of the random crop, in pixels
-IMAGE_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -61,8 +58,7 @@ CIFAR = {
 }
 
 
-class DataError(Exception):
-    """A data problem the user can fix; its message is one line saying what and how."""
+DEFAULT_DATA_DIR = "./data"  # where CIFAR is downloaded when --data-dir is left out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,14 +85,36 @@ class ImageSet:
         return len(self.labels)
 
 
+class ForbiddenObject(pickle.UnpicklingError):
+    """A pickle refers to something other than the numpy arrays of an official CIFAR batch."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles the official CIFAR batches (dictionaries of strings, lists and numpy arrays) and
+    refuses every other global, so that a crafted batch file cannot run code when it is read."""
+
+    # Array reconstruction under numpy 1 and 2 names, and the bytes of protocol-2 pickles of Python 3.
+    ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ARRAY_GLOBALS:
+            raise ForbiddenObject(f"{module}.{name}")
+        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+
+
 def read_batch(path: Path, label_key: str) -> ImageSet:
     """Read one pickled batch of the official python format, or say which file is broken."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+            batch = BatchUnpickler(f, encoding="latin1").load()
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
         images = data.reshape(len(data), 3, IMAGE_SIZE, IMAGE_SIZE)
+    except ForbiddenObject as error:
+        raise DataError(f"CIFAR batch {path} refers to {error}, which an official batch never holds; "
+                        f"it was not loaded, since it could run code. Replace it from the official archive")
     except Exception as error:  # any unpickling or shape failure means the same thing to the user
         raise DataError(f"cannot read CIFAR batch {path} ({type(error).__name__}: {error}); "
                         f"the file is corrupt or truncated, replace it from the official archive")
@@ -134,13 +152,25 @@ def download(source: CifarSource, data_dir: Path) -> None:
             f"place {source.archive} from {source.url} in {data_dir} and extract it there")
 
 
+def check_data_dir(data_dir: Path, source: CifarSource) -> None:
+    """Refuse a --data-dir that cannot be meant: a file, a missing folder (only the default one is
+    made, for the download), or the batch folder itself instead of its parent."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds "
+                        f"{source.folder}")
+    if not data_dir.exists() and data_dir != Path(DEFAULT_DATA_DIR):
+        raise DataError(f"--data-dir {data_dir} does not exist; give the folder that holds "
+                        f"{source.folder}, or leave --data-dir out to download into {DEFAULT_DATA_DIR}")
+    if any((data_dir / name).is_file() for name in source.train_files):
+        raise DataError(f"--data-dir {data_dir} holds the batch files themselves; point --data-dir at "
+                        f"its parent, {data_dir.resolve().parent}")
+
+
 def load_cifar(data_dir: str | Path, dataset: str = "cifar10") -> tuple[ImageSet, ImageSet]:
     """Training and test sets of `dataset` from `data_dir`, downloaded only if the folder is missing."""
     source = CIFAR[dataset]
     data_dir = Path(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds "
-                        f"{source.folder}")
+    check_data_dir(data_dir, source)
     folder = data_dir / source.folder
     if not folder.is_dir():
         download(source, data_dir)
@@ -288,151 +318,12 @@ def choose_subset(available: int | np.ndarray, numsamples: int | None,
     pool = np.arange(available) if np.isscalar(available) else np.asarray(available)
     if numsamples is None:
         numsamples = len(pool)
-    if not 2 <= numsamples <= len(pool):
+    if not 1 <= numsamples <= len(pool):
         raise DataError(f"--numsamples {numsamples} is out of range: the training set has "
-                        f"{len(pool)} images, choose 2 to {len(pool)} (BatchNorm needs two)")
+                        f"{len(pool)} images, choose 1 to {len(pool)}")
     return draw_rows(pool, numsamples, rng)
 
 
-def symmetric_noise(labels: np.ndarray, corrupt_prob: float, num_classes: int,
-                    rng: np.random.Generator) -> np.ndarray:
-    """Replace each label, with probability `corrupt_prob`, by one drawn uniformly from all classes.
-
-    The draw may return the true label, so the expected wrong fraction is p * (1 - 1/c).
-    """
-    replace = rng.random(len(labels)) < corrupt_prob
-    noisy = labels.copy()
-    noisy[replace] = rng.integers(0, num_classes, int(replace.sum()))
-    return noisy
-
-
-# The class-pair flips of CIFAR-10: truck -> automobile, bird -> airplane, deer -> horse, cat <-> dog.
-CIFAR10_FLIPS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
-# The fine labels of the 20 CIFAR-100 superclasses (the coarse labels 0-19, in their order).
-CIFAR100_SUPERCLASSES = (
-    (4, 30, 55, 72, 95), (1, 32, 67, 73, 91), (54, 62, 70, 82, 92), (9, 10, 16, 28, 61),
-    (0, 51, 53, 57, 83), (22, 39, 40, 86, 87), (5, 20, 25, 84, 94), (6, 7, 14, 18, 24),
-    (3, 42, 43, 88, 97), (12, 17, 37, 68, 76), (23, 33, 49, 60, 71), (15, 19, 21, 31, 38),
-    (34, 63, 64, 66, 75), (26, 45, 77, 79, 99), (2, 11, 35, 46, 98), (27, 29, 44, 78, 93),
-    (36, 50, 65, 74, 80), (47, 52, 56, 59, 96), (8, 13, 48, 58, 90), (41, 69, 81, 85, 89),
-)
-
-
-def class_flips(num_classes: int) -> np.ndarray:
-    """The class each class is flipped to by asymmetric noise (itself where it is never flipped).
-
-    CIFAR-10: the pairs of `CIFAR10_FLIPS`; CIFAR-100: the next fine class within its superclass,
-    the last one to the first.
-    """
-    flips = np.arange(num_classes)
-    if num_classes == 10:
-        pairs = CIFAR10_FLIPS.items()
-    elif num_classes == 100:
-        pairs = [(a, b) for group in CIFAR100_SUPERCLASSES for a, b in zip(group, np.roll(group, -1))]
-    else:
-        raise DataError(f"asymmetric noise is defined for CIFAR-10 and CIFAR-100, not for "
-                        f"{num_classes} classes")
-    for source, target in pairs:
-        flips[source] = target
-    return flips
-
-
-def asymmetric_noise(labels: np.ndarray, corrupt_prob: float, flips: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Flip each label, with probability `corrupt_prob`, to its partner class in `flips`.
-
-    Classes that are their own partner never change, so the wrong fraction is p times the share of
-    the flipped classes.
-    """
-    flip = rng.random(len(labels)) < corrupt_prob
-    return np.where(flip, flips[labels], labels)
-
-
-# CIFAR-10N (Wei et al., ICLR 2022): the array of its label file that each noise type trains on.
-CIFAR10N_KEYS = {"cifar10n-aggre": "aggre_label", "cifar10n-worst": "worse_label",
-                 "cifar10n-random1": "random_label1", "cifar10n-random2": "random_label2",
-                 "cifar10n-random3": "random_label3"}
-
-
-def label_file_globals() -> list:
-    """The numpy names that a torch pickle of integer arrays refers to, allowed for `torch.load`.
-
-    Only array reconstruction and integer dtypes are allowed, under numpy 1 and 2 module names, so
-    loading stays `weights_only`: no other pickled code can run.
-    """
-    from numpy._core.multiarray import _reconstruct
-
-    integer_dtypes = {type(np.dtype(code)) for code in np.typecodes["AllInteger"]}
-    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
-            *integer_dtypes]
-
-
-def read_label_file(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a CIFAR-10N label file: the authors' `.pt` or an `.npz` with the same arrays."""
-    if not path.is_file():
-        raise DataError(f"--noise-file {path} not found; get CIFAR-10_human.pt from the CIFAR-N "
-                        f"authors (github.com/UCSC-REAL/cifar-10-100n)")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as arrays:
-                return {name: arrays[name] for name in arrays.files}
-        with torch.serialization.safe_globals(label_file_globals()):
-            arrays = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DataError(f"--noise-file {path} holds objects other than integer label arrays and is "
-                        f"not loaded; use the file as its authors distribute it, or an .npz")
-    except Exception as error:
-        raise DataError(f"cannot read --noise-file {path} ({type(error).__name__}: {error}); give "
-                        f"CIFAR-10_human.pt or an .npz with the same arrays")
-    if not isinstance(arrays, dict):
-        raise DataError(f"--noise-file {path} holds a {type(arrays).__name__}, not the dictionary of "
-                        f"label arrays of CIFAR-10_human.pt")
-    return {name: np.asarray(values) for name, values in arrays.items()}
-
-
-def human_labels(path: str | Path, noise_type: str, train_labels: np.ndarray) -> np.ndarray:
-    """The CIFAR-10N labels of `noise_type` for every loaded training image, in the loaded order.
-
-    The file must list exactly these images in this order: its length and its `clean_label` array
-    are checked against the training set.
-    """
-    path = Path(path)
-    arrays = read_label_file(path)
-    key = CIFAR10N_KEYS[noise_type]
-    missing = [name for name in ("clean_label", key) if name not in arrays]
-    if missing:
-        raise DataError(f"--noise-file {path} has no {' or '.join(missing)} array (it has "
-                        f"{', '.join(sorted(arrays)) or 'none'}); give CIFAR-10_human.pt of CIFAR-10N")
-    clean, noisy = arrays["clean_label"], arrays[key]
-    if not len(clean) == len(noisy) == len(train_labels):
-        raise DataError(f"--noise-file {path} has {len(noisy)} labels but the training set has "
-                        f"{len(train_labels)} images; give the label file of exactly these images in "
-                        f"their order (for a subset of CIFAR-10, only its rows of the full file)")
-    disagree = np.flatnonzero(clean != train_labels)
-    if len(disagree):
-        raise DataError(f"--noise-file {path} belongs to other images: its clean_label differs from "
-                        f"the training labels at {len(disagree)} of {len(clean)} images (first at "
-                        f"image {disagree[0]}); give the label file of these images in their order")
-    return noisy.astype(np.int64)
-
-
-SYNTHETIC_NOISE = ("symmetric", "asymmetric")
-NOISE_TYPES = (*SYNTHETIC_NOISE, *CIFAR10N_KEYS)
-GIVEN = "given"  # the labels of a folder dataset, trained on as they are; their truth is unknown
-
-
-@dataclass(frozen=True)
-class LabelNoise:
-    """The noise of a run's training labels: its type, its rate (synthetic types), its file (CIFAR-10N)."""
-
-    type: str = "symmetric"
-    corrupt_prob: float | None = None
-    file: str | None = None
-
-    @property
-    def ground_truth(self) -> bool:
-        """Whether the true label of every training image is known."""
-        return self.type != GIVEN
 
 
 def assign_labels(train: ImageSet, index: np.ndarray, noise: LabelNoise, num_classes: int,
@@ -517,9 +408,9 @@ def split_training_images(available: int, numsamples: int | None, holdout_size: 
     it has, sets the hold-out images aside first and draws the subset from the rest.
     """
     if noise.type == GIVEN and holdout_size:
-        if holdout_size > available - 2:
-            raise DataError(f"--noisy-holdout {holdout_size} leaves fewer than 2 of the {available} "
-                            f"training images to train on; lower it")
+        if holdout_size >= available:
+            raise DataError(f"--noisy-holdout {holdout_size} leaves none of the {available} training "
+                            f"images to train on; lower it")
         holdout, rest = draw_rows(np.arange(available), holdout_size, numpy_rng(seed, "noisy-holdout"))
         train_index, outside = choose_subset(rest, numsamples, numpy_rng(seed, "subset"))
         return train_index, holdout, outside, "held out of the training images"
@@ -562,209 +453,3 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
     probe_labels = random_labels(len(probe_index), num_classes, seed)
     return NoisyData(train.images, train_index, assigned, true_labels, probe_index, probe_labels,
                      test, num_classes, noise, holdout)
-
-
-# --------------------------------------------------------------------------------------------------
-# Augmentation and batches
-
-
-@functools.cache
-def normalization_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference mean and std as (1, 3, 1, 1) tensors, made once per device rather than copied
-    to it for every batch."""
-    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(STD, device=device).view(1, 3, 1, 1))
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float, scaled to [0, 1] and normalized with the reference constants."""
-    mean, std = normalization_constants(images.device)
-    return images.float().div_(255).sub_(mean).div_(std)
-
-
-def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Crop each zero-padded image at its (row, column) offset in [0, 2*PAD] and mirror where flips.
-
-    One gather over the batch does both, with no per-image Python.
-    """
-    n, channels, size = images.shape[0], images.shape[1], images.shape[-1]
-    padded = F.pad(images, (PAD, PAD, PAD, PAD))
-    pixels = torch.arange(size, device=images.device)
-    rows = offsets[:, 0, None] + pixels
-    cols = offsets[:, 1, None] + torch.where(flips[:, None], size - 1 - pixels, pixels)
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    channel = torch.arange(channels, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def random_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The reference training augmentation on a uint8 batch: random 32x32 crop of the 4-pixel zero
-    padded image (81 offsets, uniform) and a horizontal flip with probability 1/2."""
-    n, device = images.shape[0], images.device
-    offsets = torch.randint(0, 2 * PAD + 1, (n, 2), generator=generator, device=device)
-    flips = torch.rand(n, generator=generator, device=device) < 0.5
-    return crop_and_flip(images, offsets, flips)
-
-
-@dataclass
-class TrainBatch:
-    """Normalized augmented images with the labels trained on, the true labels, and the images'
-    positions in the training subset (for per-sample bookkeeping)."""
-
-    images: torch.Tensor
-    assigned: torch.Tensor
-    true: torch.Tensor
-    index: torch.Tensor
-
-
-class DeviceBatches:
-    """Keeps the whole uint8 dataset on the compute device and augments there, batch-vectorized."""
-
-    def __init__(self, data: NoisyData, device: torch.device, batch_size: int, eval_batch_size: int):
-        as_tensor = lambda a: torch.as_tensor(a).to(device)
-        self.device = device
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        used = np.union1d(data.train_index, data.probe_index)
-        rows = np.searchsorted(used, data.train_index), np.searchsorted(used, data.probe_index)
-        self.images = as_tensor(data.images[used])
-        self.train_rows, self.probe_rows = as_tensor(rows[0]), as_tensor(rows[1])
-        self.assigned = as_tensor(data.assigned_labels)
-        self.true = as_tensor(data.true_labels)
-        self.probe_labels = as_tensor(data.probe_labels)
-        self.test_images = as_tensor(data.test.images)
-        self.test_labels = as_tensor(data.test.labels)
-        self.holdout_images = as_tensor(data.images[data.holdout.index])
-        self.holdout_labels = as_tensor(data.holdout.labels)
-
-    def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
-        """One shuffled, augmented pass over the training subset."""
-        order = torch.randperm(len(self.train_rows), generator=generator, device=self.device)
-        for batch in batch_slices(order, self.batch_size):
-            images = random_augment(self.images[self.train_rows[batch]], generator)
-            yield TrainBatch(normalize(images), self.assigned[batch], self.true[batch], batch)
-
-    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented batch of the probe set with its fixed random labels, freshly shuffled."""
-        pick = torch.randperm(len(self.probe_rows), generator=generator, device=self.device)[:self.batch_size]
-        images = random_augment(self.images[self.probe_rows[pick]], generator)
-        return normalize(images), self.probe_labels[pick]
-
-    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The test set in order, normalized only, in large evaluation batches."""
-        return self.evaluation_batches(self.test_images, self.test_labels)
-
-    def holdout_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The noisy hold-out set with its noisy labels, like the test set."""
-        return self.evaluation_batches(self.holdout_images, self.holdout_labels)
-
-    def evaluation_batches(self, images: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Images in order, normalized only, with their labels, in large evaluation batches."""
-        for start in range(0, len(labels), self.eval_batch_size):
-            stop = start + self.eval_batch_size
-            yield normalize(images[start:stop]), labels[start:stop]
-
-    def train_batch_count(self) -> int:
-        return len(batch_sizes(len(self.train_rows), self.batch_size))
-
-
-def batch_sizes(count: int, batch_size: int) -> list[int]:
-    """Sizes of the training batches of one epoch: full batches, then the remainder.
-
-    A remainder of a single image is dropped, since BatchNorm cannot normalize one sample.
-    """
-    sizes = [batch_size] * (count // batch_size)
-    if count % batch_size > 1:
-        sizes.append(count % batch_size)
-    return sizes
-
-
-def batch_slices(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """Split a permutation into consecutive training batches (see `batch_sizes`)."""
-    start = 0
-    for size in batch_sizes(len(order), batch_size):
-        yield order[start:start + size]
-        start += size
-
-
-class PilTransformSet(torch.utils.data.Dataset):
-    """Images of a uint8 array through torchvision PIL transforms, returned with their position."""
-
-    def __init__(self, images: np.ndarray, transform):
-        self.images = images
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[position].transpose(1, 2, 0))), position
-
-
-class LoaderBatches:
-    """The reference data path: a torch DataLoader with PIL transforms in worker processes.
-
-    Slower than `DeviceBatches`, but it never holds the dataset on the device. Labels stay on the
-    device and are looked up by the positions the loader returns.
-    """
-
-    def __init__(self, data: NoisyData, device: torch.device, batch_size: int, eval_batch_size: int,
-                 workers: int):
-        from torchvision import transforms
-
-        normalize_pil = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
-        augment = transforms.Compose([transforms.RandomCrop(IMAGE_SIZE, padding=PAD),
-                                      transforms.RandomHorizontalFlip(), *normalize_pil])
-        self.device = device
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.workers = workers
-        self.train_set = PilTransformSet(data.images[data.train_index], augment)
-        self.probe_set = PilTransformSet(data.images[data.probe_index], augment)
-        self.test_set = PilTransformSet(data.test.images, transforms.Compose(normalize_pil))
-        self.holdout_set = PilTransformSet(data.images[data.holdout.index], transforms.Compose(normalize_pil))
-        self.assigned = torch.as_tensor(data.assigned_labels).to(device)
-        self.true = torch.as_tensor(data.true_labels).to(device)
-        self.probe_labels = torch.as_tensor(data.probe_labels).to(device)
-        self.test_labels = torch.as_tensor(data.test.labels).to(device)
-        self.holdout_labels = torch.as_tensor(data.holdout.labels).to(device)
-
-    def loader(self, dataset, batches, generator: torch.Generator | None = None):
-        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.workers,
-                                           generator=generator,
-                                           pin_memory=self.device.type == "cuda")
-
-    def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
-        """One shuffled pass; the generator fixes the order and the workers' augmentation seeds."""
-        order = torch.randperm(len(self.train_set), generator=generator)
-        batches = [b.tolist() for b in batch_slices(order, self.batch_size)]
-        for images, positions in self.loader(self.train_set, batches, generator):
-            positions = positions.to(self.device)
-            yield TrainBatch(images.to(self.device, non_blocking=True), self.assigned[positions],
-                             self.true[positions], positions)
-
-    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented probe batch, transformed in this process."""
-        pick = torch.randperm(len(self.probe_set), generator=generator)[:self.batch_size]
-        images = torch.stack([self.probe_set[int(i)][0] for i in pick])
-        return images.to(self.device), self.probe_labels[pick.to(self.device)]
-
-    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The test set in order, normalized only."""
-        return self.evaluation_batches(self.test_set, self.test_labels)
-
-    def holdout_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The noisy hold-out set with its noisy labels, like the test set."""
-        return self.evaluation_batches(self.holdout_set, self.holdout_labels)
-
-    def evaluation_batches(self, dataset: PilTransformSet, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """A dataset's images in order, normalized only, with their labels."""
-        order = torch.arange(len(dataset))
-        batches = [b.tolist() for b in order.split(self.eval_batch_size)]
-        for images, positions in self.loader(dataset, batches):
-            yield images.to(self.device, non_blocking=True), labels[positions.to(self.device)]
-
-    def train_batch_count(self) -> int:
-        return len(batch_sizes(len(self.train_set), self.batch_size))

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -37,6 +37,8 @@ from training import NonFiniteLoss, evaluate, fast_network, train_one_epoch, wit
 CHECKPOINT_FORMAT = 1
 DIVERGED = 3       # exit code of a run stopped by a non-finite loss
 INTERRUPTED = 130  # exit code of a run stopped by Ctrl-C or SIGTERM, its finished epochs saved
+# Facts of the machine that decide which kernels compute a run, and so its last digits.
+KERNEL_FACTS = ("device_name", "cpu_model", "cpu_capability", "cpu_threads")
 # Arguments that change where files go or how fast the run is, but not what it computes.
 OPERATIONAL_ARGS = {"resume", "overwrite", "device", "workers", "eval_batchsize", "data_dir",
                     "results_dir", "checkpoint_dir", "filename", "modelfilename"}
@@ -88,10 +90,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+REPRODUCIBILITY = (
+    "The same arguments give identical run records (wall times aside) on the same CPU model and "
+    "thread count (OMP_NUM_THREADS): the CPU's instruction set and the number of threads decide "
+    "which kernels run and so the last digits, which training then amplifies. A run resumed on the "
+    "same machine ends as an uninterrupted one. On a GPU the last digits may differ between runs.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The reference flags with their defaults, plus data, device and run-management flags."""
-    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter,
-                      allow_abbrev=False)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=REPRODUCIBILITY,
+                      formatter_class=DefaultsHelpFormatter, allow_abbrev=False)
     ref = p.add_argument_group("experiment (the reference code's flags)")
     ref.add_argument("--model", required=True, choices=sorted(MODELS), metavar="MODEL",
                      help=f"network: {', '.join(sorted(MODELS))}")
@@ -134,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also evaluate, every epoch, N training images outside the --numsamples "
                           "subset (and the probe set) with labels from the same noise process: a "
                           "validation accuracy that needs no clean label; 0 turns it off")
-    run.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py "
-                     "(or cifar-100-python; or train.txt and test.txt for --dataset folder)")
+    run.add_argument("--data-dir", default=datasets.DEFAULT_DATA_DIR,
+                     help="existing folder holding cifar-10-batches-py (or cifar-100-python; or "
+                          "train.txt and test.txt for --dataset folder); CIFAR is downloaded only "
+                          "into the default folder")
     run.add_argument("--data-path", choices=["device", "loader"], default="device",
                      help="device: whole dataset on the compute device, augmented there; loader: "
                           "torch DataLoader with PIL transforms in worker processes")
@@ -248,12 +259,26 @@ def differing_args(recorded: dict, args: argparse.Namespace) -> dict[str, tuple]
             if recorded.get(k, defaults.get_default(k)) != v}
 
 
+def cpu_model() -> str:
+    """The CPU's model name: on Linux from /proc/cpuinfo, where platform.processor() is empty."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def environment(device: torch.device) -> dict:
-    """Library versions and the device, for the run record."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    """Library versions, the device, and the CPU facts that decide which kernels compute the run."""
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": torchvision.__version__, "numpy": np.__version__,
             "platform": platform.platform(), "device": str(device), "device_name": name,
+            "cpu_model": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_threads": torch.get_num_threads()}
 
 
@@ -261,6 +286,11 @@ def environment(device: torch.device) -> dict:
 class Paths:
     record: Path
     checkpoint: Path
+
+    @property
+    def lock(self) -> Path:
+        """The lock file next to the checkpoint, held while a process writes the run."""
+        return self.checkpoint.with_name(self.checkpoint.name + ".lock")
 
 
 @dataclass
@@ -336,6 +366,7 @@ def checkpoint_state(run: Run, finished: bool) -> dict:
     return {
         "format": CHECKPOINT_FORMAT, "args": run_defining_args(run.args),
         "epochs_completed": len(run.rows), "finished": finished,
+        "environment": run.meta["environment"],
         "rng": {"seed": run.args.seed, "next_epoch": len(run.rows)},
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "signals": run.signals.state_dict(), "rows": run.rows,
@@ -356,6 +387,8 @@ def restore(run: Run, state: dict, path: Path) -> None:
         described = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differing.items())
         raise UsageError(f"{path} was made with other arguments ({described}); repeat the original "
                          f"command with --resume, or start over with --overwrite")
+    saved_environment = state.get("environment", {})
+    check_device_type(saved_environment, run.device, path)
     current = checkpoint_state(run, False)["labels"]
     saved = {k: state["labels"].get(k, current[k][:0]).cpu() for k in current}
     if any(not torch.equal(current[k], saved[k]) for k in current):
@@ -371,6 +404,30 @@ def restore(run: Run, state: dict, path: Path) -> None:
               file=sys.stderr)
     run.rows = list(state["rows"])
     run.probe.load_state_dict(state.get("probe") or probe_state_from_rows(state))
+    changes = environment_changes(saved_environment, run.meta["environment"])
+    if changes:
+        print(f"warning: {path} was made with {'; '.join(changes)}; the epochs from here on may differ "
+              f"in their last digits from those of an uninterrupted run", file=sys.stderr)
+
+
+def check_device_type(saved_environment: dict, device: torch.device, path: Path) -> None:
+    """Refuse to continue on another device type: the random streams (shuffling, augmentation,
+    dropout) live on the device, and a CPU and a GPU draw different numbers from the same seed."""
+    if "device" not in saved_environment:
+        return
+    saved_type = torch.device(saved_environment["device"]).type
+    if saved_type != device.type:
+        raise UsageError(f"{path} was made on a {saved_type} device and cannot continue on {device}, "
+                         f"whose random streams differ; resume it with --device {saved_type}, or start "
+                         f"over with --overwrite")
+
+
+def environment_changes(saved: dict, current: dict) -> list[str]:
+    """The facts of `KERNEL_FACTS` that differ between a checkpoint's machine and this one. Off
+    CUDA the device name is the CPU model, named once."""
+    on_cuda = torch.device(current["device"]).type == "cuda"
+    return [f"{key} {saved[key]!r}, now {current[key]!r}" for key in KERNEL_FACTS
+            if key in saved and saved[key] != current[key] and (on_cuda or key != "device_name")]
 
 
 def probe_state_from_rows(state: dict) -> dict:
@@ -407,7 +464,22 @@ def train_epoch(run: Run, epoch: int) -> dict:
     row = {"epoch": epoch, "lr": lr, "phi_before": run.probe.phi_before[epoch],
            "phi_after": run.probe.phi_after[epoch], **train, **test, **run.signals.summary(),
            "seconds": time.perf_counter() - started, "susceptibility": run.probe.zeta}
+    check_finite(row)
     return row
+
+
+# Columns of an epoch's row that are finite in a run that has not diverged, with their names; the
+# hold-out loss is there only with --noisy-holdout.
+FINITE_COLUMNS = {"phi_before": "probe loss before the step (phi_before)",
+                  "phi_after": "probe loss after the step (phi_after)", "test_loss": "test loss",
+                  "noisy_holdout_loss": "noisy hold-out loss"}
+
+
+def check_finite(row: dict) -> None:
+    """Raise NonFiniteLoss if a loss of the row is NaN or infinite, before the row is recorded."""
+    for column, quantity in FINITE_COLUMNS.items():
+        if column in row and not math.isfinite(row[column]):
+            raise NonFiniteLoss(quantity, row[column])
 
 
 def epoch_label(epoch: int, epochs: int) -> str:
@@ -454,14 +526,17 @@ def channels_last_default(device: torch.device, checkpoint: dict | None) -> bool
     return device.type == "cpu" if recorded is None else bool(recorded)
 
 
-def start(args: argparse.Namespace) -> tuple[Run, Paths]:
-    """Build the run, loading its checkpoint when resuming."""
-    paths = prepare_paths(args)
+def start(args: argparse.Namespace, paths: Paths) -> Run:
+    """Build the run, loading its checkpoint when resuming, or saying that there is none."""
     device = select_device(args.device)
     if args.amp and device.type != "cuda":
         raise UsageError(f"--amp (bf16 autocast) needs a CUDA device, not {device}; leave it out")
-    resuming = args.resume and paths.checkpoint.exists()
-    checkpoint = records.load_checkpoint(paths.checkpoint, device) if resuming else None
+    checkpoint = None
+    if args.resume and paths.checkpoint.exists():
+        checkpoint = records.load_checkpoint(paths.checkpoint, device)
+    elif args.resume:
+        print(f"no earlier run to resume ({paths.checkpoint} does not exist); starting "
+              f"{paths.record.name} from the first epoch")
     if args.channels_last is None:
         args.channels_last = channels_last_default(device, checkpoint)
     run = build_run(args, device)
@@ -470,7 +545,30 @@ def start(args: argparse.Namespace) -> tuple[Run, Paths]:
         if len(run.rows) < args.epochs:
             print(f"resuming {paths.record.name}: {len(run.rows)} of {args.epochs} epochs done, "
                   f"continuing with epoch {len(run.rows)}")
-    return run, paths
+    return run
+
+
+def save_epoch(run: Run, paths: Paths, row: dict) -> None:
+    """Add an epoch's row and write checkpoint and record; Ctrl-C and SIGTERM wait until both are
+    written, so an epoch is saved whole or not at all."""
+    with interrupts_deferred():
+        run.rows.append(row)
+        records.save_checkpoint(paths.checkpoint, checkpoint_state(run, len(run.rows) == run.args.epochs))
+        write_record(run, paths)
+
+
+def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
+    """What an interrupted run left on disk, and the command that continues or restarts it."""
+    if not run.rows:
+        kept = (f"{paths.record} still holds the earlier run, unchanged" if paths.record.exists()
+                else "nothing was written")
+        command = shlex.join(["python", "experiments.py", *argv])
+        return (f"interrupted in epoch 1 of {run.args.epochs}, before it was saved; {kept}. "
+                f"Start it again with: {command}")
+    kept = [a for a in argv if a not in ("--overwrite", "--resume")]
+    command = shlex.join(["python", "experiments.py", *kept, "--resume"])
+    return (f"interrupted: {len(run.rows)} of {run.args.epochs} epochs are saved in {paths.record} and "
+            f"{paths.checkpoint}; continue with: {command}")
 
 
 def train(run: Run, paths: Paths, argv: list[str]) -> int:
@@ -484,54 +582,82 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
     try:
         for epoch in range(len(run.rows), args.epochs):
             row = train_epoch(run, epoch)
-            run.rows.append(row)
-            records.save_checkpoint(paths.checkpoint, checkpoint_state(run, epoch + 1 == args.epochs))
-            write_record(run, paths)
+            save_epoch(run, paths, row)
             tqdm.write(summary_line(row, args.epochs))
     except NonFiniteLoss as error:
-        reason = f"non-finite training loss in epoch {len(run.rows)} ({error})"
+        reason = f"non-finite {error.quantity} in epoch {len(run.rows)} ({error})"
         write_record(run, paths, stopped_because=reason)
         print(f"stopped: {reason}; try a lower --lr. The {len(run.rows)} completed epochs are kept "
               f"in {paths.record} and {paths.checkpoint}", file=sys.stderr)
         return DIVERGED
     except KeyboardInterrupt:
-        command = " ".join(shlex.quote(a) for a in ["python", "experiments.py", *argv] if a != "--overwrite")
-        suffix = "" if "--resume" in argv else " --resume"
-        print(f"\ninterrupted: {len(run.rows)} of {args.epochs} epochs are saved in {paths.record}; "
-              f"continue with: {command}{suffix}", file=sys.stderr)
+        print(f"\n{interruption_message(run, paths, argv)}", file=sys.stderr)
         return INTERRUPTED
     print(f"done: {paths.record} and the final model in {paths.checkpoint}")
     return 0
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
-def sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """Let SIGTERM (a scheduler's stop) end the block like Ctrl-C; only the main thread can."""
+def signal_handlers(handlers: dict) -> Iterator[None]:
+    """Install `handlers` (by signal) for the block, then put back the previous ones. Only the main
+    thread can handle signals; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous_handler = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def interrupts_stop_the_run() -> AbstractContextManager[None]:
+    """Let Ctrl-C and SIGTERM (a scheduler's stop) end the block with KeyboardInterrupt.
+
+    Installed explicitly: a shell starts background jobs with SIGINT ignored, and Python would keep
+    ignoring it.
+    """
+    return signal_handlers({signal.SIGINT: signal.default_int_handler,
+                            signal.SIGTERM: raise_keyboard_interrupt})
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block has run, then raise KeyboardInterrupt."""
+    received = []
+    with signal_handlers({signum: lambda number, frame: received.append(number)
+                          for signum in STOP_SIGNALS}):
+        yield
+    if received:
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with sigterm_as_keyboard_interrupt():
+        with interrupts_stop_the_run():
             args = build_parser().parse_args(argv)
             validate(args)
-            run, paths = start(args)
-            if len(run.rows) == args.epochs:
-                write_record(run, paths)
-                print(f"{paths.record} is already complete ({args.epochs} epochs)")
-                return 0
-            return train(run, paths, argv)
+            paths = prepare_paths(args)
+            with records.exclusive_lock(paths.lock):  # two processes never write the same run
+                prepare_paths(args)  # again: another process may have written the run meanwhile
+                run = start(args, paths)
+                if len(run.rows) == args.epochs:
+                    write_record(run, paths)
+                    print(f"{paths.record} is already complete ({args.epochs} epochs)")
+                    return 0
+                return train(run, paths, argv)
     except (UsageError, datasets.DataError) as error:
         print(f"experiments.py: error: {error}", file=sys.stderr)
+        return 2
+    except records.LockHeld as error:
+        print(f"experiments.py: error: another process is writing this run ({error}); wait for it to "
+              f"end, or give this run another --filename and --modelfilename", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted before the first epoch; nothing was changed", file=sys.stderr)

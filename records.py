@@ -7,13 +7,16 @@ status), then one row per epoch with the columns of `COLUMNS`.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
 import os
-import tempfile
+import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -50,11 +53,14 @@ class RunRecord:
 def atomic_write(path: str | Path, write) -> None:
     """Write a file through `write(binary_file)` into a temporary sibling, then rename it over `path`.
 
-    A crash or Ctrl-C at any moment leaves either the old file or the new one, never a partial file.
+    A crash, Ctrl-C or power loss at any moment leaves either the old file or the new one, never a
+    partial file: the data are flushed to disk before the rename, and the rename itself after it.
+    The file gets the permissions the user's umask gives any new file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as f:
             write(f)
@@ -62,8 +68,74 @@ def atomic_write(path: str | Path, write) -> None:
             os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; its message names that process."""
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold the lock file `path` for the duration of the block, or raise LockHeld at once.
+
+    The operating system releases the lock when its process ends, however it ends, so a file left
+    behind by a killed process is stale and simply taken over. The file holds the holder's process
+    id and is removed on release, with the folders made for it if they stayed empty.
+    """
+    path = Path(path)
+    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise LockHeld(f"process {holder} holds {path}") from None
+        if same_file(handle, path):
+            break
+        handle.close()  # the holder removed the file as we opened it: lock the new one
+    try:
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+        remove_if_empty(made)
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders, innermost first, as long as they are empty: those made only to hold a lock
+    file leave no trace when nothing else was written into them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def same_file(handle, path: Path) -> bool:
+    """Whether the open file `handle` is still the file at `path`."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def format_value(value) -> str:

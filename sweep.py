@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import functools
 import getpass
 import itertools
@@ -28,8 +27,6 @@ import sys
 import time
 import tomllib
 from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -402,7 +399,7 @@ def record_outcome(run: Run, returncode: int) -> str:
     if returncode == INTERRUPTED:
         return "interrupted"
     if returncode == experiments.DIVERGED:
-        return mark_failed(run, "diverged: the training loss became non-finite; try a lower lr")
+        return mark_failed(run, "diverged: a loss became non-finite; try a lower lr")
     return mark_failed(run, f"exit code {returncode}")
 
 
@@ -497,20 +494,6 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
         for process in processes:
             process.kill()
             process.wait()
-
-
-@contextmanager
-def sweep_lock(sweep: Sweep) -> Iterator[None]:
-    """Hold the sweep's lock file, so two invocations never start the same runs at once."""
-    sweep.log_dir.mkdir(parents=True, exist_ok=True)
-    path = sweep.log_dir / ".lock"
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SweepError(f"another sweep.py is working on this sweep (it holds {path}); "
-                             f"wait for it or stop it first") from None
-        yield
 
 
 def ensure_data(runs: list[Run]) -> None:
@@ -765,15 +748,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sweep the command line names; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with experiments.sigterm_as_keyboard_interrupt():
+        with experiments.interrupts_stop_the_run():
             options = parse_options(argv)
             sweep = load_sweep(options.sweep_file)
             if options.dry_run:
                 return list_runs(sweep)
-            with sweep_lock(sweep):
+            with records.exclusive_lock(sweep.log_dir / ".lock"):  # one invocation per sweep at a time
                 return run_sweep(sweep, options, argv)
     except (SweepError, experiments.UsageError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
+        return 2
+    except records.LockHeld as error:
+        print(f"sweep.py: error: another sweep.py is working on this sweep ({error}); wait for it or "
+              f"stop it first", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted before any run started", file=sys.stderr)

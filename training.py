@@ -11,14 +11,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from datasets import TrainBatch
+from batching import TrainBatch
 from signals import TrainingSignals
 
 CLEAN, NOISY = 0, 1
 
 
 class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite: the run diverged."""
+    """A loss (training, test or probe) became NaN or infinite: the run diverged."""
+
+    def __init__(self, quantity: str, value: float):
+        super().__init__(f"{quantity} is {value}")
+        self.quantity = quantity
 
 
 class FastForward(nn.Module):
@@ -105,7 +109,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
             progress.update(1)
     metrics = split_sums(sums)
     if not math.isfinite(metrics["train_loss"]):
-        raise NonFiniteLoss(f"training loss is {metrics['train_loss']}")
+        raise NonFiniteLoss("training loss", metrics["train_loss"])
     return metrics
 
 

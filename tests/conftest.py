@@ -79,12 +79,12 @@ def real_cifar10() -> Path:
 
 def write_cifar100(root: Path, train_size: int, test_size: int, seed: int = 0) -> Path:
     """Write a CIFAR-100 style `cifar-100-python` folder (fine and coarse labels) under `root`."""
-    import datasets
+    import label_noise
 
     rng = np.random.default_rng(seed)
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
-    coarse_of = {fine: coarse for coarse, group in enumerate(datasets.CIFAR100_SUPERCLASSES)
+    coarse_of = {fine: coarse for coarse, group in enumerate(label_noise.CIFAR100_SUPERCLASSES)
                  for fine in group}
 
     for name, count in (("train", train_size), ("test", test_size)):
@@ -109,9 +109,20 @@ def real_cifar10n() -> Path:
     return shared_folder("cifar-10n", "the CIFAR-10N label files")
 
 
+def start_with_sigint(command: list[str], sigint_handler, **kwargs) -> subprocess.Popen:
+    """Start a program in the repository root with SIGINT set to `sigint_handler` when it begins."""
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint_handler), **kwargs)
+
+
 def start_in_foreground(command: list[str], **kwargs) -> subprocess.Popen:
     """Start a program as a terminal would start it in the foreground, so that SIGINT reaches it as
     Ctrl-C: a shell starts background jobs (a CI script, say) with SIGINT ignored, and children
     inherit that."""
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
+    return start_with_sigint(command, signal.SIG_DFL, **kwargs)
+
+
+def start_in_background(command: list[str], **kwargs) -> subprocess.Popen:
+    """Start a program as a non-interactive shell starts a background job (`command &`): with SIGINT
+    ignored, which the program inherits."""
+    return start_with_sigint(command, signal.SIG_IGN, **kwargs)

@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 import torch
 
+import batching
 import datasets
+import label_noise
 from conftest import write_cifar
 
 
 def test_symmetric_noise_rate_matches_p_times_one_minus_one_over_c():
     labels = np.random.default_rng(0).integers(0, 10, 200_000)
     for p in (0.2, 0.5, 0.8):
-        noisy = datasets.symmetric_noise(labels, p, 10, datasets.numpy_rng(7, "noise"))
+        noisy = label_noise.symmetric_noise(labels, p, 10, datasets.numpy_rng(7, "noise"))
         wrong = (noisy != labels).mean()
         assert wrong == pytest.approx(p * (1 - 1 / 10), abs=0.004)
         assert noisy.min() >= 0 and noisy.max() <= 9
@@ -20,14 +22,14 @@ def test_symmetric_noise_rate_matches_p_times_one_minus_one_over_c():
 
 def test_noise_is_identical_for_a_seed_and_different_for_another():
     labels = np.arange(5000) % 10
-    draw = lambda seed: datasets.symmetric_noise(labels, 0.5, 10, datasets.numpy_rng(seed, "noise"))
+    draw = lambda seed: label_noise.symmetric_noise(labels, 0.5, 10, datasets.numpy_rng(seed, "noise"))
     assert np.array_equal(draw(1), draw(1))
     assert not np.array_equal(draw(1), draw(2))
 
 
 def test_zero_noise_keeps_every_label():
     labels = np.arange(1000) % 10
-    assert np.array_equal(datasets.symmetric_noise(labels, 0.0, 10, datasets.numpy_rng(0, "n")), labels)
+    assert np.array_equal(label_noise.symmetric_noise(labels, 0.0, 10, datasets.numpy_rng(0, "n")), labels)
 
 
 def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_rest():
@@ -41,7 +43,7 @@ def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_re
 
 @pytest.mark.parametrize("numsamples", [0, -5, 1001])
 def test_subset_out_of_range_is_a_clear_error(numsamples):
-    with pytest.raises(datasets.DataError, match="--numsamples .* choose 2 to 1000"):
+    with pytest.raises(datasets.DataError, match="--numsamples .* choose 1 to 1000"):
         datasets.choose_subset(1000, numsamples, datasets.numpy_rng(0, "subset"))
 
 
@@ -81,10 +83,12 @@ def test_missing_data_without_network_names_folder_and_archive(tmp_path, monkeyp
     offline = datasets.CifarSource(**{**datasets.CIFAR["cifar10"].__dict__,
                                       "url": "http://127.0.0.1:9/cifar-10-python.tar.gz"})
     monkeypatch.setitem(datasets.CIFAR, "cifar10", offline)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(datasets.DataError) as error:
-        datasets.load_cifar(tmp_path / "nowhere")
+        datasets.load_cifar(empty)
     message = str(error.value)
-    assert "cifar-10-batches-py not found in" in message and str(tmp_path / "nowhere") in message
+    assert "cifar-10-batches-py not found in" in message and str(empty) in message
     assert "cifar-10-python.tar.gz" in message and "\n" not in message
 
 
@@ -117,16 +121,33 @@ def test_noise_summary_counts_changed_labels(synthetic_cifar10):
     assert summary["fraction_wrong"] == summary["labels_changed"] / len(train)
 
 
-def test_batch_sizes_cover_every_image_but_a_lone_remainder():
-    assert datasets.batch_sizes(300, 128) == [128, 128, 44]
-    assert datasets.batch_sizes(257, 128) == [128, 128]
-    assert datasets.batch_sizes(256, 128) == [128, 128]
+def test_batch_sizes_cover_every_image_even_a_lone_remainder():
+    assert batching.batch_sizes(300, 128) == [128, 128, 44]
+    assert batching.batch_sizes(257, 128) == [128, 128, 1]
+    assert batching.batch_sizes(256, 128) == [128, 128]
+    assert batching.batch_sizes(1, 128) == [1]
+
+
+def test_a_folder_dataset_may_keep_one_image_to_train_on_beside_its_noisy_holdout():
+    images = np.zeros((5, 3, 32, 32), dtype=np.uint8)
+    train, test = datasets.ImageSet(images, np.arange(5)), datasets.ImageSet(images[:2], np.arange(2))
+    make = lambda holdout: datasets.make_noisy_data(
+        train, test, num_classes=5, numsamples=None, corrupt_prob=0.0, probe_source="train", seed=0,
+        noise_type=datasets.GIVEN, noisy_holdout=holdout)
+    assert len(make(4).train_index) == 1
+    with pytest.raises(datasets.DataError, match="--noisy-holdout 5 leaves none of the 5 training images"):
+        make(5)
+
+
+def test_a_subset_of_one_image_is_allowed():
+    subset, rest = datasets.choose_subset(1000, 1, datasets.numpy_rng(0, "subset"))
+    assert len(subset) == 1 and len(rest) == 999
 
 
 def test_normalize_uses_the_reference_constants():
     pixel = torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)
-    expected = [(1 - m) / s for m, s in zip(datasets.MEAN, datasets.STD)]
-    assert torch.allclose(datasets.normalize(pixel).flatten(), torch.tensor(expected))
+    expected = [(1 - m) / s for m, s in zip(batching.MEAN, batching.STD)]
+    assert torch.allclose(batching.normalize(pixel).flatten(), torch.tensor(expected))
 
 
 def test_real_subset_loads_with_its_documented_sizes(real_cifar10):

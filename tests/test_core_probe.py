@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import batching
 import datasets
 from models import create_model
 from susceptibility import probe_step, reference_susceptibility, running_susceptibility
@@ -152,7 +153,7 @@ def test_evaluate_counts_every_test_image(synthetic_cifar10):
     batches = make_batches(synthetic_cifar10)
     model = create_model("cnn", 0.125).eval()
     with torch.no_grad():
-        logits = model(datasets.normalize(batches.test_images))
+        logits = model(batching.normalize(batches.test_images))
     expected = 100 * (logits.argmax(1) == batches.test_labels).float().mean().item()
     result = evaluate(model, batches.test_batches())
     assert result["test_acc"] == pytest.approx(expected)

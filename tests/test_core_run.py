@@ -1,6 +1,11 @@
 """experiments.py end to end: records, checkpoints, determinism, resume, and bad input."""
 import hashlib
 import math
+import os
+import pickle
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +19,7 @@ import torch
 import experiments
 import records
 import sweep
-from conftest import ROOT, start_in_foreground, write_cifar
+from conftest import ROOT, start_in_background, start_in_foreground, write_cifar
 from susceptibility import running_susceptibility
 
 
@@ -52,7 +57,12 @@ def test_run_writes_a_complete_self_describing_record(finished_run):
     assert [row["epoch"] for row in record.rows] == [0, 1, 2]
     assert list(record.rows[0]) == records.COLUMNS
     assert record.meta["args"]["model"] == "cnn" and record.meta["args"]["seed"] == 3
-    assert record.meta["environment"]["torch"] == torch.__version__
+    environment = record.meta["environment"]
+    assert environment["torch"] == torch.__version__
+    assert environment["cpu_model"] == experiments.cpu_model() != ""
+    assert environment["device_name"] == environment["cpu_model"]  # on the CPU
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert environment["cpu_threads"] == torch.get_num_threads()
     assert record.meta["noise"]["labels_changed"] > 0 and record.meta["data"]["train_size"] == 300
     assert record.meta["status"] == {"epochs_completed": 3, "epochs_planned": 3, "finished": True,
                                      "stopped_because": None}
@@ -165,11 +175,20 @@ def slow_epoch_data(tmp_path_factory):
     return write_cifar(tmp_path_factory.mktemp("bigger"), train_per_batch=300, test_size=100)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tmp_path, signum):
-    argv = run_args(slow_epoch_data, tmp_path / "cut", epochs=4)
+INTERRUPTIONS = {
+    "ctrl-c": (signal.SIGINT, start_in_foreground, []),
+    "sigterm": (signal.SIGTERM, start_in_foreground, []),
+    "ctrl-c-loader-path": (signal.SIGINT, start_in_foreground, ["--data-path", "loader", "--workers", "0"]),
+    "sigint-to-a-background-job": (signal.SIGINT, start_in_background, []),
+}
+
+
+@pytest.mark.parametrize("signum, start, extra", INTERRUPTIONS.values(), ids=INTERRUPTIONS.keys())
+def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tmp_path, capsys, signum,
+                                                             start, extra):
+    argv = run_args(slow_epoch_data, tmp_path / "cut", *extra, epochs=4)
     command = [sys.executable, str(ROOT / "experiments.py"), *argv]
-    process = start_in_foreground(command)
+    process = start(command)
     path = record_path(tmp_path / "cut", epochs=4)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
@@ -179,17 +198,112 @@ def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tm
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert "--resume" in stderr and "epochs are saved" in stderr
     cut = records.read_record(path)
     assert 2 <= len(cut.rows) < 4 and not cut.meta["status"]["finished"]
+    assert f"{len(cut.rows)} of 4 epochs are saved" in stderr and stderr.strip().endswith("--resume")
 
     assert experiments.main([*argv, "--resume"]) == 0
-    assert experiments.main(run_args(slow_epoch_data, tmp_path / "whole", epochs=4)) == 0
+    assert "warning" not in capsys.readouterr().err  # the same machine
+    assert experiments.main(run_args(slow_epoch_data, tmp_path / "whole", *extra, epochs=4)) == 0
     assert same_record(path, record_path(tmp_path / "whole", epochs=4))
     resumed = records.load_checkpoint(tmp_path / "cut" / "checkpoint" / "t_cnn_4_0.05.pt")
     whole = records.load_checkpoint(tmp_path / "whole" / "checkpoint" / "t_cnn_4_0.05.pt")
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_an_interrupt_while_an_epoch_is_saved_waits_for_it_and_counts_it(synthetic_cifar10, tmp_path,
+                                                                        monkeypatch, capsys):
+    save_checkpoint, saves = records.save_checkpoint, []
+
+    def interrupted_save(path, state):
+        saves.append(path)
+        if len(saves) == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C as the second epoch is being written
+        save_checkpoint(path, state)
+
+    monkeypatch.setattr(records, "save_checkpoint", interrupted_save)
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == 130
+    err = capsys.readouterr().err
+    assert len(records.read_record(record_path(tmp_path, epochs=3)).rows) == 2
+    assert len(records.load_checkpoint(saves[0])["rows"]) == 2
+    saved = r"interrupted: 2 of 3 epochs are saved in \S+t_cnn_3_0.05.csv and \S+t_cnn_3_0.05.pt;"
+    assert re.search(saved, err)
+
+
+def test_an_interrupt_before_the_first_epoch_is_saved_says_that_nothing_was_written(
+        synthetic_cifar10, tmp_path, monkeypatch, capsys):
+    def ctrl_c(run, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "train_epoch", ctrl_c)
+    argv = run_args(synthetic_cifar10, tmp_path)
+    assert experiments.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted in epoch 1 of 2, before it was saved; nothing was written. "
+                   f"Start it again with: python experiments.py {shlex.join(argv)}")
+    assert not (tmp_path / "results").exists() and not list(tmp_path.glob("checkpoint/*"))
+
+
+def test_resume_without_an_earlier_run_says_that_it_starts_from_the_beginning(synthetic_cifar10, tmp_path,
+                                                                               capsys):
+    assert experiments.main([*run_args(synthetic_cifar10, tmp_path, epochs=1), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "no earlier run to resume" in out and "starting t_cnn_1_0.05.csv from the first epoch" in out
+
+
+def test_a_run_already_being_written_is_refused(synthetic_cifar10, tmp_path, capsys):
+    lock = tmp_path / "checkpoint" / "t_cnn_2_0.05.pt.lock"
+    with records.exclusive_lock(lock):
+        assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"another process is writing this run (process {os.getpid()} holds" in err
+        assert not (tmp_path / "results").exists() and list(tmp_path.glob("checkpoint/*")) == [lock]
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 0
+    assert not lock.exists()  # released on exit
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(synthetic_cifar10, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("two")
+    assert experiments.main(run_args(synthetic_cifar10, out)) == 0
+    return out
+
+
+def rolled_back(run: Path, copy: Path, environment: dict) -> Path:
+    """A copy of a finished two-epoch run, rolled back to after its first epoch, with its checkpoint's
+    environment changed."""
+    shutil.copytree(run, copy)
+    checkpoint = copy / "checkpoint" / "t_cnn_2_0.05.pt"
+    state = records.load_checkpoint(checkpoint)
+    state["rows"], state["epochs_completed"], state["finished"] = state["rows"][:1], 1, False
+    state["environment"] = {**state["environment"], **environment}
+    records.save_checkpoint(checkpoint, state)
+    return copy
+
+
+def test_resume_on_another_device_type_is_refused(synthetic_cifar10, two_epoch_run, tmp_path, capsys):
+    out = rolled_back(two_epoch_run, tmp_path / "run", {"device": "cuda:0"})
+    before = digest(out)
+    assert experiments.main([*run_args(synthetic_cifar10, out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was made on a cuda device and cannot continue on cpu" in err and "--device cuda" in err
+    assert err.count("\n") == 1 and digest(out) == before
+
+
+def test_resume_on_another_cpu_or_thread_count_warns(synthetic_cifar10, two_epoch_run, tmp_path, capsys):
+    out = rolled_back(two_epoch_run, tmp_path / "run", {"cpu_model": "Other CPU", "device_name": "Other CPU",
+                                                        "cpu_threads": 99})
+    assert experiments.main([*run_args(synthetic_cifar10, out), "--resume"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert len(warning) == 1 and "cpu_model 'Other CPU', now" in warning[0]
+    assert f"cpu_threads 99, now {torch.get_num_threads()}" in warning[0]
+    assert "cpu_capability" not in warning[0] and "device_name" not in warning[0]
+
+
+def test_help_states_when_records_are_identical():
+    text = " ".join(experiments.build_parser().format_help().split())
+    assert "same CPU model and thread count" in text
 
 
 def test_resuming_a_finished_run_changes_nothing(synthetic_cifar10, finished_run, capsys):
@@ -255,6 +369,45 @@ def test_corrupt_batch_file_is_named(tmp_path, capsys):
     assert "test_batch" in err and "corrupt or truncated" in err and err.count("\n") == 1
 
 
+class RunsCode:
+    """Unpickling this runs code: it creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_batch_file_that_would_run_code_is_refused(tmp_path, capsys):
+    root = write_cifar(tmp_path / "data", train_per_batch=10, test_size=10)
+    marker = tmp_path / "code-ran"
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({"data": RunsCode(marker), "labels": [0]}))
+    assert experiments.main(run_args(root, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert f"{batch} refers to pathlib.Path.touch" in err and "not loaded" in err
+    assert err.count("\n") == 1 and not (tmp_path / "results").exists()
+
+
+def test_a_missing_data_dir_is_named_and_not_created(tmp_path, capsys):
+    missing = tmp_path / "dta"
+    assert experiments.main(run_args(missing, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"--data-dir {missing} does not exist" in err and err.count("\n") == 1
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_data_dir_holding_the_batches_themselves_points_to_its_parent(synthetic_cifar10, tmp_path, capsys):
+    batches = synthetic_cifar10 / "cifar-10-batches-py"
+    before = digest(synthetic_cifar10)
+    assert experiments.main(run_args(batches, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert f"point --data-dir at its parent, {synthetic_cifar10}" in err and err.count("\n") == 1
+    assert digest(synthetic_cifar10) == before and list(tmp_path.iterdir()) == []
+
+
 def test_command_line_errors_exit_nonzero_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "experiments.py"), "--model", "cnn", "--scale", "-1"],
                             cwd=tmp_path, capture_output=True, text=True)
@@ -281,6 +434,47 @@ def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, 
     record = records.read_record(record_path(tmp_path, epochs=4))
     assert len(record.rows) == 2 and "non-finite" in record.meta["status"]["stopped_because"]
     assert checkpoint.read_bytes() == kept_checkpoint
+
+
+def poison_the_probe(monkeypatch) -> None:
+    """Make the probe of epoch 1 measure a NaN loss after its step."""
+    measure = experiments.Susceptibility.measure
+
+    def poisoned(probe, model, optimizer):
+        drop = measure(probe, model, optimizer)
+        if len(probe.phi_after) == 2:
+            probe.phi_after[-1] = math.nan
+        return drop
+    monkeypatch.setattr(experiments.Susceptibility, "measure", poisoned)
+
+
+def poison_the_test_loss(monkeypatch) -> None:
+    """Make the test pass of epoch 1 give an infinite loss."""
+    evaluate, calls = experiments.evaluate, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(None)
+        result = evaluate(*args, **kwargs)
+        return {**result, "test_loss": math.inf} if len(calls) == 2 else result
+    monkeypatch.setattr(experiments, "evaluate", poisoned)
+
+
+NON_FINITE = {
+    "phi-after": (poison_the_probe, "non-finite probe loss after the step (phi_after) in epoch 1"),
+    "test-loss": (poison_the_test_loss, "non-finite test loss in epoch 1"),
+}
+
+
+@pytest.mark.parametrize("poison, message", NON_FINITE.values(), ids=NON_FINITE.keys())
+def test_a_non_finite_probe_or_test_loss_stops_the_run_like_a_training_loss(
+        synthetic_cifar10, tmp_path, monkeypatch, capsys, poison, message):
+    poison(monkeypatch)
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == experiments.DIVERGED
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    record = records.read_record(record_path(tmp_path, epochs=3))
+    assert len(record.rows) == 1 and message in record.meta["status"]["stopped_because"]
+    assert len(records.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_3_0.05.pt")["rows"]) == 1
 
 
 def test_real_subset_end_to_end(real_cifar10, tmp_path):

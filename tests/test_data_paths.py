@@ -4,6 +4,7 @@ import pytest
 import torch
 from scipy import stats
 
+import batching
 import datasets
 import experiments
 import records
@@ -24,22 +25,22 @@ def coordinate_images(n: int) -> torch.Tensor:
 def recover_offsets_and_flips(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert `crop_and_flip` on coordinate images, from the centre pixels (always inside)."""
     flips = crops[:, 1, 16, 16] < crops[:, 1, 16, 15]
-    rows = crops[:, 0, 16, 16].long() - 1 - 16 + datasets.PAD
-    cols = crops[:, 1, 16, 16].long() - 1 - torch.where(flips, 15, 16) + datasets.PAD
+    rows = crops[:, 0, 16, 16].long() - 1 - 16 + batching.PAD
+    cols = crops[:, 1, 16, 16].long() - 1 - torch.where(flips, 15, 16) + batching.PAD
     return torch.stack([rows, cols], 1), flips
 
 
 def test_centre_offset_without_flip_returns_the_original_image():
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    centre = torch.full((5, 2), datasets.PAD)
-    assert torch.equal(datasets.crop_and_flip(images, centre, torch.zeros(5, dtype=torch.bool)), images)
-    assert torch.equal(datasets.crop_and_flip(images, centre, torch.ones(5, dtype=torch.bool)),
+    centre = torch.full((5, 2), batching.PAD)
+    assert torch.equal(batching.crop_and_flip(images, centre, torch.zeros(5, dtype=torch.bool)), images)
+    assert torch.equal(batching.crop_and_flip(images, centre, torch.ones(5, dtype=torch.bool)),
                        images.flip(-1))
 
 
 def test_crop_shifts_content_and_fills_the_padding_with_zeros():
     images = torch.randint(1, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    crop = datasets.crop_and_flip(images, torch.tensor([[0, 8]]), torch.tensor([False]))
+    crop = batching.crop_and_flip(images, torch.tensor([[0, 8]]), torch.tensor([False]))
     assert torch.equal(crop[0, :, 4:, :28], images[0, :, :28, 4:])
     assert (crop[0, :, :4] == 0).all() and (crop[0, :, :, 28:] == 0).all()
 
@@ -47,14 +48,14 @@ def test_crop_shifts_content_and_fills_the_padding_with_zeros():
 def test_recovery_of_offsets_is_exact():
     offsets = torch.tensor([[0, 0], [8, 8], [3, 7], [8, 0]])
     flips = torch.tensor([False, True, True, False])
-    crops = datasets.crop_and_flip(coordinate_images(4), offsets, flips)
+    crops = batching.crop_and_flip(coordinate_images(4), offsets, flips)
     got_offsets, got_flips = recover_offsets_and_flips(crops)
     assert torch.equal(got_offsets, offsets) and torch.equal(got_flips, flips)
 
 
 def test_random_offsets_cover_all_81_positions_uniformly_and_flip_half():
     n = 81 * 200
-    crops = datasets.random_augment(coordinate_images(n), torch.Generator().manual_seed(0))
+    crops = batching.random_augment(coordinate_images(n), torch.Generator().manual_seed(0))
     offsets, flips = recover_offsets_and_flips(crops)
     counts = np.bincount((offsets[:, 0] * 9 + offsets[:, 1]).numpy(), minlength=81)
     assert len(counts) == 81 and counts.min() > 0
@@ -82,11 +83,12 @@ def every_augmentation(image: torch.Tensor) -> torch.Tensor:
     grid = torch.cartesian_prod(torch.arange(9), torch.arange(9))
     offsets = torch.cat([grid, grid])
     flips = torch.arange(162) >= 81
-    return datasets.normalize(datasets.crop_and_flip(image.expand(162, -1, -1, -1), offsets, flips))
+    return batching.normalize(batching.crop_and_flip(image.expand(162, -1, -1, -1), offsets, flips))
 
 
-def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synthetic_cifar10):
-    device_path, loader_path, data = loader_and_device(synthetic_cifar10)
+@pytest.mark.parametrize("numsamples", [40, 33], ids=["remainder-8", "remainder-1"])
+def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synthetic_cifar10, numsamples):
+    device_path, loader_path, data = loader_and_device(synthetic_cifar10, numsamples)
     generator = lambda: torch.Generator().manual_seed(1)
     pairs = lambda source: sorted((int(a), int(t)) for batch in source.train_batches(generator())
                                   for a, t in zip(batch.assigned, batch.true))
@@ -98,6 +100,37 @@ def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synth
         source = torch.as_tensor(data.images[data.train_index[int(position)]])
         candidates = every_augmentation(source)
         assert any(torch.allclose(augmented, c, atol=1e-6) for c in candidates)
+
+
+def pil_crop_and_flip(image: np.ndarray, offset: tuple[int, int], flip: bool) -> torch.Tensor:
+    """One uint8 (3, 32, 32) image through the PIL transforms of the DataLoader path, at a given
+    crop offset (row, column) of the zero-padded image and flip."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    picture = TF.crop(TF.pad(Image.fromarray(image.transpose(1, 2, 0)), batching.PAD), *offset, 32, 32)
+    picture = TF.hflip(picture) if flip else picture
+    return TF.normalize(TF.to_tensor(picture), batching.MEAN, batching.STD)
+
+
+def test_tensor_crop_and_flip_equals_the_pil_transforms():
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    offsets = torch.tensor([[0, 0], [8, 8], [3, 7], [8, 0], [4, 4], [1, 6]])
+    flips = torch.tensor([False, True, True, False, True, False])
+    ours = batching.normalize(batching.crop_and_flip(torch.as_tensor(images), offsets, flips))
+    for image, offset, flip, mine in zip(images, offsets.tolist(), flips.tolist(), ours):
+        assert torch.equal(mine, pil_crop_and_flip(image, offset, bool(flip)))
+
+
+def test_loader_probe_batch_comes_from_its_generator_alone_as_the_device_path_does(synthetic_cifar10):
+    device_path, loader_path, _ = loader_and_device(synthetic_cifar10)
+    batches = []
+    for global_seed in (0, 1):  # a resumed run starts with another global random state
+        torch.manual_seed(global_seed)
+        batches.append(loader_path.probe_batch(torch.Generator().manual_seed(5)))
+    expected = device_path.probe_batch(torch.Generator().manual_seed(5))
+    for images, labels in batches:
+        assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
 
 
 def test_channels_last_network_shares_the_model_and_the_probe_restores_it(synthetic_cifar10):

@@ -180,3 +180,13 @@ def test_one_epoch_through_experiments_records_the_probe_and_saves_the_model(nam
     assert checkpoint.exists()
     model = create_model(name, 0.125)
     model.load_state_dict(records.load_checkpoint(checkpoint)["model"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_batch_of_one_image_trains_in_train_mode(name):
+    """The last training batch of an epoch can hold one image: every BatchNorm layer also
+    normalizes over spatial positions, so one sample is enough (the reference trains on it too)."""
+    torch.manual_seed(0)
+    model = create_model(name, 0.125).train()
+    F.cross_entropy(model(torch.randn(1, 3, 32, 32)), torch.tensor([3])).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -8,6 +8,7 @@ import torch
 
 import datasets
 import experiments
+import label_noise
 import records
 
 # Wrong-label rates of CIFAR-10N as published by its authors (fractions of the 50,000 images).
@@ -53,15 +54,15 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def test_asymmetric_noise_flips_only_the_listed_cifar10_classes_at_the_requested_rate():
     labels = np.repeat(np.arange(10), 20000)
-    noisy = datasets.asymmetric_noise(labels, 0.3, datasets.class_flips(10), datasets.numpy_rng(0, "a"))
+    noisy = label_noise.asymmetric_noise(labels, 0.3, label_noise.class_flips(10), datasets.numpy_rng(0, "a"))
     for cls in range(10):
         changed = noisy[labels == cls] != cls
-        if cls in datasets.CIFAR10_FLIPS:
-            assert set(noisy[labels == cls][changed]) == {datasets.CIFAR10_FLIPS[cls]}
+        if cls in label_noise.CIFAR10_FLIPS:
+            assert set(noisy[labels == cls][changed]) == {label_noise.CIFAR10_FLIPS[cls]}
             assert changed.mean() == pytest.approx(0.3, abs=0.015)
         else:
             assert not changed.any()
-    assert datasets.CIFAR10_FLIPS == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+    assert label_noise.CIFAR10_FLIPS == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
 
 def test_asymmetric_noise_is_fixed_by_the_seed_and_leaves_symmetric_runs_unchanged(synthetic_cifar10):
@@ -70,13 +71,13 @@ def test_asymmetric_noise_is_fixed_by_the_seed_and_leaves_symmetric_runs_unchang
         train, test, num_classes=10, numsamples=None, corrupt_prob=0.5, probe_source="train",
         seed=seed, noise_type=kind).assigned_labels
     assert np.array_equal(draw(1), draw(1)) and not np.array_equal(draw(1), draw(2))
-    symmetric = datasets.symmetric_noise(train.labels, 0.5, 10, datasets.numpy_rng(1, "noise"))
+    symmetric = label_noise.symmetric_noise(train.labels, 0.5, 10, datasets.numpy_rng(1, "noise"))
     assert np.array_equal(draw(1, "symmetric"), symmetric)
 
 
 def test_cifar100_flips_to_the_next_class_of_the_same_superclass():
-    flips = datasets.class_flips(100)
-    superclass = {fine: coarse for coarse, group in enumerate(datasets.CIFAR100_SUPERCLASSES)
+    flips = label_noise.class_flips(100)
+    superclass = {fine: coarse for coarse, group in enumerate(label_noise.CIFAR100_SUPERCLASSES)
                   for fine in group}
     assert sorted(superclass) == list(range(100))
     assert all(superclass[int(flips[c])] == superclass[c] and flips[c] != c for c in range(100))
@@ -89,7 +90,7 @@ def test_cifar100_flips_to_the_next_class_of_the_same_superclass():
 
 def test_asymmetric_noise_needs_a_cifar_class_count():
     with pytest.raises(datasets.DataError, match="CIFAR-10 and CIFAR-100, not for 14 classes"):
-        datasets.class_flips(14)
+        label_noise.class_flips(14)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,24 +98,24 @@ def test_asymmetric_noise_needs_a_cifar_class_count():
 
 
 def test_real_cifar10n_rates_match_the_published_ones(real_cifar10n):
-    arrays = datasets.read_label_file(real_cifar10n / "CIFAR-10_human.pt")
+    arrays = label_noise.read_label_file(real_cifar10n / "CIFAR-10_human.pt")
     clean = arrays["clean_label"]
     assert len(clean) == 50000
     for noise_type, published in PUBLISHED_RATES.items():
-        noisy = datasets.human_labels(real_cifar10n / "CIFAR-10_human.pt", noise_type, clean)
+        noisy = label_noise.human_labels(real_cifar10n / "CIFAR-10_human.pt", noise_type, clean)
         assert (noisy != clean).mean() == pytest.approx(published, abs=0.001), noise_type
 
 
 def test_real_subset_file_lines_up_with_the_real_subset(real_cifar10, real_cifar10n):
     train, test = datasets.load_cifar(real_cifar10)
-    full = datasets.read_label_file(real_cifar10n / "CIFAR-10_human.pt")
+    full = label_noise.read_label_file(real_cifar10n / "CIFAR-10_human.pt")
     layout = json.loads((real_cifar10 / "cifar-10-batches-py" / "subset_index.json").read_text())
     rows = np.concatenate([np.arange(part["official_offset"], part["official_offset"] + part["rows"])
                            for name, part in layout.items() if name.startswith("data_batch")])
     assert np.array_equal(full["clean_label"][rows], train.labels)
     subset_file = real_cifar10n / "CIFAR-10_human_subset.npz"
     for noise_type, key in datasets.CIFAR10N_KEYS.items():
-        assert np.array_equal(datasets.human_labels(subset_file, noise_type, train.labels), full[key][rows])
+        assert np.array_equal(label_noise.human_labels(subset_file, noise_type, train.labels), full[key][rows])
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=1000, corrupt_prob=0.5,
                                     probe_source="train", seed=0, noise_type="cifar10n-worst",
                                     noise_file=subset_file)
@@ -137,8 +138,8 @@ def test_the_full_file_on_the_real_subset_is_rejected(real_cifar10, real_cifar10
 
 def test_pt_and_npz_label_files_read_the_same(tmp_path):
     arrays = human_label_arrays(np.random.default_rng(0).integers(0, 10, 500))
-    from_pt = datasets.read_label_file(write_pt(tmp_path / "labels.pt", arrays))
-    from_npz = datasets.read_label_file(write_npz(tmp_path / "labels.npz", arrays))
+    from_pt = label_noise.read_label_file(write_pt(tmp_path / "labels.pt", arrays))
+    from_npz = label_noise.read_label_file(write_npz(tmp_path / "labels.npz", arrays))
     for key, values in arrays.items():
         assert np.array_equal(from_pt[key], values) and np.array_equal(from_npz[key], values)
 
@@ -152,7 +153,7 @@ def test_a_pt_file_with_pickled_code_is_refused_without_running_it(tmp_path):
 
     torch.save({"clean_label": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(datasets.DataError, match="holds objects other than integer label arrays"):
-        datasets.read_label_file(tmp_path / "evil.pt")
+        label_noise.read_label_file(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -214,7 +215,7 @@ def test_cifar100_run_with_asymmetric_noise(synthetic_cifar100, tmp_path):
     state = records.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_1_0.05.pt")
     true, assigned = state["labels"]["true"].numpy(), state["labels"]["assigned"].numpy()
     changed = assigned != true
-    assert np.array_equal(assigned[changed], datasets.class_flips(100)[true[changed]])
+    assert np.array_equal(assigned[changed], label_noise.class_flips(100)[true[changed]])
     assert list(state["model"].values())[-1].shape == (100,)  # the classifier's bias: 100 outputs
     row = record.rows[0]
     assert all(np.isfinite(row[c]) for c in ("train_acc", "train_clean_acc", "train_noisy_acc", "test_acc"))

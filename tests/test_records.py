@@ -1,7 +1,13 @@
-"""Run records: round trip, atomic writes, and rejection of files that are not records."""
+"""Run records: round trip, atomic and durable writes with the umask's permissions, rejection of
+files that are not records, and the lock that keeps two processes off one run."""
 import math
+import os
+import stat
+import subprocess
+import sys
 
 import pytest
+import torch
 
 import records
 
@@ -48,3 +54,92 @@ def test_a_csv_that_is_not_a_record_is_rejected(tmp_path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a run record"):
         records.read_record(path)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test, and put the previous one back afterwards."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_files_get_the_permissions_the_umask_gives_new_files(tmp_path, umask, mask, mode):
+    umask(mask)
+    records.write_record(tmp_path / "r.csv", sample_record())
+    records.save_checkpoint(tmp_path / "c.pt", {"x": torch.zeros(1)})
+    records.write_record(tmp_path / "r.csv", sample_record())  # a rewrite, as after every epoch
+    for name in ("r.csv", "c.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_a_write_is_flushed_then_renamed_then_the_rename_flushed(tmp_path, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(handle):
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(handle).st_mode) else "fsync file")
+        fsync(handle)
+
+    def logged_replace(source, target):
+        events.append("replace")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    records.write_record(tmp_path / "r.csv", sample_record())
+    assert events == ["fsync file", "replace", "fsync folder"]
+
+
+def test_a_held_lock_is_refused_naming_its_holder_and_removed_on_release(tmp_path):
+    path = tmp_path / "run.lock"
+    with records.exclusive_lock(path):
+        assert path.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(records.LockHeld, match=f"process {os.getpid()} holds {path}"):
+            with records.exclusive_lock(path):
+                pass
+    assert not path.exists()
+    with records.exclusive_lock(path):  # free again
+        pass
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    path = tmp_path / "run.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import records, sys, time\n"
+                               f"with records.exclusive_lock({str(path)!r}):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              cwd=records.Path(records.__file__).parent, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(records.LockHeld, match=f"process {holder.pid}"):
+        with records.exclusive_lock(path):
+            pass
+    holder.kill()
+    holder.wait()
+    assert path.exists()  # stale: its process is gone
+    with records.exclusive_lock(path):
+        assert path.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_lock_file_removed_while_it_is_taken_is_made_again(tmp_path, monkeypatch):
+    path = tmp_path / "run.lock"
+    flock, calls = records.fcntl.flock, []
+
+    def racing_flock(handle, operation):
+        if not calls:
+            path.unlink()  # its holder released and removed it just as this process opened it
+        calls.append(operation)
+        return flock(handle, operation)
+
+    monkeypatch.setattr(records.fcntl, "flock", racing_flock)
+    with records.exclusive_lock(path):
+        assert path.read_text() == f"{os.getpid()}\n" and len(calls) == 2
+
+
+def test_folders_made_for_a_lock_are_removed_with_it_unless_something_was_written_there(tmp_path):
+    with records.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    with records.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
+        (tmp_path / "a" / "kept.txt").write_text("x")
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["a", "a/kept.txt"]

@@ -9,6 +9,7 @@ from torch import nn
 
 import datasets
 import experiments
+import label_noise
 import records
 from signals import TrainingSignals, margins
 from test_folder_dataset import write_image_folder
@@ -110,7 +111,7 @@ def test_holdout_labels_follow_the_symmetric_noise_rate():
 
 def test_holdout_labels_follow_asymmetric_flips():
     data = noisy_data(fake_dataset(40000), 10000, noise_type="asymmetric", corrupt_prob=0.6)
-    flips = datasets.class_flips(10)
+    flips = label_noise.class_flips(10)
     true, noisy = data.holdout.true_labels, data.holdout.labels
     changed = noisy != true
     assert np.array_equal(noisy[changed], flips[true[changed]])  # only to the partner class

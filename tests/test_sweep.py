@@ -10,7 +10,7 @@ import pytest
 import experiments
 import records
 import sweep
-from conftest import ROOT, start_in_foreground
+from conftest import ROOT, start_in_background, start_in_foreground
 from test_optimizers import interrupt_at_epoch
 
 TINY = """
@@ -192,10 +192,12 @@ def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path,
     assert failing.log.read_text().count("=== ") == 2
 
 
-def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path, synthetic_cifar10):
+@pytest.mark.parametrize("start", [start_in_foreground, start_in_background],
+                         ids=["ctrl-c", "sigint-to-a-background-job"])
+def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path, synthetic_cifar10, start):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=500)
     runs = sweep.load_sweep(path).runs
-    process = start_in_foreground([sys.executable, str(ROOT / "sweep.py"), str(path), "--jobs", "2"])
+    process = start([sys.executable, str(ROOT / "sweep.py"), str(path), "--jobs", "2"])
     deadline = time.time() + 120
     while time.time() < deadline and not all(run.record.exists() for run in runs):
         time.sleep(0.1)
@@ -242,3 +244,13 @@ def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifa
     assert all(len(finished_rows(run)) == 1 and run.marker("job").exists() for run in runs)
     assert sweep.main(argv) == 0
     assert "2 runs: 2 finished" in capsys.readouterr().out
+
+
+def test_a_second_invocation_of_a_running_sweep_is_refused(tmp_path, synthetic_cifar10, capsys):
+    path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
+    lock = sweep.load_sweep(path).log_dir / ".lock"
+    with records.exclusive_lock(lock):
+        assert sweep.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"another sweep.py is working on this sweep (process {os.getpid()} holds {lock})" in err
+    assert err.count("\n") == 1 and not list((tmp_path / "results").glob("*.csv"))

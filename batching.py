@@ -1,0 +1,227 @@
+"""Batches for training, the probe and the test pass, with the reference augmentation.
+
+Two data paths: `DeviceBatches` keeps the whole uint8 dataset on the compute device and crops,
+flips and normalizes there, batch-vectorized; `LoaderBatches` is the reference's torch DataLoader
+with PIL transforms in worker processes, for data too large for the device. Both draw their random
+numbers from the generators they are given, so a run's batches follow from its seed.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from datasets import NoisyData
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+PAD = 4  # zero padding of the random crop, in pixels
+IMAGE_SIZE = 32
+
+
+@functools.cache
+def normalization_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference mean and std as (1, 3, 1, 1) tensors, made once per device rather than copied
+    to it for every batch."""
+    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(STD, device=device).view(1, 3, 1, 1))
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float, scaled to [0, 1] and normalized with the reference constants."""
+    mean, std = normalization_constants(images.device)
+    return images.float().div_(255).sub_(mean).div_(std)
+
+
+def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Crop each zero-padded image at its (row, column) offset in [0, 2*PAD] and mirror where flips.
+
+    One gather over the batch does both, with no per-image Python.
+    """
+    n, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+    padded = F.pad(images, (PAD, PAD, PAD, PAD))
+    pixels = torch.arange(size, device=images.device)
+    rows = offsets[:, 0, None] + pixels
+    cols = offsets[:, 1, None] + torch.where(flips[:, None], size - 1 - pixels, pixels)
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(channels, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The reference training augmentation on a uint8 batch: random 32x32 crop of the 4-pixel zero
+    padded image (81 offsets, uniform) and a horizontal flip with probability 1/2."""
+    n, device = images.shape[0], images.device
+    offsets = torch.randint(0, 2 * PAD + 1, (n, 2), generator=generator, device=device)
+    flips = torch.rand(n, generator=generator, device=device) < 0.5
+    return crop_and_flip(images, offsets, flips)
+
+
+@dataclass
+class TrainBatch:
+    """Normalized augmented images with the labels trained on, the true labels, and the images'
+    positions in the training subset (for per-sample bookkeeping)."""
+
+    images: torch.Tensor
+    assigned: torch.Tensor
+    true: torch.Tensor
+    index: torch.Tensor
+
+
+class DeviceBatches:
+    """Keeps the whole uint8 dataset on the compute device and augments there, batch-vectorized."""
+
+    def __init__(self, data: NoisyData, device: torch.device, batch_size: int, eval_batch_size: int):
+        as_tensor = lambda a: torch.as_tensor(a).to(device)
+        self.device = device
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        used = np.union1d(data.train_index, data.probe_index)
+        rows = np.searchsorted(used, data.train_index), np.searchsorted(used, data.probe_index)
+        self.images = as_tensor(data.images[used])
+        self.train_rows, self.probe_rows = as_tensor(rows[0]), as_tensor(rows[1])
+        self.assigned = as_tensor(data.assigned_labels)
+        self.true = as_tensor(data.true_labels)
+        self.probe_labels = as_tensor(data.probe_labels)
+        self.test_images = as_tensor(data.test.images)
+        self.test_labels = as_tensor(data.test.labels)
+        self.holdout_images = as_tensor(data.images[data.holdout.index])
+        self.holdout_labels = as_tensor(data.holdout.labels)
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
+        """One shuffled, augmented pass over the training subset."""
+        order = torch.randperm(len(self.train_rows), generator=generator, device=self.device)
+        for batch in batch_slices(order, self.batch_size):
+            images = random_augment(self.images[self.train_rows[batch]], generator)
+            yield TrainBatch(normalize(images), self.assigned[batch], self.true[batch], batch)
+
+    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented batch of the probe set with its fixed random labels, freshly shuffled."""
+        pick = torch.randperm(len(self.probe_rows), generator=generator, device=self.device)[:self.batch_size]
+        images = random_augment(self.images[self.probe_rows[pick]], generator)
+        return normalize(images), self.probe_labels[pick]
+
+    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The test set in order, normalized only, in large evaluation batches."""
+        return self.evaluation_batches(self.test_images, self.test_labels)
+
+    def holdout_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The noisy hold-out set with its noisy labels, like the test set."""
+        return self.evaluation_batches(self.holdout_images, self.holdout_labels)
+
+    def evaluation_batches(self, images: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Images in order, normalized only, with their labels, in large evaluation batches."""
+        for start in range(0, len(labels), self.eval_batch_size):
+            stop = start + self.eval_batch_size
+            yield normalize(images[start:stop]), labels[start:stop]
+
+    def train_batch_count(self) -> int:
+        return len(batch_sizes(len(self.train_rows), self.batch_size))
+
+
+def batch_sizes(count: int, batch_size: int) -> list[int]:
+    """Sizes of the training batches of one epoch: full batches, then the remainder, as in the
+    reference's DataLoader. A remainder of one image trains too: every BatchNorm layer here
+    normalizes over the spatial positions as well as the batch."""
+    sizes = [batch_size] * (count // batch_size)
+    if count % batch_size:
+        sizes.append(count % batch_size)
+    return sizes
+
+
+def batch_slices(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """Split a permutation into consecutive training batches (see `batch_sizes`)."""
+    start = 0
+    for size in batch_sizes(len(order), batch_size):
+        yield order[start:start + size]
+        start += size
+
+
+class PilTransformSet(torch.utils.data.Dataset):
+    """Images of a uint8 array through torchvision PIL transforms, returned with their position."""
+
+    def __init__(self, images: np.ndarray, transform):
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[position].transpose(1, 2, 0))), position
+
+
+class LoaderBatches:
+    """The reference data path: a torch DataLoader with PIL transforms in worker processes.
+
+    Slower than `DeviceBatches`, but it never holds the dataset on the device. Labels stay on the
+    device and are looked up by the positions the loader returns.
+    """
+
+    def __init__(self, data: NoisyData, device: torch.device, batch_size: int, eval_batch_size: int,
+                 workers: int):
+        from torchvision import transforms
+
+        normalize_pil = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+        augment = transforms.Compose([transforms.RandomCrop(IMAGE_SIZE, padding=PAD),
+                                      transforms.RandomHorizontalFlip(), *normalize_pil])
+        self.device = device
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.workers = workers
+        self.train_set = PilTransformSet(data.images[data.train_index], augment)
+        self.probe_images = torch.as_tensor(data.images[data.probe_index])
+        self.test_set = PilTransformSet(data.test.images, transforms.Compose(normalize_pil))
+        self.holdout_set = PilTransformSet(data.images[data.holdout.index], transforms.Compose(normalize_pil))
+        self.assigned = torch.as_tensor(data.assigned_labels).to(device)
+        self.true = torch.as_tensor(data.true_labels).to(device)
+        self.probe_labels = torch.as_tensor(data.probe_labels).to(device)
+        self.test_labels = torch.as_tensor(data.test.labels).to(device)
+        self.holdout_labels = torch.as_tensor(data.holdout.labels).to(device)
+
+    def loader(self, dataset, batches, generator: torch.Generator | None = None):
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.workers,
+                                           generator=generator,
+                                           pin_memory=self.device.type == "cuda")
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
+        """One shuffled pass; the generator fixes the order and the workers' augmentation seeds."""
+        order = torch.randperm(len(self.train_set), generator=generator)
+        batches = [b.tolist() for b in batch_slices(order, self.batch_size)]
+        for images, positions in self.loader(self.train_set, batches, generator):
+            positions = positions.to(self.device)
+            yield TrainBatch(images.to(self.device, non_blocking=True), self.assigned[positions],
+                             self.true[positions], positions)
+
+    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented probe batch, made in this process with crops and flips drawn from
+        `generator` (not from the global random state, which a resumed run does not share): the
+        same pixels as the PIL transforms give for those crops and flips."""
+        pick = torch.randperm(len(self.probe_images), generator=generator)[:self.batch_size]
+        images = normalize(random_augment(self.probe_images[pick], generator))
+        return images.to(self.device), self.probe_labels[pick.to(self.device)]
+
+    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The test set in order, normalized only."""
+        return self.evaluation_batches(self.test_set, self.test_labels)
+
+    def holdout_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The noisy hold-out set with its noisy labels, like the test set."""
+        return self.evaluation_batches(self.holdout_set, self.holdout_labels)
+
+    def evaluation_batches(self, dataset: PilTransformSet, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A dataset's images in order, normalized only, with their labels."""
+        order = torch.arange(len(dataset))
+        batches = [b.tolist() for b in order.split(self.eval_batch_size)]
+        for images, positions in self.loader(dataset, batches):
+            yield images.to(self.device, non_blocking=True), labels[positions.to(self.device)]
+
+    def train_batch_count(self) -> int:
+        return len(batch_sizes(len(self.train_set), self.batch_size))
