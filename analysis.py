@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -377,21 +378,21 @@ def correlation_warnings(across: Correlation, along: pd.DataFrame) -> list[str]:
     return warnings
 
 
-# The signals compared across runs: column -> (what it is, whether a higher value is better).
+class Signal(NamedTuple):
+    """A quantity a run records that might select models without clean labels."""
+
+    label: str     # what it is, for tables and axes
+    rule: str      # the name of the selection rule that uses it alone
+    higher: bool   # whether a higher value should mean a better model
+
+
+# The signals compared across runs, by table column.
 SIGNALS = {
-    "train_acc": ("training accuracy", True),
-    "zeta": ("susceptibility ζ", False),
-    "noisy_holdout_acc": ("noisy hold-out accuracy", True),
-    "pred_changes": ("prediction changes (%)", False),
-    "neg_margin": ("negative-margin fraction (%)", False),
-}
-# Model-selection rules besides the paper's Region 1 rule: name -> (signal column, higher is better).
-SIGNAL_RULES = {
-    "train acc": ("train_acc", True),
-    "zeta": ("zeta", False),
-    "noisy hold-out": ("noisy_holdout_acc", True),
-    "prediction changes": ("pred_changes", False),
-    "negative margins": ("neg_margin", False),
+    "train_acc": Signal("training accuracy", "train acc", True),
+    "zeta": Signal("susceptibility ζ", "zeta", False),
+    "noisy_holdout_acc": Signal("noisy hold-out accuracy", "noisy hold-out", True),
+    "pred_changes": Signal("prediction changes (%)", "prediction changes", False),
+    "neg_margin": Signal("negative-margin fraction (%)", "negative margins", False),
 }
 LABEL_WAVE_WINDOW = 3    # epochs in the moving average of prediction changes
 LABEL_WAVE_PATIENCE = 3  # epochs without a new minimum of that average before stopping
@@ -419,11 +420,11 @@ def compare_signals(table: pd.DataFrame, epoch: int | None = None, convention: s
     region_pick = selection.picks.loc["region 1", "run"]
     rows["region 1"] = {"signal": "Region 1 (training accuracy, ζ)", "direction": "",
                         "run": region_pick, "test_acc": values["test_acc"].get(region_pick, np.nan)}
-    for rule, (column, higher) in SIGNAL_RULES.items():
+    for column, (label, rule, higher) in SIGNALS.items():
         runs = values.dropna(subset=[column, "test_acc"])
         pick = best_run(runs, column, largest=higher)
         correlation = kendall(values[column], values["test_acc"])
-        rows[rule] = {"signal": SIGNALS[column][0], "direction": "highest" if higher else "lowest",
+        rows[rule] = {"signal": label, "direction": "highest" if higher else "lowest",
                       "run": pick, "test_acc": runs["test_acc"].get(pick, np.nan),
                       "tau_test_acc": correlation.tau, "pvalue": correlation.pvalue, "runs": correlation.n}
     rows["oracle"] = {"signal": "test accuracy", "direction": "highest",
@@ -748,7 +749,7 @@ def plot_signals(table: pd.DataFrame, epoch: int | None = None, convention: str 
     """Test accuracy against each signal across runs, one panel per signal, Kendall's τ on each."""
     values = signal_values(table, epoch, convention)
     figure = Figure(figsize=(3.2 * len(SIGNALS), 3.6), layout="constrained")
-    for axes, (column, (label, higher)) in zip(figure.subplots(1, len(SIGNALS), sharey=True), SIGNALS.items()):
+    for axes, (column, (label, _, higher)) in zip(figure.subplots(1, len(SIGNALS), sharey=True), SIGNALS.items()):
         correlation = kendall(values[column], values["test_acc"])
         axes.set_xlabel(label + (" (↑ better)" if higher else " (↓ better)"))
         if correlation.n == 0:
