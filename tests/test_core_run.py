@@ -157,7 +157,7 @@ def test_help_explains_every_flag_and_shows_a_default_at_most_once(parser, flag,
         assert text.count("(default") <= 1, text
         if action.required:
             assert "default" not in text, text
-        elif action.default in (None, False, []):
+        elif action.default is None or action.default is False or action.default == []:
             assert f"(default: {action.default})" not in text, text
     assert shown_help(parser, parser._option_string_actions[flag]).endswith(f"(default: {default})")
 
