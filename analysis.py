@@ -697,8 +697,10 @@ def plot_zeta_vs_memorization(table: pd.DataFrame, epoch: int | None = None,
 MARKERS = "osD^vP*Xph<>"
 
 
-def draw_by_model_and_optimizer(axes, x: pd.Series, y: pd.Series, runs: pd.DataFrame, **style) -> None:
-    """Scatter the runs with a marker per architecture and a colour per optimizer, and a legend of both."""
+def draw_by_model_and_optimizer(axes, x: pd.Series, y: pd.Series, runs: pd.DataFrame, legend: bool = True,
+                                **style) -> None:
+    """Scatter the runs with a marker per architecture and a colour per optimizer, and (with
+    `legend`) a legend of both."""
     models = sorted(runs["model"].dropna().unique())
     optimizers = sorted(runs["optimizer"].dropna().unique())
     colours = {name: f"C{i}" for i, name in enumerate(optimizers)}
@@ -709,7 +711,7 @@ def draw_by_model_and_optimizer(axes, x: pd.Series, y: pd.Series, runs: pd.DataF
     handles = [Line2D([], [], marker=markers[m], color="dimgray", linestyle="", label=model_name(m, None))
                for m in models]
     handles += [Patch(color=colours[o], label=optimizer_name(o)) for o in optimizers]
-    if handles:
+    if handles and legend:
         axes.legend(handles=handles, fontsize="small", loc="best", framealpha=0.8)
 
 
@@ -748,17 +750,20 @@ def plot_regions(selection: ModelSelection) -> Figure:
 def plot_signals(table: pd.DataFrame, epoch: int | None = None, convention: str = "paper") -> Figure:
     """Test accuracy against each signal across runs, one panel per signal, Kendall's τ on each."""
     values = signal_values(table, epoch, convention)
-    figure = Figure(figsize=(3.2 * len(SIGNALS), 3.6), layout="constrained")
-    for axes, (column, (label, _, higher)) in zip(figure.subplots(1, len(SIGNALS), sharey=True), SIGNALS.items()):
+    runs = runs_at_epoch(table, epoch)
+    figure = Figure(figsize=(3.2 * len(SIGNALS), 3.8), layout="constrained")
+    panels = figure.subplots(1, len(SIGNALS), sharey=True)
+    for number, (axes, (column, (label, _, higher))) in enumerate(zip(panels, SIGNALS.items())):
         correlation = kendall(values[column], values["test_acc"])
         axes.set_xlabel(label + (" (↑ better)" if higher else " (↓ better)"))
         if correlation.n == 0:
             axes.text(0.5, 0.5, "not recorded", transform=axes.transAxes, ha="center", color="gray")
             axes.set_xticks([])
             continue
-        axes.scatter(values[column], values["test_acc"], s=18)
+        draw_by_model_and_optimizer(axes, values[column], values["test_acc"], runs, legend=number == 0)
         axes.set_title(f"τ = {correlation.tau:.2f} (p = {correlation.pvalue:.2g}, {correlation.n} runs)",
                        fontsize="small")
+        axes.grid(alpha=0.3)
     figure.axes[0].set_ylabel("test accuracy (%)")
     figure.suptitle(f"Signals without clean labels against test accuracy, {describe_epoch(epoch)}")
     return figure
