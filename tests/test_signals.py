@@ -218,3 +218,19 @@ def test_a_holdout_larger_than_what_is_left_is_refused_in_one_line(synthetic_cif
     err = capsys.readouterr().err
     assert "--noisy-holdout 101 needs that many" in err and err.count("\n") == 1
     assert not (tmp_path / "results").exists()
+
+
+def test_a_checkpoint_without_the_signals_history_resumes_and_says_they_start_afresh(
+        synthetic_cifar10, tmp_path, capsys):
+    argv = tiny_run(synthetic_cifar10, tmp_path, epochs=3)
+    assert experiments.main(argv) == 0
+    checkpoint = tmp_path / "checkpoint" / "s_cnn_3_0.05.pt"
+    state = records.load_checkpoint(checkpoint)
+    del state["signals"], state["args"]["noisy_holdout"], state["labels"]["holdout_index"]
+    state["rows"], state["epochs_completed"], state["finished"] = state["rows"][:2], 2, False
+    records.save_checkpoint(checkpoint, state)
+    capsys.readouterr()
+    assert experiments.main([*argv, "--resume"]) == 0
+    assert "holds no prediction or margin history" in capsys.readouterr().err
+    rows = read_rows(tmp_path)
+    assert len(rows) == 3 and math.isnan(rows[2]["pred_changes"])  # no previous prediction to compare

@@ -137,6 +137,20 @@ def test_a_channels_last_record_counts_as_finished(tmp_path, synthetic_cifar10, 
     assert [sweep.run_state(run, set()) for run in runs] == [sweep.FINISHED] * 2
 
 
+def test_a_record_older_than_an_argument_counts_as_run_with_its_default(tmp_path, synthetic_cifar10):
+    """A record written before --noisy-holdout existed lacks it; it ran without a hold-out set."""
+    path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
+    run = sweep.load_sweep(path).runs[0]
+    assert experiments.main(run.argv) == 0
+    record = records.read_record(run.record)
+    del record.meta["args"]["noisy_holdout"]
+    records.write_record(run.record, record)
+    assert sweep.run_state(run, set()) == sweep.FINISHED
+    record.meta["args"]["noisy_holdout"] = 10  # a value other than the default is another run
+    records.write_record(run.record, record)
+    assert sweep.run_state(run, set()) == sweep.RESUME
+
+
 def test_abbreviated_options_are_refused(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS)
     assert sweep.main([str(path), "--job", "2"]) == 2
