@@ -574,12 +574,17 @@ def save_figure(figure: Figure, folder: str | Path, name: str,
 
 def write_figures(table: pd.DataFrame, selection: "ModelSelection", out_dir: str | Path,
                   epoch: int | None = None, convention: str = "paper",
-                  curves: list[str] | None = None, formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
+                  curves: list[str] | None = None, formats: tuple[str, ...] = FIGURE_FORMATS,
+                  compare: list[str] | None = None) -> list[Path]:
     """The notebook's figures as files in `out_dir`, each in every one of `formats`: ζ against
-    memorization across runs, the four regions, the signals, and the curves of the runs matching the
-    `curves` patterns (none by default)."""
+    memorization across runs, the four regions, the signals, the curves of the runs matching the
+    `curves` patterns (none by default), and those matching the `compare` patterns side by side
+    (`compare`, in the order of the patterns)."""
     chosen = sorted(filter_runs(table, curves)["run"].unique()) if curves else []
     figures = {f"curves_{run}": plot_run(table, run, convention) for run in chosen}
+    if compare:
+        compared = [run for pattern in compare for run in sorted(filter_runs(table, [pattern])["run"].unique())]
+        figures["compare"] = plot_runs(table, list(dict.fromkeys(compared)), convention)
     figures["zeta_vs_memorization"] = plot_zeta_vs_memorization(table, epoch, convention)
     figures["regions"] = plot_regions(selection)
     figures["signals"] = plot_signals(table, epoch, convention)
@@ -649,13 +654,12 @@ def fit_range(values: list[float], margin: float = 0.08, low: float = -np.inf, h
     return max(bottom - pad, low), min(top + pad, high)
 
 
-def plot_run(table: pd.DataFrame, run: str, convention: str = "paper") -> Figure:
-    """Accuracies (top) and ζ (bottom) of one run over its epochs, on a shared epoch axis; the
-    accuracy axis fits the curves and marks chance level. Curves without data are left out."""
+def draw_run(accuracy_axes, zeta_axes, table: pd.DataFrame, run: str,
+             convention: str = "paper") -> tuple[list[float], list[float]]:
+    """Draw one run's accuracies on `accuracy_axes` and ζ on `zeta_axes`, marking chance level;
+    return the values drawn on each, to fit the axes' ranges. Curves without data are left out."""
     curves = run_curves(table, run, convention)
     about = table[table["run"] == run].iloc[0]
-    figure = Figure(figsize=(7, 6.5), layout="constrained")
-    accuracy_axes, zeta_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     shown = [column for column in ACCURACY_CURVES if curves[column].notna().any()]
     for column in shown:
         accuracy_axes.plot(curves.index, curves[column], marker=".", label=ACCURACY_CURVES[column])
@@ -663,17 +667,43 @@ def plot_run(table: pd.DataFrame, run: str, convention: str = "paper") -> Figure
     if np.isfinite(chance):
         accuracy_axes.axhline(chance, color="gray", linestyle=":", linewidth=1,
                               label=f"chance ({chance:.0f} %)")
-    limits = fit_range([*curves[shown].to_numpy().ravel(), chance], low=0, high=100)
-    accuracy_axes.set(ylabel="accuracy (%)", ylim=limits)
-    accuracy_axes.legend(fontsize="small", loc="best")
     zeta_axes.plot(curves.index, curves["zeta"], marker=".", color="black")
-    zeta_axes.set(xlabel="epoch (0-based, as in the record)", ylim=fit_range(curves["zeta"].tolist()),
-                  ylabel=f"susceptibility ζ\n({convention} convention)")
+    zeta_axes.set(xlabel="epoch (0-based, as in the record)")
     zeta_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axes in (accuracy_axes, zeta_axes):
         axes.grid(alpha=0.3)
-    figure.suptitle(run_title(about), fontsize="medium")
+    return [*curves[shown].to_numpy().ravel(), chance], curves["zeta"].tolist()
+
+
+def plot_runs(table: pd.DataFrame, runs: list[str], convention: str = "paper") -> Figure:
+    """Accuracies (top) and ζ (bottom) of each run over its epochs, the runs side by side on shared
+    axes so that they compare at a glance; the axes fit the curves and mark chance level."""
+    figure = Figure(figsize=(3.5 + 3.5 * len(runs), 6.5), layout="constrained")
+    grid = figure.subplots(2, len(runs), sharex="col", sharey="row", height_ratios=[3, 2], squeeze=False)
+    accuracies, zetas = [], []
+    for column, run in enumerate(runs):
+        run_accuracies, run_zetas = draw_run(grid[0, column], grid[1, column], table, run, convention)
+        accuracies += run_accuracies
+        zetas += run_zetas
+    grid[0, 0].set(ylabel="accuracy (%)", ylim=fit_range(accuracies, low=0, high=100))
+    grid[0, 0].legend(fontsize="small", loc="best")
+    grid[1, 0].set(ylabel=f"susceptibility ζ\n({convention} convention)", ylim=fit_range(zetas))
+    titles = [run_title(table[table["run"] == run].iloc[0]) for run in runs]
+    if len(runs) == 1:
+        figure.suptitle(titles[0], fontsize="medium")
+        return figure
+    trainings, data = zip(*(title.split("\n") for title in titles))
+    shared_data = len(set(data)) == 1  # then said once, above the runs
+    if shared_data:
+        figure.suptitle(data[0], fontsize="medium")
+    for axes, training, about in zip(grid[0], trainings, data):
+        axes.set_title(training if shared_data else f"{training}\n{about}", fontsize="small")
     return figure
+
+
+def plot_run(table: pd.DataFrame, run: str, convention: str = "paper") -> Figure:
+    """Accuracies (top) and ζ (bottom) of one run over its epochs, on a shared epoch axis."""
+    return plot_runs(table, [run], convention)
 
 
 def plot_zeta_vs_memorization(table: pd.DataFrame, epoch: int | None = None,
@@ -883,6 +913,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="file formats of every figure (default: png pdf)")
     parser.add_argument("--curves", metavar="PATTERN", nargs="+", default=None,
                         help="with --figures, also each matching run's curves (e.g. '*')")
+    parser.add_argument("--compare", metavar="PATTERN", nargs="+", default=None,
+                        help="with --figures, also the curves of the matching runs side by side on shared "
+                             "axes, in the order of the patterns (compare.png)")
     parser.add_argument("--per-seed", action="store_true",
                         help="also treat each seed's runs as a population of its own and summarize the "
                              "rules and tau over the populations (with --figures: a region plot per seed)")
@@ -915,7 +948,7 @@ def main(argv: list[str] | None = None) -> int:
             print(seed_populations_report(per_seed, along))
         if args.figures:
             paths = write_figures(table, selection, args.figures, args.epoch, args.convention,
-                                  args.curves, tuple(args.formats))
+                                  args.curves, tuple(args.formats), args.compare)
             for seed, seed_selection in (per_seed.selections.items() if per_seed else ()):
                 paths += save_formats(plot_regions(seed_selection), Path(args.figures) / f"regions_seed{seed}",
                                       tuple(args.formats))

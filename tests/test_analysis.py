@@ -224,6 +224,23 @@ def test_figures_drop_missing_curves_and_save_as_png_and_pdf(tmp_path):
     analysis.plot_zeta_vs_memorization(table)
 
 
+def test_runs_compared_side_by_side_share_their_axes_and_name_their_shared_data_once(tmp_path):
+    write_run(tmp_path, "low", [epoch_row(e, 0.1, 50.0, 40.0, 10.0) for e in range(3)])
+    write_run(tmp_path, "high", [epoch_row(e, 2.0, 90.0, 30.0, 80.0) for e in range(3)],
+              args={"model": "resnet", "scale": 0.25, "lr": 0.05, "optimizer": "sgd", "seed": 0})
+    table = analysis.load_runs(tmp_path).table
+    figure = analysis.plot_runs(table, ["high", "low"])
+    (high_accuracy, low_accuracy), (high_zeta, low_zeta) = figure.axes[:2], figure.axes[2:]
+    assert high_accuracy.get_ylim() == low_accuracy.get_ylim() and high_zeta.get_ylim() == low_zeta.get_ylim()
+    assert low_zeta.get_ylim()[0] < 0.1 < 2.0 < low_zeta.get_ylim()[1]  # both runs' ζ fit on either
+    assert high_accuracy.get_title() == "ResNet-18 ×0.25, SGD lr 0.05"
+    assert low_accuracy.get_title() == "5-layer CNN ×1, lr 0.1"
+    assert figure.get_suptitle() == analysis.describe_data(table.iloc[0])
+    out = tmp_path / "figures"
+    assert analysis.main([str(tmp_path), "--figures", str(out), "--formats", "png", "--compare", "lo*", "h*"]) == 0
+    assert (out / "compare.png").stat().st_size > 1000
+
+
 EXPECTED_REPORT = """
 data: ?/?/?
 6 runs at the last epoch of each run; zeta by the paper convention
