@@ -92,12 +92,25 @@ def restored_afterwards(model: nn.Module, optimizer: torch.optim.Optimizer) -> I
             group.update(saved)
 
 
+def seed_device_stream(seed: int, device: torch.device) -> None:
+    """Seed the global random stream of `device` alone (not every device, as torch.manual_seed does)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    elif device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+    else:
+        torch.get_device_module(device.type).manual_seed(seed)
+
+
 @contextmanager
 def own_random_stream(seed: int, device: torch.device) -> Iterator[None]:
-    """Give a block its own seeded global RNG (dropout, stochastic depth) and restore the caller's."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-        torch.manual_seed(seed)
+    """Give a block its own seeded global RNG (dropout, stochastic depth) on the CPU and on `device`,
+    and restore the caller's afterwards; the streams of other devices are not touched."""
+    accelerators = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(devices=accelerators, device_type=device.type if accelerators else "cuda"):
+        for stream_device in [torch.device("cpu"), *accelerators]:
+            seed_device_stream(seed, stream_device)
         yield
 
 

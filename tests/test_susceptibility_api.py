@@ -315,6 +315,20 @@ def test_random_transforms_are_fixed_by_the_seed_and_leave_the_callers_stream_al
         assert r == again != unflipped
 
 
+def test_a_probe_on_the_cpu_seeds_no_accelerators_random_stream(monkeypatch):
+    """torch.manual_seed would also reseed every GPU's stream, which the probe cannot restore."""
+    torch.manual_seed(0)
+    model = small_dropout_net()
+    seeded = []
+    for module in (torch.cuda, torch.mps):
+        monkeypatch.setattr(module, "manual_seed_all", lambda seed: seeded.append(seed), raising=False)
+        monkeypatch.setattr(module, "manual_seed", lambda seed: seeded.append(seed), raising=False)
+    images = synthetic_set(32)[0]
+    flip = lambda batch: torch.where(torch.rand(len(batch))[:, None, None, None] < 0.5, batch.flip(3), batch)
+    Susceptibility(images, num_classes=10, batch_size=16, augment=flip).measure(model, OPTIMIZERS["sgd"](model.parameters()))
+    assert seeded == []
+
+
 @pytest.mark.parametrize("images, kwargs, message", [
     (torch.zeros(0, 3, 32, 32), {}, "no unlabeled images"),
     (torch.utils.data.TensorDataset(torch.zeros(0, 3, 32, 32)), {}, "no unlabeled images"),
