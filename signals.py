@@ -21,13 +21,18 @@ import torch
 NO_PREDICTION = -1
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 sums where the device has them (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 class TrainingSignals:
     """Per-sample prediction and margin history of the training subset, updated batch by batch."""
 
     def __init__(self, size: int, device: torch.device, noisy: torch.Tensor | None = None):
         """`size` training samples; `noisy` marks those whose assigned label is wrong, where known."""
         self.last_prediction = torch.full((size,), NO_PREDICTION, dtype=torch.int64, device=device)
-        self.margin_sum = torch.zeros(size, dtype=torch.float64, device=device)
+        self.margin_sum = torch.zeros(size, dtype=accumulator_dtype(device), device=device)
         self.epochs_seen = torch.zeros(size, dtype=torch.int64, device=device)
         self.noisy = noisy
         self.start_epoch()

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from batching import TrainBatch
-from signals import TrainingSignals
+from signals import TrainingSignals, accumulator_dtype
 
 CLEAN, NOISY = 0, 1
 
@@ -50,11 +50,6 @@ def fast_network(model: nn.Module, *, bf16: bool = False, channels_last: bool = 
     """The module that computes the forward pass: `model` itself unless a speed option is on."""
     network = FastForward(model, bf16, channels_last) if bf16 or channels_last else model
     return torch.compile(network) if compile else network
-
-
-def accumulator_dtype(device: torch.device) -> torch.dtype:
-    """float64 sums where the device has them (MPS does not)."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def split_sums(sums: torch.Tensor) -> dict[str, float]:

@@ -11,6 +11,7 @@ import datasets
 import experiments
 import label_noise
 import records
+import signals
 from signals import TrainingSignals, margins
 from test_folder_dataset import write_image_folder
 from test_noise import human_label_arrays
@@ -68,6 +69,14 @@ def test_without_ground_truth_only_the_truth_free_signals_are_given():
 class AlwaysClassZero(nn.Module):
     def forward(self, images):
         return torch.tensor([[1.0, 0.0]]).expand(len(images), 2)
+
+
+def test_margin_sums_take_the_accumulator_type_of_their_device(monkeypatch):
+    """float64 where the device has it; MPS has none, so every run there would fail to start."""
+    assert TrainingSignals(4, torch.device("cpu")).margin_sum.dtype == torch.float64
+    assert signals.accumulator_dtype(torch.device("mps")) == torch.float32
+    monkeypatch.setattr(signals, "accumulator_dtype", lambda device: torch.float32)
+    assert TrainingSignals(4, torch.device("cpu")).margin_sum.dtype == torch.float32
 
 
 def test_holdout_accuracy_is_the_share_of_noisy_labels_predicted():
