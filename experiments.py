@@ -288,9 +288,10 @@ class Paths:
     checkpoint: Path
 
     @property
-    def lock(self) -> Path:
-        """The lock file next to the checkpoint, held while a process writes the run."""
-        return self.checkpoint.with_name(self.checkpoint.name + ".lock")
+    def locks(self) -> list[Path]:
+        """The lock files next to the record and the checkpoint, held while a process writes the run:
+        two runs that share either file cannot run at once."""
+        return [path.with_name(path.name + ".lock") for path in (self.record, self.checkpoint)]
 
 
 @dataclass
@@ -505,17 +506,20 @@ def raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def prepare_paths(args: argparse.Namespace) -> Paths:
-    """The record and checkpoint paths, refusing to clobber an existing run by accident."""
-    paths = Paths(Path(args.results_dir) / (run_name(args.filename, args) + records.SUFFIX),
-                  Path(args.checkpoint_dir) / (run_name(args.modelfilename, args) + ".pt"))
+def run_paths(args: argparse.Namespace) -> Paths:
+    """Where the run's record and checkpoint go."""
+    return Paths(Path(args.results_dir) / (run_name(args.filename, args) + records.SUFFIX),
+                 Path(args.checkpoint_dir) / (run_name(args.modelfilename, args) + ".pt"))
+
+
+def check_paths(args: argparse.Namespace, paths: Paths) -> None:
+    """Refuse to clobber an existing run by accident, or to resume one whose checkpoint is gone."""
     if paths.record.exists() and not (args.resume or args.overwrite):
         raise UsageError(f"{paths.record} already exists; add --resume to continue that run or "
                          f"--overwrite to start it over")
     if args.resume and paths.record.exists() and not paths.checkpoint.exists():
         raise UsageError(f"cannot resume: {paths.record} exists but its checkpoint {paths.checkpoint} "
                          f"is missing; use --overwrite to start over")
-    return paths
 
 
 def channels_last_default(device: torch.device, checkpoint: dict | None) -> bool:
@@ -557,13 +561,18 @@ def save_epoch(run: Run, paths: Paths, row: dict) -> None:
         write_record(run, paths)
 
 
+def nothing_saved(paths: Paths) -> str:
+    """What is on disk when a run stops before its first epoch is saved."""
+    return (f"{paths.record} still holds the earlier run, unchanged" if paths.record.exists()
+            else "nothing was written")
+
+
 def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
     """What an interrupted run left on disk, and the command that continues or restarts it."""
     if not run.rows:
-        kept = (f"{paths.record} still holds the earlier run, unchanged" if paths.record.exists()
-                else "nothing was written")
         command = shlex.join(["python", "experiments.py", *argv])
-        return (f"interrupted in epoch 1 of {run.args.epochs}, before it was saved; {kept}. "
+        return (f"interrupted in {epoch_label(0, run.args.epochs)}, before it was saved; "
+                f"{nothing_saved(paths)}. "
                 f"Start it again with: {command}")
     kept = [a for a in argv if a not in ("--overwrite", "--resume")]
     command = shlex.join(["python", "experiments.py", *kept, "--resume"])
@@ -586,9 +595,12 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
             tqdm.write(summary_line(row, args.epochs))
     except NonFiniteLoss as error:
         reason = f"non-finite {error.quantity} in epoch {len(run.rows)} ({error})"
-        write_record(run, paths, stopped_because=reason)
-        print(f"stopped: {reason}; try a lower --lr. The {len(run.rows)} completed epochs are kept "
-              f"in {paths.record} and {paths.checkpoint}", file=sys.stderr)
+        if run.rows:
+            write_record(run, paths, stopped_because=reason)
+            kept = f"the {len(run.rows)} completed epochs are kept in {paths.record} and {paths.checkpoint}"
+        else:
+            kept = f"no epoch was completed, so {nothing_saved(paths)}"
+        print(f"stopped: {reason}; try a lower --lr; {kept}", file=sys.stderr)
         return DIVERGED
     except KeyboardInterrupt:
         print(f"\n{interruption_message(run, paths, argv)}", file=sys.stderr)
@@ -643,9 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         with interrupts_stop_the_run():
             args = build_parser().parse_args(argv)
             validate(args)
-            paths = prepare_paths(args)
-            with records.exclusive_lock(paths.lock):  # two processes never write the same run
-                prepare_paths(args)  # again: another process may have written the run meanwhile
+            paths = run_paths(args)
+            with records.exclusive_lock(paths.locks[0]), records.exclusive_lock(paths.locks[1]):
+                check_paths(args, paths)  # under the locks: two processes never write the same run
                 run = start(args, paths)
                 if len(run.rows) == args.epochs:
                     write_record(run, paths)

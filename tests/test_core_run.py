@@ -240,7 +240,7 @@ def test_an_interrupt_before_the_first_epoch_is_saved_says_that_nothing_was_writ
     argv = run_args(synthetic_cifar10, tmp_path)
     assert experiments.main(argv) == 130
     err = capsys.readouterr().err.strip()
-    assert err == (f"interrupted in epoch 1 of 2, before it was saved; nothing was written. "
+    assert err == (f"interrupted in epoch 0 (1/2), before it was saved; nothing was written. "
                    f"Start it again with: python experiments.py {shlex.join(argv)}")
     assert not (tmp_path / "results").exists() and not list(tmp_path.glob("checkpoint/*"))
 
@@ -260,7 +260,20 @@ def test_a_run_already_being_written_is_refused(synthetic_cifar10, tmp_path, cap
         assert err.count("\n") == 1 and f"another process is writing this run (process {os.getpid()} holds" in err
         assert not (tmp_path / "results").exists() and list(tmp_path.glob("checkpoint/*")) == [lock]
     assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 0
-    assert not lock.exists()  # released on exit
+    assert not lock.exists() and not (tmp_path / "results" / "t_cnn_2_0.05.csv.lock").exists()  # released
+
+
+def test_a_second_process_is_refused_by_the_lock_even_after_the_first_saved_epochs(synthetic_cifar10,
+                                                                                   tmp_path, capsys):
+    """Whether the record exists yet or not, and whichever of record and checkpoint the two share."""
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=1)) == 0
+    record_lock = tmp_path / "results" / "t_cnn_1_0.05.csv.lock"
+    for argv in (run_args(synthetic_cifar10, tmp_path, epochs=1),
+                 [*run_args(synthetic_cifar10, tmp_path, epochs=1), "--modelfilename", "other"]):
+        with records.exclusive_lock(record_lock):
+            capsys.readouterr()
+            assert experiments.main(argv) == 2
+            assert "another process is writing this run" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -434,6 +447,18 @@ def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, 
     record = records.read_record(record_path(tmp_path, epochs=4))
     assert len(record.rows) == 2 and "non-finite" in record.meta["status"]["stopped_because"]
     assert checkpoint.read_bytes() == kept_checkpoint
+
+
+def test_divergence_in_the_first_epoch_writes_nothing_and_says_so(synthetic_cifar10, tmp_path, capsys,
+                                                                  monkeypatch):
+    def diverge(run, epoch):
+        raise experiments.NonFiniteLoss("training loss", "nan")
+
+    monkeypatch.setattr(experiments, "train_epoch", diverge)
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == experiments.DIVERGED
+    err = capsys.readouterr().err
+    assert "non-finite training loss in epoch 0" in err and "no epoch was completed, so nothing was written" in err
+    assert not (tmp_path / "results").exists() and not list(tmp_path.glob("checkpoint/*"))
 
 
 def poison_the_probe(monkeypatch) -> None:
