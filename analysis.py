@@ -320,8 +320,9 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
                   convention: str = "paper") -> ModelSelection:
     """Split the runs at the mean training accuracy and mean ζ of `epoch` (None: each run's last).
 
-    "High" training accuracy is above its mean and "low" ζ below its mean, so a run exactly at a
-    mean counts as low training accuracy or high ζ. Raises ValueError when no run can be placed.
+    "High" training accuracy is above its mean and "low" ζ below its mean, so a run at a mean (up
+    to the rounding in computing it, see `on_boundary`) counts as low training accuracy or high ζ.
+    Raises ValueError when no run can be placed.
     """
     snapshot = runs_at_epoch(table, epoch)
     values = pd.DataFrame({"train_acc": snapshot["train_acc"],
@@ -332,7 +333,9 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
     if runs.empty:
         raise ValueError(f"no run has training accuracy, zeta and test accuracy at {describe_epoch(epoch)}")
     train_acc_mean, zeta_mean = runs["train_acc"].mean(), runs["zeta"].mean()
-    runs = runs.assign(region=region_of(runs["train_acc"] > train_acc_mean, runs["zeta"] < zeta_mean))
+    train_acc_high = (runs["train_acc"] > train_acc_mean) & ~on_boundary(runs["train_acc"], train_acc_mean)
+    zeta_low = (runs["zeta"] < zeta_mean) & ~on_boundary(runs["zeta"], zeta_mean)
+    runs = runs.assign(region=region_of(train_acc_high, zeta_low))
     left_out = sorted(set(table["run"]) - set(runs.index))
     return ModelSelection(runs, float(train_acc_mean), float(zeta_mean), region_summary(runs),
                           rule_picks(runs), left_out, epoch, convention)

@@ -188,6 +188,15 @@ def test_a_run_at_the_mean_counts_as_low_accuracy_and_high_zeta(tmp_path):
     assert selection.runs["region"].to_dict() == {"x": 1, "y": 4, "z": 4}
 
 
+def test_a_run_at_a_mean_that_rounding_moved_is_placed_as_the_warning_says(tmp_path):
+    """The mean of ζ = 0.1, 0.2, 0.3 computes to 0.20000000000000004, just above y's ζ."""
+    for name, train_acc, zeta in [("x", 60.0, 0.1), ("y", 50.0, 0.2), ("z", 40.0, 0.3)]:
+        two_epoch_run(tmp_path, name, train_acc, zeta, 50.0)
+    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
+    assert selection.zeta_mean != 0.2 and selection.runs.loc["y", "region"] == 4  # high ζ, as at the mean
+    assert "exactly on the mean zeta, counted as high: y" in analysis.selection_warnings(selection)
+
+
 def test_empty_region_1_picks_nothing(tmp_path):
     for name, train_acc, zeta in [("x", 60.0, 3.0), ("y", 40.0, 1.0)]:
         two_epoch_run(tmp_path, name, train_acc, zeta, 50.0)
