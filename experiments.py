@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "validation accuracy that needs no clean label; 0 turns it off")
     run.add_argument("--data-dir", default=datasets.DEFAULT_DATA_DIR,
                      help="existing folder holding cifar-10-batches-py (or cifar-100-python; or "
-                          "train.txt and test.txt for --dataset folder); CIFAR is downloaded only "
-                          "into the default folder")
+                          "train.txt and test.txt for --dataset folder); CIFAR is downloaded into it "
+                          "when the batch folder is missing; a folder that does not exist is an error, "
+                          "except the default, which is created for the download")
     run.add_argument("--data-path", choices=["device", "loader"], default="device",
                      help="device: whole dataset on the compute device, augmented there; loader: "
                           "torch DataLoader with PIL transforms in worker processes")
@@ -160,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     run.add_argument("--overwrite", action="store_true", help="discard an existing run and start over")
     speed = p.add_argument_group("speed (defaults stay fp32 and give the same numbers run after run)")
-    speed.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    speed.add_argument("--amp", action="store_true",
+                       help="bf16 autocast of the forward passes of training and evaluation (CUDA "
+                            "only); weights, optimizer and the susceptibility probe stay fp32")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="channels-last memory format of the convolutions (default: on for the CPU, "
                             "where it is faster, off on other devices; a resumed run keeps its choice)")

@@ -13,6 +13,7 @@ the running mean of r over epochs.
 from __future__ import annotations
 
 import math
+import operator
 import zlib
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
@@ -173,6 +174,23 @@ def global_rng_continuing(generator: torch.Generator, device: torch.device) -> I
         yield
 
 
+def integer(value) -> int | None:
+    """`value` as an int if it is an integer of any kind (Python, numpy, torch) but a bool, else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def checked_seed(seed) -> int:
+    """The seed as an int; a TypeError for anything but an integer."""
+    if integer(seed) is None:
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    return integer(seed)
+
+
 def first_tensor(item) -> torch.Tensor:
     """The image of a dataset item or loader batch: the item itself, or the first of a tuple."""
     return item[0] if isinstance(item, (tuple, list)) else item
@@ -216,18 +234,19 @@ class UnlabeledImages:
 
     def __init__(self, images, num_classes: int, batch_size: int, seed: int,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        seed = checked_seed(seed)
         with own_random_stream(seed, torch.device("cpu")):  # reading a dataset may draw random numbers
             self.images = self.readable(images)
         count = len(self.images)
         if count == 0:
             raise ValueError("no unlabeled images: the probe set is empty")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        if integer(num_classes) is None or num_classes < 2:
             raise ValueError(f"num_classes must be an integer of at least 2 (random labels need two "
                              f"classes or more), got {num_classes!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= count:
+        if integer(batch_size) is None or not 1 <= batch_size <= count:
             raise ValueError(f"batch_size must be an integer from 1 to the {count} unlabeled images, "
                              f"got {batch_size!r}; give more images or a smaller batch_size")
-        self.batch_size = batch_size
+        num_classes, self.batch_size = integer(num_classes), integer(batch_size)
         self.augment = augment
         self.probe_labels = torch.as_tensor(random_labels(count, num_classes, seed))
 
@@ -295,10 +314,8 @@ class Susceptibility:
 
     def _setup(self, batches: ProbeBatches, seed: int, generator_device: torch.device,
               full_precision: bool) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
         self.batches = batches
-        self.seed = seed
+        self.seed = checked_seed(seed)
         self.generator_device = torch.device(generator_device)
         self.full_precision = full_precision
         self.phi_before: list[float] = []

@@ -2,6 +2,7 @@
 with any optimizer, fp32 under autocast, checkpoint round trips, every input form, and bad input."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -315,6 +316,15 @@ def test_random_transforms_are_fixed_by_the_seed_and_leave_the_callers_stream_al
         assert r == again != unflipped
 
 
+def test_numpy_and_torch_integers_count_as_integers():
+    images, _ = synthetic_set(32)
+    torch.manual_seed(0)
+    model = small_dropout_net()
+    r = [Susceptibility(images, num_classes=n, batch_size=b, seed=s).measure(model, OPTIMIZERS["sgd"](model.parameters()))
+         for n, b, s in ((10, 16, 3), (np.int64(10), np.int32(16), torch.tensor(3)))]
+    assert r[0] == r[1]
+
+
 def test_a_probe_on_the_cpu_seeds_no_accelerators_random_stream(monkeypatch):
     """torch.manual_seed would also reseed every GPU's stream, which the probe cannot restore."""
     torch.manual_seed(0)
@@ -340,8 +350,10 @@ def test_a_probe_on_the_cpu_seeds_no_accelerators_random_stream(monkeypatch):
     (torch.utils.data.TensorDataset(torch.zeros(8, 32, 32)), {}, "each image of the dataset must have shape"),
     ([torch.zeros(8, 3, 32, 32), torch.zeros(8, 3, 28, 28)], {}, "the image batches differ in image shape"),
     (42, {}, "images must be a tensor, a torch Dataset or an iterable of image batches, got int"),
+    (torch.zeros(64, 3, 32, 32), {"seed": 1.5}, "seed must be an integer, got 1.5"),
+    (torch.zeros(64, 3, 32, 32), {"num_classes": True}, "num_classes must be an integer of at least 2"),
 ], ids=["empty-tensor", "empty-dataset", "empty-iterable", "one-class", "batch-too-large", "batch-zero",
-        "one-image", "dataset-wrong-shape", "batches-differ", "not-images"])
+        "one-image", "dataset-wrong-shape", "batches-differ", "not-images", "float-seed", "bool-classes"])
 def test_bad_input_is_one_clear_error(images, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message) as error:
         Susceptibility(images, **{"num_classes": 10, "batch_size": 8, **kwargs})
