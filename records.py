@@ -7,6 +7,7 @@ status), then one row per epoch with the columns of `COLUMNS`.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -74,10 +75,14 @@ def atomic_write(path: str | Path, write) -> None:
 
 
 def sync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk."""
+    """Flush a folder's entries (a rename into it) to disk, where the file system can: some (network
+    file systems among them) refuse to sync a folder, and the file itself is on disk already."""
     handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(handle)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(handle)
 

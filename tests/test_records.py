@@ -1,5 +1,6 @@
 """Run records: round trip, atomic and durable writes with the umask's permissions, rejection of
 files that are not records, and the lock that keeps two processes off one run."""
+import errno
 import math
 import os
 import stat
@@ -90,6 +91,19 @@ def test_a_write_is_flushed_then_renamed_then_the_rename_flushed(tmp_path, monke
     monkeypatch.setattr(os, "replace", logged_replace)
     records.write_record(tmp_path / "r.csv", sample_record())
     assert events == ["fsync file", "replace", "fsync folder"]
+
+
+def test_a_file_system_that_cannot_sync_a_folder_still_gets_the_file(tmp_path, monkeypatch):
+    fsync = os.fsync
+
+    def refuse_folders(handle):
+        if stat.S_ISDIR(os.fstat(handle).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(handle)
+
+    monkeypatch.setattr(os, "fsync", refuse_folders)
+    records.write_record(tmp_path / "r.csv", sample_record())
+    assert records.read_record(tmp_path / "r.csv").rows == sample_record().rows
 
 
 def test_a_held_lock_is_refused_naming_its_holder_and_removed_on_release(tmp_path):
