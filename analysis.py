@@ -748,9 +748,10 @@ def draw_by_model_and_optimizer(axes, x: pd.Series, y: pd.Series, runs: pd.DataF
         axes.legend(handles=handles, fontsize="small", loc="best", framealpha=0.8)
 
 
-def plot_regions(selection: ModelSelection) -> Figure:
+def plot_regions(selection: ModelSelection, population: str = "") -> Figure:
     """Training accuracy against ζ with the region boundaries, points coloured by test accuracy,
-    the Region 1 pick circled and named in the legend, and the per-region table under the plot."""
+    the Region 1 pick circled and named in the legend, and the per-region table under the plot; the
+    title names the `population` (e.g. "seed 0") where one is given."""
     runs = selection.runs
     figure = Figure(figsize=(7.5, 7.5), layout="constrained")
     axes, table_axes = figure.subplots(2, 1, height_ratios=[4, 1.3])
@@ -775,7 +776,7 @@ def plot_regions(selection: ModelSelection) -> Figure:
     axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     axes.set(xlabel=f"susceptibility ζ ({selection.convention} convention)",
              ylabel="training accuracy (%)", title=f"Model selection at {describe_epoch(selection.epoch)}, "
-                                                   f"{len(runs)} runs")
+                                                   f"{len(runs)} runs{f' of {population}' if population else ''}")
     draw_region_table(table_axes, selection.regions)
     return figure
 
@@ -953,8 +954,8 @@ def main(argv: list[str] | None = None) -> int:
             paths = write_figures(table, selection, args.figures, args.epoch, args.convention,
                                   args.curves, tuple(args.formats), args.compare)
             for seed, seed_selection in (per_seed.selections.items() if per_seed else ()):
-                paths += save_formats(plot_regions(seed_selection), Path(args.figures) / f"regions_seed{seed}",
-                                      tuple(args.formats))
+                paths += save_formats(plot_regions(seed_selection, f"seed {seed}"),
+                                      Path(args.figures) / f"regions_seed{seed}", tuple(args.formats))
             print(f"wrote {len(paths)} figure files to {args.figures}")
     except (FileNotFoundError, ValueError) as error:
         print(f"analysis.py: error: {error}", file=sys.stderr)

@@ -203,7 +203,7 @@ def test_empty_region_1_picks_nothing(tmp_path):
     selection = analysis.select_models(analysis.load_runs(tmp_path).table)
     assert selection.regions["count"].tolist() == [0, 1, 1, 0]
     assert pd.isna(selection.picks.loc["region 1", "run"])
-    analysis.plot_regions(selection)
+    assert analysis.plot_regions(selection, "seed 3").axes[0].get_title().endswith("2 runs of seed 3")
 
 
 def test_selection_at_an_epoch_without_zeta_raises(selection_table):
