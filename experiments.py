@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
               f"end, or give this run another --filename and --modelfilename", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted before the first epoch; nothing was changed", file=sys.stderr)
+        print("\ninterrupted before training started; nothing was changed", file=sys.stderr)
         return INTERRUPTED
 
 
