@@ -1,8 +1,9 @@
-"""The sweeps of docs/REPRODUCTION.md expand as documented, and a tiny version of every run in them
-trains and feeds the analysis command, so the document's commands cannot silently rot.
+"""docs/REPRODUCTION.md: its sweeps expand as documented, a tiny version of every run in them trains
+and feeds the analysis, and every table it quotes is what the committed records give today.
 
 Tiny runs last two epochs, not one: ζ averages the probes after training began (PAPER.md), so the
 first value exists at epoch 1."""
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,13 +14,26 @@ import experiments
 import sweep
 from conftest import ROOT, SHARED_DATA
 
+sys.path.insert(0, str(ROOT / "tools"))
+
+import reproduction_tables  # noqa: E402
+
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
 SWEEPS = {  # sweep file -> (runs, what every run shares)
-    "repro_noise_levels": (4, {"model": "resnet", "epochs": 40, "numsamples": 1000}),
-    "repro_models": (24, {"corruptprob": 0.5, "noise_type": "symmetric", "epochs": 20}),
-    "repro_cifar10n": (12, {"noise_type": "cifar10n-worst", "epochs": 20}),
+    "pilot_n4000": (1, {"model": "resnet", "epochs": 40, "numsamples": 4000}),
+    "pilot_n2000": (2, {"model": "resnet", "epochs": 60, "numsamples": 2000}),
+    "memorization_symmetric": (48, {"noise_type": "symmetric", "corruptprob": 0.5, "epochs": 60,
+                                    "numsamples": 2000, "noisy_holdout": 500}),
+    "memorization_cifar10n": (48, {"noise_type": "cifar10n-worst", "epochs": 60, "numsamples": 2000,
+                                   "noisy_holdout": 500}),
 }
-NEEDS_REAL_DATA = {"repro_cifar10n"}  # its CIFAR-10N label file lines up with the real subset only
+NEEDS_REAL_DATA = {"memorization_cifar10n"}  # its CIFAR-10N label file lines up with the real subset only
+# The tables the document quotes, by records folder under docs/records.
+QUOTED_TABLES = {
+    "pilot_n4000": ["settings", "cost"],
+    "pilot_n2000": ["settings", "regime", "cost"],
+    "memorization_symmetric": list(reproduction_tables.TABLES),
+}
 
 
 def load(name: str, spec: dict | None = None) -> sweep.Sweep:
@@ -41,22 +55,30 @@ def test_sweep_expands_as_the_document_says(name, monkeypatch):
     text = DOCUMENT.read_text()
     assert f"python sweep.py sweeps/{name}.toml" in text
     assert f"python analysis.py {grid.results_dir}" in text
+    assert grid.results_dir == Path("docs/records") / name
 
 
-def test_the_model_grid_varies_architecture_width_optimizer_lr_and_schedule(monkeypatch):
+@pytest.mark.parametrize("name", ["memorization_symmetric", "memorization_cifar10n"])
+def test_each_population_varies_architecture_width_optimizer_lr_and_schedule_over_three_seeds(name, monkeypatch):
     monkeypatch.chdir(ROOT)
-    runs = [run.args for run in load("repro_models").runs]
-    for key in ("model", "scale", "optimizer", "lr", "scheduler"):
+    runs = [run.args for run in load(name).runs]
+    assert len({args.model for args in runs}) >= 4
+    for key in ("scale", "optimizer", "lr", "scheduler"):
         assert len({getattr(args, key) for args in runs}) >= 2, key
+    assert sorted({args.seed for args in runs}) == [0, 1, 2]
 
 
 def tiny_spec(name: str, data_dir: Path, out: Path) -> dict:
-    """The sweep file of `name` with two epochs on 48 images, writing under `out`."""
+    """The sweep file of `name` with its first seed only, two epochs on 48 images, writing under `out`."""
     with open(ROOT / "sweeps" / f"{name}.toml", "rb") as f:
         spec = tomllib.load(f)
     spec["sweep"].update(results_dir=str(out / "results"), checkpoint_dir=str(out / "checkpoints"))
     spec["fixed"].update(data_dir=str(data_dir), epochs=2, numsamples=48, batchsize=16,
                          eval_batchsize=200, device="cpu")
+    if spec["fixed"].get("noisy_holdout"):
+        spec["fixed"]["noisy_holdout"] = 16
+    if "seed" in spec.get("grid", {}):
+        spec["grid"]["seed"] = spec["grid"]["seed"][:1]
     if "noise_file" in spec["fixed"]:
         spec["fixed"]["noise_file"] = str(SHARED_DATA / "cifar-10n" / "CIFAR-10_human_subset.npz")
     return spec
@@ -75,6 +97,25 @@ def test_a_tiny_version_of_every_run_trains_and_feeds_the_analysis(name, synthet
         assert experiments.main(run.argv) == 0, run.name
     assert all(run.record.exists() for run in grid.runs)
     figures = tmp_path / "figures"
-    for data in analysis.populations(analysis.load_runs(grid.results_dir).table).unique():
-        assert analysis.main([str(grid.results_dir), "--data", data, "--figures", str(figures)]) == 0
-        assert (figures / "regions.png").stat().st_size > 0 and (figures / "regions.pdf").stat().st_size > 0
+    assert analysis.main([str(grid.results_dir), "--per-seed", "--figures", str(figures)]) == 0
+    assert (figures / "regions.png").stat().st_size > 0 and (figures / "regions.pdf").stat().st_size > 0
+
+
+@pytest.mark.parametrize("folder", QUOTED_TABLES)
+def test_the_documents_tables_are_what_the_committed_records_give(folder):
+    records = ROOT / "docs" / "records" / folder
+    if not any(records.glob("*.csv")):
+        pytest.fail(f"no committed records in {records}")
+    lines = set(DOCUMENT.read_text().splitlines())
+    for name, text in reproduction_tables.render(records, QUOTED_TABLES[folder]).items():
+        missing = [line for line in text.splitlines() if line not in lines]
+        assert not missing, f"{folder}, table {name}: not in docs/REPRODUCTION.md: {missing}"
+
+
+def test_the_document_shows_the_figures_it_names():
+    text = DOCUMENT.read_text()
+    names = [part.split(")")[0] for part in text.split("](figures/")[1:]]
+    names += [part.split('"')[0] for part in text.split('src="figures/')[1:]]
+    assert names
+    for name in names:
+        assert (DOCUMENT.parent / "figures" / name).stat().st_size > 0, name
