@@ -240,15 +240,15 @@ class UnlabeledImages:
         count = len(self.images)
         if count == 0:
             raise ValueError("no unlabeled images: the probe set is empty")
-        if integer(num_classes) is None or num_classes < 2:
+        classes, self.batch_size = integer(num_classes), integer(batch_size)
+        if classes is None or classes < 2:
             raise ValueError(f"num_classes must be an integer of at least 2 (random labels need two "
                              f"classes or more), got {num_classes!r}")
-        if integer(batch_size) is None or not 1 <= batch_size <= count:
+        if self.batch_size is None or not 1 <= self.batch_size <= count:
             raise ValueError(f"batch_size must be an integer from 1 to the {count} unlabeled images, "
                              f"got {batch_size!r}; give more images or a smaller batch_size")
-        num_classes, self.batch_size = integer(num_classes), integer(batch_size)
         self.augment = augment
-        self.probe_labels = torch.as_tensor(random_labels(count, num_classes, seed))
+        self.probe_labels = torch.as_tensor(random_labels(count, classes, seed))
 
     @staticmethod
     def readable(images):
