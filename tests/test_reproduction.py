@@ -1,8 +1,11 @@
 """docs/REPRODUCTION.md: its sweeps expand as documented, a tiny version of every run in them trains
-and feeds the analysis, and every table it quotes is what the committed records give today.
+and feeds the analysis, every table it quotes is what the committed records give today, and so is
+every headline number of its verdicts and of the README.
 
 Tiny runs last two epochs, not one: ζ averages the probes after training began (PAPER.md), so the
 first value exists at epoch 1."""
+import functools
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -19,6 +22,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import reproduction_tables  # noqa: E402
 
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
+README = ROOT / "README.md"
 SWEEPS = {  # sweep file -> (runs, what every run shares)
     "pilot_n4000": (1, {"model": "resnet", "epochs": 40, "numsamples": 4000}),
     "pilot_n2000": (2, {"model": "resnet", "epochs": 60, "numsamples": 2000}),
@@ -101,15 +105,43 @@ def test_a_tiny_version_of_every_run_trains_and_feeds_the_analysis(name, synthet
     assert (figures / "regions.png").stat().st_size > 0 and (figures / "regions.pdf").stat().st_size > 0
 
 
-@pytest.mark.parametrize("folder", QUOTED_TABLES)
-def test_the_documents_tables_are_what_the_committed_records_give(folder):
+# A number with a decimal point, as the tables print them: 0.77, 41.6, 3.7e-14.
+DECIMAL = re.compile(r"(?<![\d.])\d+\.\d+(?:e-?\d+)?(?![\d.])")
+
+
+@functools.cache
+def rendered(folder: str) -> dict[str, str]:
+    """The tables the document quotes from the committed records of `folder`."""
     records = ROOT / "docs" / "records" / folder
     if not any(records.glob("*.csv")):
         pytest.fail(f"no committed records in {records}")
+    return reproduction_tables.render(records, QUOTED_TABLES[folder])
+
+
+def section(text: str, heading: str) -> str:
+    """The lines of markdown `text` under `heading`, up to the next heading of its level or above."""
+    depth = len(heading.split(" ")[0])
+    lines = text.split(heading + "\n", 1)[1].splitlines()
+    ends = [i for i, line in enumerate(lines) if re.match(rf"#{{1,{depth}}} ", line)]
+    return "\n".join(lines[:ends[0]] if ends else lines)
+
+
+@pytest.mark.parametrize("folder", QUOTED_TABLES)
+def test_the_documents_tables_are_what_the_committed_records_give(folder):
     lines = set(DOCUMENT.read_text().splitlines())
-    for name, text in reproduction_tables.render(records, QUOTED_TABLES[folder]).items():
+    for name, text in rendered(folder).items():
         missing = [line for line in text.splitlines() if line not in lines]
         assert not missing, f"{folder}, table {name}: not in docs/REPRODUCTION.md: {missing}"
+
+
+@pytest.mark.parametrize("where, heading", [(DOCUMENT, "## Verdicts"), (README, "## Reproduction at small scale")])
+def test_the_headline_numbers_are_in_the_tables_of_the_committed_records(where, heading):
+    headlines = section(where.read_text(), heading)
+    in_tables = {number for folder in QUOTED_TABLES for text in rendered(folder).values()
+                 for number in DECIMAL.findall(text)}
+    quoted = DECIMAL.findall(headlines)
+    assert quoted
+    assert not set(quoted) - in_tables, f"{where.name}, {heading}: numbers no table gives: {set(quoted) - in_tables}"
 
 
 def test_the_document_shows_the_figures_it_names():
