@@ -37,6 +37,7 @@ QUOTED_TABLES = {
     "pilot_n4000": ["settings", "cost"],
     "pilot_n2000": ["settings", "regime", "cost"],
     "memorization_symmetric": list(reproduction_tables.TABLES),
+    "memorization_cifar10n": list(reproduction_tables.TABLES),
 }
 
 
