@@ -186,9 +186,10 @@ def integer(value) -> int | None:
 
 def checked_seed(seed) -> int:
     """The seed as an int; a TypeError for anything but an integer."""
-    if integer(seed) is None:
+    value = integer(seed)
+    if value is None:
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    return integer(seed)
+    return value
 
 
 def first_tensor(item) -> torch.Tensor:
