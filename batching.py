@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-if TYPE_CHECKING:
-    from datasets import NoisyData
+from datasets import IMAGE_SIZE, NoisyData
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 PAD = 4  # zero padding of the random crop, in pixels
-IMAGE_SIZE = 32
 
 
 @functools.cache

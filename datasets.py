@@ -3,11 +3,11 @@ labels, the unlabeled probe set and the noisy hold-out set, and the two data pat
 
 Datasets: CIFAR-10 and CIFAR-100 in their official python format, or a folder of images with label
 lists (real noisy data such as Clothing1M, whose ground truth is unknown). How labels are corrupted
-is in `label_noise` (symmetric, asymmetric, CIFAR-10N); batching and augmentation are in `batching`,
-whose `DeviceBatches` and `LoaderBatches` are used from here.
+is in `label_noise` (symmetric, asymmetric, CIFAR-10N); batching and augmentation, on the device or
+in a DataLoader, are in `batching`.
 
-Everything random here is drawn from streams derived from one `--seed` (see `derive_seed`), so the
-subset, the noise, the probe labels, shuffling and augmentation repeat exactly for the same seed.
+Everything random here is drawn from the run's named streams (`streams.Stream`), so the subset, the
+noise and the probe labels repeat exactly for the same seed.
 """
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import records
-from batching import IMAGE_SIZE, DeviceBatches, LoaderBatches  # noqa: F401 (the data paths, used from here)
 from label_noise import (CIFAR10N_KEYS, GIVEN, NOISE_TYPES, SYNTHETIC_NOISE, DataError, LabelNoise,
                          asymmetric_noise, class_flips, human_labels, symmetric_noise)
-from susceptibility import derive_seed, random_labels, torch_generator  # noqa: F401 (re-exported)
+from streams import Stream, numpy_rng
+from susceptibility import random_labels
+
+IMAGE_SIZE = 32  # every image is 32x32, the models' input size; a folder's images are resized to it
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,6 @@ CIFAR = {
 
 
 DEFAULT_DATA_DIR = "./data"  # where CIFAR is downloaded when --data-dir is left out
-
-
-# --------------------------------------------------------------------------------------------------
-# Seeds
-
-
-def numpy_rng(seed: int, *stream: str | int) -> np.random.Generator:
-    """A numpy generator for one named stream of the run."""
-    return np.random.default_rng(derive_seed(seed, *stream))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -336,10 +328,10 @@ def assign_labels(train: ImageSet, index: np.ndarray, noise: LabelNoise, num_cla
     true_labels = train.labels[index]
     if noise.type == "symmetric":
         return symmetric_noise(true_labels, noise.corrupt_prob, num_classes,
-                               numpy_rng(seed, "noise", *stream))
+                               numpy_rng(seed, Stream.NOISE, *stream))
     if noise.type == "asymmetric":
         return asymmetric_noise(true_labels, noise.corrupt_prob, class_flips(num_classes),
-                                numpy_rng(seed, "asymmetric-noise", *stream))
+                                numpy_rng(seed, Stream.ASYMMETRIC_NOISE, *stream))
     if noise.type == GIVEN:
         return true_labels.copy()
     return human_labels(noise.file, noise.type, train.labels)[index]
@@ -411,15 +403,15 @@ def split_training_images(available: int, numsamples: int | None, holdout_size: 
         if holdout_size >= available:
             raise DataError(f"--noisy-holdout {holdout_size} leaves none of the {available} training "
                             f"images to train on; lower it")
-        holdout, rest = draw_rows(np.arange(available), holdout_size, numpy_rng(seed, "noisy-holdout"))
-        train_index, outside = choose_subset(rest, numsamples, numpy_rng(seed, "subset"))
+        holdout, rest = draw_rows(np.arange(available), holdout_size, numpy_rng(seed, Stream.NOISY_HOLDOUT))
+        train_index, outside = choose_subset(rest, numsamples, numpy_rng(seed, Stream.SUBSET))
         return train_index, holdout, outside, "held out of the training images"
-    train_index, outside = choose_subset(available, numsamples, numpy_rng(seed, "subset"))
+    train_index, outside = choose_subset(available, numsamples, numpy_rng(seed, Stream.SUBSET))
     if holdout_size > len(outside):
         raise DataError(f"--noisy-holdout {holdout_size} needs that many training images outside the "
                         f"--numsamples subset, but {len(outside)} are left; lower --noisy-holdout or "
                         f"set --numsamples to at most {available - holdout_size}")
-    holdout, outside = draw_rows(outside, holdout_size, numpy_rng(seed, "noisy-holdout"))
+    holdout, outside = draw_rows(outside, holdout_size, numpy_rng(seed, Stream.NOISY_HOLDOUT))
     return train_index, holdout, outside, "training images outside the training subset"
 
 
@@ -441,7 +433,7 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
     true_labels = train.labels[train_index]
     assigned = assign_labels(train, train_index, noise, num_classes, seed)
     holdout = NoisyHoldout(holdout_index, assign_labels(train, holdout_index, noise, num_classes, seed,
-                                                        "noisy-holdout"),
+                                                        Stream.NOISY_HOLDOUT),
                            train.labels[holdout_index], holdout_source if noisy_holdout else "none")
     if probe_source == "heldout":
         if len(outside) == 0:

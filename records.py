@@ -2,7 +2,8 @@
 
 A run record is a CSV file that a text editor and `pandas.read_csv(path, comment="#")` both open:
 commented header lines `# <section>: <json>` describe the run (arguments, environment, data, noise,
-status), then one row per epoch with the columns of `COLUMNS`.
+status), then one row per epoch with the columns of `COLUMNS`. This module needs no torch, so that
+the analysis of records runs without it; checkpoints are written by `checkpoints`.
 """
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
-
-import torch
 
 FORMAT_VERSION = 1
 SUFFIX = ".csv"
@@ -41,6 +40,13 @@ COLUMNS = [
     "seconds",           # wall time of the epoch: probe, training and test
 ]
 TIMING_COLUMNS = ("seconds",)
+# The evaluation passes, each recorded as <prefix>_loss and <prefix>_acc.
+TEST, NOISY_HOLDOUT = "test", "noisy_holdout"
+# Columns that are finite in a run that has not diverged, with what they measure; the hold-out loss
+# is there only with --noisy-holdout.
+MUST_BE_FINITE = {"phi_before": "probe loss before the step (phi_before)",
+                  "phi_after": "probe loss after the step (phi_after)", f"{TEST}_loss": "test loss",
+                  f"{NOISY_HOLDOUT}_loss": "noisy hold-out loss"}
 
 
 @dataclass
@@ -155,8 +161,8 @@ def format_value(value) -> str:
 def render_record(record: RunRecord) -> str:
     """The text of a run record."""
     out = io.StringIO()
-    out.write(f"# run record of experiments.py; read with records.read_record or "
-              f"pandas.read_csv(path, comment='#')\n")
+    out.write("# run record of experiments.py; read with records.read_record or "
+              "pandas.read_csv(path, comment='#')\n")
     out.write(f"# format: {FORMAT_VERSION}\n")
     for section, value in record.meta.items():
         out.write(f"# {section}: {json.dumps(value, sort_keys=True)}\n")
@@ -200,13 +206,3 @@ def read_record(path: str | Path) -> RunRecord:
         rows.append({key: parse_value(cell) for key, cell in row.items()})
     meta.pop("format")
     return RunRecord(meta, rows)
-
-
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomically save a checkpoint dictionary with torch.save."""
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """Load a checkpoint written by `save_checkpoint` without executing pickled code."""
-    return torch.load(path, map_location=device, weights_only=True)

@@ -12,19 +12,30 @@ the running mean of r over epochs.
 """
 from __future__ import annotations
 
+import enum
 import math
 import operator
 import zlib
 from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from zeta_stats import running_zetas
+
 STATE_FORMAT = 1
-CONVENTIONS = ("paper", "reference")
+
+
+@enum.unique
+class ProbeStream(enum.StrEnum):
+    """The names of the probe's random streams (see `derive_seed`)."""
+
+    LABELS = "probe-labels"    # the unlabeled set's random labels, drawn once
+    BATCH = "probe"            # per epoch: which images, and their augmentation
+    DROPOUT = "probe-dropout"  # per epoch: dropout and stochastic depth in the probe step
 
 
 # --------------------------------------------------------------------------------------------------
@@ -49,7 +60,7 @@ def torch_generator(seed: int, device: torch.device, *stream: str | int) -> torc
 
 def random_labels(count: int, num_classes: int, seed: int) -> np.ndarray:
     """Labels drawn uniformly at random once from the seed, for the unlabeled probe set."""
-    return np.random.default_rng(derive_seed(seed, "probe-labels")).integers(0, num_classes, count)
+    return np.random.default_rng(derive_seed(seed, ProbeStream.LABELS)).integers(0, num_classes, count)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,22 +143,6 @@ def probe_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
         with torch.no_grad():
             after = F.cross_entropy(model(images), labels)
     return before.detach(), after
-
-
-def running_susceptibility(phi_before: Sequence[float], phi_after: Sequence[float]) -> list[float]:
-    """The paper's ζ(t) = (1/t) Σ_{τ=1..t} (Φ̃_before − Φ̃_after)(τ) for each epoch t; NaN at t = 0.
-
-    The probe at τ = 0 measures the untrained network and is left out of the mean.
-    """
-    drops = [b - a for b, a in zip(phi_before, phi_after)]
-    return [math.nan if t == 0 else sum(drops[1:t + 1]) / t for t in range(len(drops))]
-
-
-def reference_susceptibility(phi_before: Sequence[float], phi_after: Sequence[float]) -> list[float]:
-    """The reference notebook's average (1/t) Σ_{τ=1..t−1} r_τ: it leaves out the latest probe and
-    divides t − 1 terms by t. Kept to compare with figures made by the authors' code."""
-    drops = [b - a for b, a in zip(phi_before, phi_after)]
-    return [math.nan if t == 0 else sum(drops[1:t]) / t for t in range(len(drops))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,22 +329,20 @@ class Susceptibility:
         set it), momentum or moment estimates and weight decay.
         """
         epoch = self.epoch
-        images, labels = self.batches.probe_batch(torch_generator(self.seed, self.generator_device, "probe", epoch))
+        images, labels = self.batches.probe_batch(torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, epoch))
         device = next(model.parameters()).device
         images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, enabled=False) if self.full_precision else nullcontext():
             before, after = probe_step(model, optimizer, images, labels,
-                                       seed=derive_seed(self.seed, "probe-dropout", epoch))
+                                       seed=derive_seed(self.seed, ProbeStream.DROPOUT, epoch))
         self.phi_before.append(before.item())
         self.phi_after.append(after.item())
         return self.phi_before[-1] - self.phi_after[-1]
 
     def zetas(self, convention: str = "paper") -> list[float]:
         """ζ after each epoch so far: the paper's running mean, or the reference notebook's average."""
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
-        average = running_susceptibility if convention == "paper" else reference_susceptibility
-        return average(self.phi_before, self.phi_after)
+        drops = [before - after for before, after in zip(self.phi_before, self.phi_after)]
+        return running_zetas(drops, convention).tolist()
 
     @property
     def zeta(self) -> float:

@@ -1,4 +1,5 @@
-"""One training epoch and one test pass, with clean/noisy bookkeeping kept on the device.
+"""One training epoch and one test pass, with clean/noisy bookkeeping kept on the device, and the
+optimizers and learning-rate schedules a run can use.
 
 Metrics are accumulated as device tensors and read once per epoch, so no step waits for the host.
 """
@@ -15,6 +16,18 @@ from batching import TrainBatch
 from signals import TrainingSignals, accumulator_dtype
 
 CLEAN, NOISY = 0, 1
+
+OPTIMIZERS = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
+SCHEDULERS = {
+    "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
+    "step": lambda opt, epochs: torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=[epochs // 2, epochs * 3 // 4], gamma=0.1),
+    "exponential": lambda opt, epochs: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.01 ** (1 / epochs)),
+    "constant": lambda opt, epochs: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0),
+}
 
 
 class NonFiniteLoss(RuntimeError):

@@ -16,9 +16,8 @@ the reference network actually runs (1,088 fewer than its module holds)."""
 import torch
 from torch import nn
 
-from models.layers import PooledConvNet, conv_bn
+from models.layers import PooledConvNet, SqueezeExcitation, conv_bn
 from models.scaling import scaled
-from models.senet import SqueezeExcitation
 
 STEM_WIDTH = 32
 SE_RATIO = 0.25  # squeeze width relative to the block's input width

@@ -1,9 +1,11 @@
 """Building blocks shared by the convolutional families: a convolution with BatchNorm (and an optional
-activation), and the global-average-pooling classifier that ends every CIFAR-form network here."""
+activation), squeeze-and-excitation (Hu et al., CVPR 2018; used by SENet and EfficientNet), and the
+global-average-pooling classifier that ends every CIFAR-form network here."""
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 Activation = Callable[[], nn.Module]
 
@@ -22,6 +24,21 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
     if activation is not None:
         layers.append(activation())
     return nn.Sequential(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze: global average pooling to one value per channel. Excitation: a bottleneck of two 1x1
+    convolutions (with bias) ending in a sigmoid, whose output rescales each channel of the input."""
+
+    def __init__(self, channels: int, squeeze_channels: int, activation: Activation = nn.ReLU):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze_channels, 1)
+        self.activation = activation()
+        self.expand = nn.Conv2d(squeeze_channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.activation(self.reduce(F.adaptive_avg_pool2d(x, 1)))
+        return x * torch.sigmoid(self.expand(weights))
 
 
 def pooled_classifier(in_channels: int, num_classes: int, dropout: float = 0.0) -> nn.Sequential:

@@ -2,7 +2,6 @@
 Vision Applications" (2017), in its CIFAR form: a 3x3 stem of 32 channels at stride 1, thirteen
 depthwise-separable layers (Table 1 of the paper, widths 64 to 1024, four of them at stride 2), global
 average pooling and a linear classifier. `scale` plays the role of the paper's width multiplier alpha."""
-import torch
 from torch import nn
 
 from models.layers import PooledConvNet, conv_bn

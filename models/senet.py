@@ -6,27 +6,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.layers import Activation, PooledConvNet, conv_bn
+from models.layers import PooledConvNet, SqueezeExcitation, conv_bn
 from models.scaling import scaled
 
 STAGE_WIDTHS = [64, 128, 256, 512]
 SENET18_BLOCKS = [2, 2, 2, 2]
 REDUCTION = 16  # the squeeze width is 1/16 of the block width
-
-
-class SqueezeExcitation(nn.Module):
-    """Squeeze: global average pooling to one value per channel. Excitation: a bottleneck of two 1x1
-    convolutions (with bias) ending in a sigmoid, whose output rescales each channel of the input."""
-
-    def __init__(self, channels: int, squeeze_channels: int, activation: Activation = nn.ReLU):
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, squeeze_channels, 1)
-        self.activation = activation()
-        self.expand = nn.Conv2d(squeeze_channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.activation(self.reduce(F.adaptive_avg_pool2d(x, 1)))
-        return x * torch.sigmoid(self.expand(weights))
 
 
 class PreActSEBlock(nn.Module):

@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic datasets in the official CIFAR python format, and the real subset."""
+"""Shared fixtures and helpers: small synthetic datasets in the official CIFAR python format, the real
+subset, the command line of a tiny run, and ways to build, compare and interrupt runs in-process."""
 from __future__ import annotations
 
 import pickle
@@ -10,10 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
+
+import batching  # noqa: E402
+import command_line  # noqa: E402
+import config  # noqa: E402
+import datasets  # noqa: E402
+import experiments  # noqa: E402
+import label_noise  # noqa: E402
+import records  # noqa: E402
+from run import Run, build_run  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -126,3 +137,139 @@ def start_in_background(command: list[str], **kwargs) -> subprocess.Popen:
     """Start a program as a non-interactive shell starts a background job (`command &`): with SIGINT
     ignored, which the program inherits."""
     return start_with_sigint(command, signal.SIG_IGN, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs of experiments.py
+
+
+def run_args(data_dir, out: Path, *extra: str, epochs: int = 2, name: str = "t",
+             batchsize: int = 32) -> list[str]:
+    """The command line of a tiny run: the 5-layer CNN at 1/8 width, seed 3, on the CPU, writing
+    its record and checkpoint under `out`. Later flags in `extra` override these."""
+    return ["--model", "cnn", "--scale", "0.125", "--epochs", str(epochs), "--batchsize", str(batchsize),
+            "--lr", "0.05", "--seed", "3", "--data-dir", str(data_dir), "--device", "cpu",
+            "--results-dir", str(out / "results"), "--checkpoint-dir", str(out / "checkpoint"),
+            "--filename", name, *extra]
+
+
+def record_path(out: Path, epochs: int = 2, name: str = "t", model: str = "cnn", lr: str = "0.05") -> Path:
+    return out / "results" / f"{name}_{model}_{epochs}_{lr}.csv"
+
+
+def checkpoint_path(out: Path, epochs: int = 2, name: str = "t", model: str = "cnn", lr: str = "0.05") -> Path:
+    return out / "checkpoint" / f"{name}_{model}_{epochs}_{lr}.pt"
+
+
+def without_folders(argv: list[str]) -> list[str]:
+    """A command line without the folders it writes to and without --resume or --overwrite."""
+    kept, skip = [], False
+    for word in argv:
+        if not skip and word not in ("--resume", "--overwrite", "--results-dir", "--checkpoint-dir"):
+            kept.append(word)
+        skip = word in ("--results-dir", "--checkpoint-dir")
+    return kept
+
+
+def without_timings(record: records.RunRecord) -> tuple:
+    """A record's content minus wall times and the folders it was written to."""
+    rows = [{k: v for k, v in row.items() if k not in records.TIMING_COLUMNS} for row in record.rows]
+    args = {k: v for k, v in record.meta["args"].items() if k not in ("results_dir", "checkpoint_dir")}
+    return {**record.meta, "args": args, "command": without_folders(record.meta.get("command") or [])}, rows
+
+
+def same_record(a: Path, b: Path) -> bool:
+    return without_timings(records.read_record(a)) == without_timings(records.read_record(b))
+
+
+def built_run(argv: list[str]) -> Run:
+    """The run a command line describes, built in this process (as `experiments.start` does for a
+    fresh run on the CPU)."""
+    args = command_line.parse(argv)
+    train, test = datasets.load_dataset(args.data_dir, args.dataset)
+    resolved = config.resolve(args, num_classes=datasets.class_count(train, test, args.num_classes),
+                              channels_last=args.channels_last is not False)
+    return build_run(resolved, argv, torch.device("cpu"), train, test)
+
+
+def interrupt_at_epoch(monkeypatch, epoch: int) -> None:
+    """Make in-process experiments.py runs stop as on Ctrl-C when they reach `epoch` (0-based),
+    keeping the epochs before it."""
+    one_epoch = experiments.probe_train_and_test
+
+    def stop_at(run, current: int) -> dict:
+        if current == epoch:
+            raise KeyboardInterrupt
+        return one_epoch(run, current)
+
+    monkeypatch.setattr(experiments, "probe_train_and_test", stop_at)
+
+
+def as_format_1(state: dict, leave_out: tuple[str, ...] = ()) -> dict:
+    """A current checkpoint in the shape of format 1, as earlier versions wrote it: the run-defining
+    settings under `args`, no command line, and without the parts named in `leave_out` (`probe`,
+    `signals`, `holdout`: the hold-out labels and setting), which were added to format 1 one by one."""
+    old = {k: v for k, v in state.items() if k not in ("config", "command", *leave_out)}
+    old["format"] = 1
+    old["args"] = config.run_defining(state["config"])
+    if "holdout" in leave_out:
+        old["labels"] = {k: v for k, v in state["labels"].items() if not k.startswith("holdout")}
+        del old["args"]["noisy_holdout"]
+    return old
+
+
+def assert_bit_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------------------------------
+# Small networks, batches and datasets
+
+
+def small_dropout_net(num_classes: int = 10) -> nn.Module:
+    """A BatchNorm + dropout network, so the probe must restore running statistics and RNG use."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.MaxPool2d(4), nn.Dropout(0.3), nn.Flatten(), nn.Linear(8 * 64, num_classes))
+
+
+def make_batches(root, numsamples=96, batch_size=32) -> batching.DeviceBatches:
+    train, test = datasets.load_cifar(root)
+    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
+                                    corrupt_prob=0.5, probe_source="train", seed=0)
+    return batching.DeviceBatches(data, torch.device("cpu"), batch_size, 50)
+
+
+CLASS_COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230)]
+
+
+def write_image_folder(root: Path, train: int = 64, test: int = 24) -> Path:
+    """A Clothing1M-like folder: images of assorted sizes, formats and modes in subfolders, listed
+    with their labels in train.txt and test.txt (3 classes, coloured by class)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        lines = []
+        for i in range(count):
+            label = i % 3
+            size = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+            image = Image.new("RGB", size, CLASS_COLOURS[label])
+            mode, suffix = [("RGB", "jpg"), ("L", "png"), ("RGBA", "png")][i % 3 if split == "train" else 0]
+            name = f"images/{split}/{i // 10}/{i}.{suffix}"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            image.convert(mode).save(root / name)
+            lines.append(f"{name} {label}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def human_label_arrays(clean: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """CIFAR-10N style arrays for `clean`: each noisy array differs from it at a known share."""
+    rng = np.random.default_rng(seed)
+    arrays = {"clean_label": clean.astype(np.int64)}
+    for rate, key in zip((0.1, 0.4, 0.2, 0.2, 0.2), label_noise.CIFAR10N_KEYS.values()):
+        wrong = rng.random(len(clean)) < rate
+        arrays[key] = np.where(wrong, (clean + 1 + rng.integers(0, 9, len(clean))) % 10, clean)
+    return arrays

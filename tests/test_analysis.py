@@ -1,4 +1,4 @@
-"""analysis.py on constructed run records whose answers can be worked out by hand."""
+"""The analysis on constructed run records whose answers can be worked out by hand."""
 from __future__ import annotations
 
 import math
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis
 import records
+from analysis import cli, figures, loading, naming, seeds, selection, signal_rules
 
 # name: (training accuracy, zeta, test accuracy) at the last epoch. Means: training accuracy 57.5,
 # zeta 21.5 / 6; regions a, c: 1; b: 2; d: 3; e, f: 4.
@@ -52,17 +52,19 @@ def two_epoch_run(folder, name: str, train_acc: float, zeta: float, test_acc: fl
 def selection_table(tmp_path) -> pd.DataFrame:
     for name, (train_acc, zeta, test_acc) in SELECTION_RUNS.items():
         two_epoch_run(tmp_path, name, train_acc, zeta, test_acc)
-    return analysis.load_runs(tmp_path).table
+    return loading.load_runs(tmp_path).table
 
 
 def test_running_zetas_follow_both_conventions():
-    paper, reference = analysis.running_zetas(np.arange(4), np.array([5.0, 1.0, 2.0, 3.0]))
+    paper, reference = (loading.zetas_at(np.arange(4), np.array([5.0, 1.0, 2.0, 3.0]), convention)
+                        for convention in ("paper", "reference"))
     np.testing.assert_allclose(paper, [np.nan, 1.0, 1.5, 2.0])
     np.testing.assert_allclose(reference, [np.nan, 0.0, 0.5, 1.0])
 
 
 def test_running_zetas_are_undefined_after_a_missing_epoch():
-    paper, reference = analysis.running_zetas(np.array([0, 1, 3]), np.array([5.0, 1.0, 2.0]))
+    paper, reference = (loading.zetas_at(np.array([0, 1, 3]), np.array([5.0, 1.0, 2.0]), convention)
+                        for convention in ("paper", "reference"))
     np.testing.assert_allclose(paper, [np.nan, 1.0, np.nan])
     np.testing.assert_allclose(reference, [np.nan, 0.0, np.nan])
 
@@ -74,7 +76,7 @@ def test_load_runs_skips_unrelated_files_and_reports_unreadable_ones(tmp_path):
     (tmp_path / "broken.csv").write_text("a,b\n1,2\n")
     (tmp_path / ".a.csv.tmp").write_text("partial")
     (tmp_path / "figures").mkdir()
-    loaded = analysis.load_runs(tmp_path)
+    loaded = loading.load_runs(tmp_path)
     assert list(loaded.unreadable) == ["broken.csv"]
     assert loaded.table.groupby("run")["epoch"].apply(list).to_dict() == {"a": [0, 1], "b": [0, 1]}
     assert loaded.table["model"].eq("cnn").all()
@@ -83,26 +85,26 @@ def test_load_runs_skips_unrelated_files_and_reports_unreadable_ones(tmp_path):
 def test_a_record_without_epochs_yet_adds_no_rows(tmp_path):
     two_epoch_run(tmp_path, "a", 90.0, 1.0, 70.0)
     write_run(tmp_path, "starting", [])
-    loaded = analysis.load_runs(tmp_path)
+    loaded = loading.load_runs(tmp_path)
     assert loaded.unreadable == {} and set(loaded.table["run"]) == {"a"}
 
 
 def test_load_runs_of_a_missing_folder_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
-        analysis.load_runs(tmp_path / "absent")
+        loading.load_runs(tmp_path / "absent")
 
 
 def test_zeta_is_recomputed_and_a_wrong_stored_value_reported(tmp_path):
     write_run(tmp_path, "wrong", [epoch_row(0, 1.0, 10.0, 10.0), epoch_row(1, 2.0, 20.0, 20.0, stored_zeta=9.0)])
     two_epoch_run(tmp_path, "right", 20.0, 2.0, 20.0)
-    table = analysis.load_runs(tmp_path).table
+    table = loading.load_runs(tmp_path).table
     assert table.loc[table["run"] == "wrong", "zeta_paper"].tolist()[1] == 2.0
-    assert analysis.zeta_mismatches(table) == ["wrong"]
+    assert loading.zeta_mismatches(table) == ["wrong"]
 
 
 def test_ground_truth_is_inferred_when_the_header_lacks_it(tmp_path):
     records.write_record(tmp_path / "bare.csv", records.RunRecord({}, [epoch_row(0, 1.0, 10.0, 10.0)]))
-    table = analysis.load_runs(tmp_path).table
+    table = loading.load_runs(tmp_path).table
     assert not table["ground_truth"].any()
     assert table["model"].isna().all()
 
@@ -110,35 +112,35 @@ def test_ground_truth_is_inferred_when_the_header_lacks_it(tmp_path):
 def test_run_curves_give_accuracies_and_the_chosen_zeta(tmp_path):
     write_run(tmp_path, "r", [epoch_row(e, d, 10.0 * e, 5.0 * e, 2.0 * e)
                               for e, d in enumerate([5.0, 1.0, 2.0, 3.0])])
-    table = analysis.load_runs(tmp_path).table
-    paper = analysis.run_curves(table, "r")
-    reference = analysis.run_curves(table, "r", "reference")
+    table = loading.load_runs(tmp_path).table
+    paper = loading.run_curves(table, "r")
+    reference = loading.run_curves(table, "r", "reference")
     assert paper["train_noisy_acc"].tolist() == [0.0, 2.0, 4.0, 6.0]
     np.testing.assert_allclose(paper["zeta"], [np.nan, 1.0, 1.5, 2.0])
     np.testing.assert_allclose(reference["zeta"], [np.nan, 0.0, 0.5, 1.0])
     with pytest.raises(ValueError):
-        analysis.run_curves(table, "r", "mean")
+        loading.run_curves(table, "r", "mean")
 
 
 def test_filter_runs_by_name_and_pattern(selection_table):
-    assert sorted(analysis.filter_runs(selection_table, ["a", "[de]"])["run"].unique()) == ["a", "d", "e"]
-    assert analysis.filter_runs(selection_table, None) is selection_table
+    assert sorted(loading.filter_runs(selection_table, ["a", "[de]"])["run"].unique()) == ["a", "d", "e"]
+    assert loading.filter_runs(selection_table, None) is selection_table
     with pytest.raises(ValueError, match="zz"):
-        analysis.filter_runs(selection_table, ["zz"])
+        loading.filter_runs(selection_table, ["zz"])
 
 
 def test_kendall_tau_by_hand():
     # (1,3,2,4) against (1,2,3,4): one discordant pair of six, tau = 4/6; 4 of the 24 orders have at
     # most one inversion, so the one-sided p is 1/6 and the two-sided 1/3.
-    correlation = analysis.kendall([1, 2, 3, 4], [1, 3, 2, 4])
+    correlation = selection.kendall([1, 2, 3, 4], [1, 3, 2, 4])
     assert correlation.tau == pytest.approx(2 / 3)
     assert correlation.pvalue == pytest.approx(1 / 3)
     assert correlation.n == 4
 
 
 def test_kendall_ignores_missing_pairs_and_needs_two():
-    assert analysis.kendall([1, 2, np.nan, 3], [3, 2, 1, np.nan]).n == 2
-    assert math.isnan(analysis.kendall([1, np.nan], [1, 2]).tau)
+    assert selection.kendall([1, 2, np.nan, 3], [3, 2, 1, np.nan]).n == 2
+    assert math.isnan(selection.kendall([1, np.nan], [1, 2]).tau)
 
 
 def test_tau_across_runs_at_the_last_and_at_a_chosen_epoch(tmp_path):
@@ -148,35 +150,35 @@ def test_tau_across_runs_at_the_last_and_at_a_chosen_epoch(tmp_path):
         two_epoch_run(tmp_path, name, 50.0, zeta, 50.0, noisy)
     write_run(tmp_path, "unknown", [epoch_row(0, 1.0, 10.0, 10.0), epoch_row(1, 9.0, 50.0, 50.0)],
               ground_truth=False)
-    table = analysis.load_runs(tmp_path).table
-    last = analysis.tau_across_runs(table)
+    table = loading.load_runs(tmp_path).table
+    last = selection.tau_across_runs(table)
     assert (last.tau, last.n) == (pytest.approx(2 / 3), 4)
-    assert analysis.tau_across_runs(table, epoch=0).n == 0
-    assert analysis.tau_across_runs(table, epoch=1, convention="reference").n == 4
+    assert selection.tau_across_runs(table, epoch=0).n == 0
+    assert selection.tau_across_runs(table, epoch=1, convention="reference").n == 4
 
 
 def test_tau_along_epochs_of_each_run(tmp_path):
     # zeta(t) = 1, 1.5, 2 (rising); noisy accuracy 1, 3, 2 -> tau 1/3.
     write_run(tmp_path, "r", [epoch_row(e, d, 50.0, 50.0, n)
                               for e, d, n in [(0, 9.0, 0.0), (1, 1.0, 1.0), (2, 2.0, 3.0), (3, 3.0, 2.0)]])
-    along = analysis.tau_along_epochs(analysis.load_runs(tmp_path).table)
+    along = selection.tau_along_epochs(loading.load_runs(tmp_path).table)
     assert along.loc["r", "tau"] == pytest.approx(1 / 3)
     assert along.loc["r", "n"] == 3
 
 
 def test_regions_means_and_standard_deviations(selection_table):
-    selection = analysis.select_models(selection_table)
-    assert selection.train_acc_mean == pytest.approx(57.5)
-    assert selection.zeta_mean == pytest.approx(21.5 / 6)
-    assert selection.runs["region"].to_dict() == {"a": 1, "b": 2, "c": 1, "d": 3, "e": 4, "f": 4}
-    regions = selection.regions
+    chosen = selection.select_models(selection_table)
+    assert chosen.train_acc_mean == pytest.approx(57.5)
+    assert chosen.zeta_mean == pytest.approx(21.5 / 6)
+    assert chosen.runs["region"].to_dict() == {"a": 1, "b": 2, "c": 1, "d": 3, "e": 4, "f": 4}
+    regions = chosen.regions
     assert regions["count"].tolist() == [2, 1, 1, 2]
     np.testing.assert_allclose(regions["test_acc_mean"], [72.5, 60.0, 50.0, 25.0])
     np.testing.assert_allclose(regions["test_acc_std"], [math.sqrt(12.5), np.nan, np.nan, math.sqrt(50)])
 
 
 def test_each_selection_rule_picks_its_model(selection_table):
-    picks = analysis.select_models(selection_table).picks
+    picks = selection.select_models(selection_table).picks
     assert picks["run"].to_dict() == {"region 1": "a", "train acc": "b", "zeta": "d", "oracle": "c"}
     assert picks["test_acc"].tolist() == [70.0, 60.0, 50.0, 75.0]
 
@@ -184,69 +186,69 @@ def test_each_selection_rule_picks_its_model(selection_table):
 def test_a_run_at_the_mean_counts_as_low_accuracy_and_high_zeta(tmp_path):
     for name, train_acc, zeta in [("x", 60.0, 1.0), ("y", 50.0, 2.0), ("z", 40.0, 3.0)]:
         two_epoch_run(tmp_path, name, train_acc, zeta, 50.0)
-    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
-    assert selection.runs["region"].to_dict() == {"x": 1, "y": 4, "z": 4}
+    chosen = selection.select_models(loading.load_runs(tmp_path).table)
+    assert chosen.runs["region"].to_dict() == {"x": 1, "y": 4, "z": 4}
 
 
 def test_a_run_at_a_mean_that_rounding_moved_is_placed_as_the_warning_says(tmp_path):
     """The mean of ζ = 0.1, 0.2, 0.3 computes to 0.20000000000000004, just above y's ζ."""
     for name, train_acc, zeta in [("x", 60.0, 0.1), ("y", 50.0, 0.2), ("z", 40.0, 0.3)]:
         two_epoch_run(tmp_path, name, train_acc, zeta, 50.0)
-    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
-    assert selection.zeta_mean != 0.2 and selection.runs.loc["y", "region"] == 4  # high ζ, as at the mean
-    assert "exactly on the mean zeta, counted as high: y" in analysis.selection_warnings(selection)
+    chosen = selection.select_models(loading.load_runs(tmp_path).table)
+    assert chosen.zeta_mean != 0.2 and chosen.runs.loc["y", "region"] == 4  # high ζ, as at the mean
+    assert "exactly on the mean zeta, counted as high: y" in selection.selection_warnings(chosen)
 
 
 def test_empty_region_1_picks_nothing(tmp_path):
     for name, train_acc, zeta in [("x", 60.0, 3.0), ("y", 40.0, 1.0)]:
         two_epoch_run(tmp_path, name, train_acc, zeta, 50.0)
-    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
-    assert selection.regions["count"].tolist() == [0, 1, 1, 0]
-    assert pd.isna(selection.picks.loc["region 1", "run"])
-    assert analysis.plot_regions(selection, "seed 3").axes[0].get_title().endswith("2 runs of seed 3")
+    chosen = selection.select_models(loading.load_runs(tmp_path).table)
+    assert chosen.regions["count"].tolist() == [0, 1, 1, 0]
+    assert pd.isna(chosen.picks.loc["region 1", "run"])
+    assert figures.plot_regions(chosen, "seed 3").axes[0].get_title().endswith("2 runs of seed 3")
 
 
 def test_selection_at_an_epoch_without_zeta_raises(selection_table):
     with pytest.raises(ValueError, match="epoch 0"):
-        analysis.select_models(selection_table, epoch=0)
+        selection.select_models(selection_table, epoch=0)
 
 
 def test_runs_short_of_the_chosen_epoch_are_left_out(selection_table, tmp_path):
     write_run(tmp_path, "long", [epoch_row(e, 1.0, 50.0, 50.0) for e in range(3)])
-    table = analysis.load_runs(tmp_path).table
-    assert analysis.select_models(table, epoch=2).left_out == list("abcdef")
-    assert analysis.select_models(table).left_out == []
+    table = loading.load_runs(tmp_path).table
+    assert selection.select_models(table, epoch=2).left_out == list("abcdef")
+    assert selection.select_models(table).left_out == []
 
 
 def test_figures_drop_missing_curves_and_save_as_png_and_pdf(tmp_path):
     write_run(tmp_path, "known", [epoch_row(e, 1.0, 50.0, 40.0, 10.0) for e in range(3)])
     write_run(tmp_path, "unknown", [epoch_row(e, 1.0, 50.0, 40.0) for e in range(3)], ground_truth=False)
-    table = analysis.load_runs(tmp_path).table
-    assert len(analysis.plot_run(table, "known").axes[0].lines) == 4
-    unknown = analysis.plot_run(table, "unknown")
+    table = loading.load_runs(tmp_path).table
+    assert len(figures.plot_run(table, "known").axes[0].lines) == 4
+    unknown = figures.plot_run(table, "unknown")
     assert len(unknown.axes[0].lines) == 2
-    paths = analysis.save_figure(unknown, tmp_path, "curves_unknown")
-    figures = tmp_path / "figures"
-    assert paths == [figures / "curves_unknown.png", figures / "curves_unknown.pdf"]
+    paths = figures.save_figure(unknown, tmp_path, "curves_unknown")
+    figure_dir = tmp_path / "figures"
+    assert paths == [figure_dir / "curves_unknown.png", figure_dir / "curves_unknown.pdf"]
     assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF")
-    assert analysis.save_figure(unknown, tmp_path, "only.pdf", formats=("pdf",)) == [figures / "only.pdf.pdf"]
-    analysis.plot_zeta_vs_memorization(table)
+    assert figures.save_figure(unknown, tmp_path, "only.pdf", formats=("pdf",)) == [figure_dir / "only.pdf.pdf"]
+    figures.plot_zeta_vs_memorization(table)
 
 
 def test_runs_compared_side_by_side_share_their_axes_and_name_their_shared_data_once(tmp_path):
     write_run(tmp_path, "low", [epoch_row(e, 0.1, 50.0, 40.0, 10.0) for e in range(3)])
     write_run(tmp_path, "high", [epoch_row(e, 2.0, 90.0, 30.0, 80.0) for e in range(3)],
               args={"model": "resnet", "scale": 0.25, "lr": 0.05, "optimizer": "sgd", "seed": 0})
-    table = analysis.load_runs(tmp_path).table
-    figure = analysis.plot_runs(table, ["high", "low"])
+    table = loading.load_runs(tmp_path).table
+    figure = figures.plot_runs(table, ["high", "low"])
     (high_accuracy, low_accuracy), (high_zeta, low_zeta) = figure.axes[:2], figure.axes[2:]
     assert high_accuracy.get_ylim() == low_accuracy.get_ylim() and high_zeta.get_ylim() == low_zeta.get_ylim()
     assert low_zeta.get_ylim()[0] < 0.1 < 2.0 < low_zeta.get_ylim()[1]  # both runs' ζ fit on either
     assert high_accuracy.get_title() == "ResNet-18 ×0.25, SGD lr 0.05"
     assert low_accuracy.get_title() == "5-layer CNN ×1, lr 0.1"
-    assert figure.get_suptitle() == analysis.describe_data(table.iloc[0])
+    assert figure.get_suptitle() == naming.describe_data(table.iloc[0])
     out = tmp_path / "figures"
-    assert analysis.main([str(tmp_path), "--figures", str(out), "--formats", "png", "--compare", "lo*", "h*"]) == 0
+    assert cli.main([str(tmp_path), "--figures", str(out), "--formats", "png", "--compare", "lo*", "h*"]) == 0
     assert (out / "compare.png").stat().st_size > 1000
 
 
@@ -289,7 +291,7 @@ def words_by_line(text: str) -> list[list[str]]:
 
 
 def test_shell_entry_point_prints_the_table_and_tau(selection_table, tmp_path, capsys):
-    assert analysis.main([str(tmp_path)]) == 0
+    assert cli.main([str(tmp_path)]) == 0
     printed = words_by_line(capsys.readouterr().out)
     expected = words_by_line(EXPECTED_REPORT)
     assert printed[:len(expected)] == expected
@@ -300,25 +302,25 @@ def test_shell_entry_point_prints_the_table_and_tau(selection_table, tmp_path, c
 
 
 def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
-    assert analysis.main([str(tmp_path / "absent")]) == 1
-    assert analysis.main([str(tmp_path)]) == 1
+    assert cli.main([str(tmp_path / "absent")]) == 2
+    assert cli.main([str(tmp_path)]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert errors == [f"analysis.py: error: no such folder: {tmp_path / 'absent'}",
-                      f"analysis.py: error: no run records in {tmp_path}"]
+    assert errors == [f"analysis: error: no such folder: {tmp_path / 'absent'}",
+                      f"analysis: error: no run records in {tmp_path}"]
 
 
 def test_shell_entry_point_writes_the_figures_when_asked(selection_table, tmp_path, capsys):
     out = tmp_path / "figures_here"
-    assert analysis.main([str(tmp_path), "--figures", str(out), "--formats", "png"]) == 0
+    assert cli.main([str(tmp_path), "--figures", str(out), "--formats", "png"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["regions.png", "signals.png", "zeta_vs_memorization.png"]
-    assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "a", "[ef]"]) == 0
+    assert cli.main([str(tmp_path), "--figures", str(out), "--curves", "a", "[ef]"]) == 0
     stems = ["curves_a", "curves_e", "curves_f", "regions", "signals", "zeta_vs_memorization"]
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"{stem}.{extension}" for stem in stems for extension in ("png", "pdf"))
     assert all((out / name).stat().st_size > 1000 for name in names)
     assert f"wrote 12 figure files to {out}" in capsys.readouterr().out
-    assert analysis.main([str(tmp_path), "--figures", str(out), "--curves", "zz*"]) == 1
-    assert capsys.readouterr().err.startswith("analysis.py: error: no run matches ['zz*']")
+    assert cli.main([str(tmp_path), "--figures", str(out), "--curves", "zz*"]) == 2
+    assert capsys.readouterr().err.startswith("analysis: error: no run matches ['zz*']")
 
 
 def signal_run(folder, name: str, test_accs: list[float], changes: list[float], holdout: list[float],
@@ -340,7 +342,7 @@ def test_compare_signals_picks_each_signals_best_run_and_ranks_signals_by_kendal
                                                           ("b", 60, 3.0, 30, 9, 20, 50),
                                                           ("c", 30, 2.0, 20, 2, 10, 30)]:
         signal_run(tmp_path, name, [10, test], [math.nan, change], [5, held], [9.0, drop], train, margin)
-    table = analysis.compare_signals(analysis.load_runs(tmp_path).table)
+    table = signal_rules.compare_signals(loading.load_runs(tmp_path).table)
     assert table.loc["train acc", "run"] == "a" and table.loc["zeta", "run"] == "a"
     assert table.loc["noisy hold-out", "run"] == "a" and table.loc["prediction changes", "run"] == "c"
     assert table.loc["negative margins", "run"] == "c" and table.loc["oracle", "run"] == "a"
@@ -358,9 +360,9 @@ def test_label_wave_stops_at_the_first_local_minimum_of_the_moving_average():
     # Moving averages over 2 epochs from epoch 2: 9, 7, 5, 6, 7, 8, 3, 2: the first minimum (5, epoch
     # 4) is confirmed by 2 epochs without a lower value; with patience 4 the later dip wins.
     changes = pd.Series([math.nan, 10, 8, 6, 4, 8, 6, 10, -4, 8])
-    assert analysis.label_wave_epoch(epochs, changes, window=2, patience=2) == 4
-    assert analysis.label_wave_epoch(epochs, changes, window=2, patience=4) == 9
-    assert math.isnan(analysis.label_wave_epoch(epochs, pd.Series([math.nan] * 10), window=2, patience=2))
+    assert signal_rules.label_wave_epoch(epochs, changes, window=2, patience=2) == 4
+    assert signal_rules.label_wave_epoch(epochs, changes, window=2, patience=4) == 9
+    assert math.isnan(signal_rules.label_wave_epoch(epochs, pd.Series([math.nan] * 10), window=2, patience=2))
 
 
 def test_compare_stopping_reports_each_rules_epoch_and_its_shortfall(tmp_path):
@@ -369,7 +371,7 @@ def test_compare_stopping_reports_each_rules_epoch_and_its_shortfall(tmp_path):
     signal_run(tmp_path, "r", test_accs=[10, 30, 50, 60, 40, 35],
                changes=[math.nan, 50, 30, 20, 25, 30, ], holdout=[5, 20, 45, 40, 30, 20],
                drops=[9.0, 4.0, 2.0, 1.0, 3.0, 3.0])
-    per_run, summary = analysis.compare_stopping(analysis.load_runs(tmp_path).table, window=1, patience=2)
+    per_run, summary = signal_rules.compare_stopping(loading.load_runs(tmp_path).table, window=1, patience=2)
     stops = per_run.set_index("rule")
     assert stops.loc["label wave", "epoch"] == 3 and stops.loc["label wave", "shortfall"] == 0
     assert stops.loc["noisy hold-out", "epoch"] == 2 and stops.loc["noisy hold-out", "test_acc"] == 50
@@ -382,11 +384,11 @@ def test_compare_stopping_reports_each_rules_epoch_and_its_shortfall(tmp_path):
 def test_runs_without_the_opt_in_signals_still_get_the_others(tmp_path):
     for name, (train_acc, zeta, test_acc) in SELECTION_RUNS.items():
         two_epoch_run(tmp_path, name, train_acc, zeta, test_acc)
-    table = analysis.load_runs(tmp_path).table
-    compared = analysis.compare_signals(table)
+    table = loading.load_runs(tmp_path).table
+    compared = signal_rules.compare_signals(table)
     assert compared.loc["noisy hold-out", "runs"] == 0 and pd.isna(compared.loc["noisy hold-out", "run"])
     assert compared.loc["train acc", "run"] == "b" and compared.loc["region 1", "run"] == "a"
-    _, summary = analysis.compare_stopping(table)
+    _, summary = signal_rules.compare_stopping(table)
     assert summary.loc["label wave", "runs"] == 0 and summary.loc["last epoch", "runs"] == 6
 
 
@@ -409,7 +411,7 @@ def test_runs_are_grouped_by_dataset_noise_type_rate_and_training_set_size(tmp_p
     run_on(tmp_path, "d", 80, 2, 60, size=2000)
     run_on(tmp_path, "e", 80, 2, 60, noise_type="cifar10n-worst", rate=None)
     run_on(tmp_path, "f", 80, 2, 60, dataset="cifar100")
-    labels = analysis.populations(analysis.load_runs(tmp_path).table)
+    labels = loading.populations(loading.load_runs(tmp_path).table)
     assert labels.to_dict() == {"a": "cifar10/symmetric-0.5/n1000", "b": "cifar10/symmetric-0.5/n1000",
                                 "c": "cifar10/symmetric-0.8/n1000", "d": "cifar10/symmetric-0.5/n2000",
                                 "e": "cifar10/cifar10n-worst/n1000", "f": "cifar100/symmetric-0.5/n1000"}
@@ -418,23 +420,23 @@ def test_runs_are_grouped_by_dataset_noise_type_rate_and_training_set_size(tmp_p
 def test_mixed_populations_are_refused_in_one_line_naming_the_groups_and_the_option(tmp_path, capsys):
     for name, rate in [("a", 0.5), ("b", 0.5), ("c", 0.8)]:
         run_on(tmp_path, name, 90 - 10 * ord(name), 1 + ord(name), 50, rate=rate)
-    figures = tmp_path / "figures_here"
-    assert analysis.main([str(tmp_path), "--figures", str(figures)]) == 1
+    figure_dir = tmp_path / "figures_here"
+    assert cli.main([str(tmp_path), "--figures", str(figure_dir)]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and not figures.exists()
-    assert captured.err == ("analysis.py: error: the runs were trained on 2 different data "
+    assert captured.out == "" and not figure_dir.exists()
+    assert captured.err == ("analysis: error: the runs were trained on 2 different data "
                             "(cifar10/symmetric-0.5/n1000 (2 runs), cifar10/symmetric-0.8/n1000 (1 run)), "
                             "and zeta compares only models trained on the same data; pick one with "
                             "--data cifar10/symmetric-0.5/n1000\n")
-    table = analysis.load_runs(tmp_path).table
-    with pytest.raises(analysis.MixedPopulations, match='pick one with DATA = "cifar10/symmetric-0.5/n1000"'):
-        analysis.select_population(table, selector='DATA = "{}"')
+    table = loading.load_runs(tmp_path).table
+    with pytest.raises(loading.MixedPopulations, match='pick one with DATA = "cifar10/symmetric-0.5/n1000"'):
+        loading.select_population(table, selector='DATA = "{}"')
 
-    assert analysis.main([str(tmp_path), "--data", "cifar10/symmetric-0.8/n1000"]) == 0
+    assert cli.main([str(tmp_path), "--data", "cifar10/symmetric-0.8/n1000"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("data: cifar10/symmetric-0.8/n1000\n1 runs at")
-    assert analysis.main([str(tmp_path), "--data", "cifar10/symmetric-0.2/n1000"]) == 1
-    assert capsys.readouterr().err == ("analysis.py: error: no run was trained on cifar10/symmetric-0.2/n1000; "
+    assert cli.main([str(tmp_path), "--data", "cifar10/symmetric-0.2/n1000"]) == 2
+    assert capsys.readouterr().err == ("analysis: error: no run was trained on cifar10/symmetric-0.2/n1000; "
                                        "the runs' data: cifar10/symmetric-0.5/n1000, cifar10/symmetric-0.8/n1000\n")
 
 
@@ -442,36 +444,36 @@ def test_too_few_runs_and_runs_on_a_boundary_are_warned_about(tmp_path):
     # Training accuracy 40, 50, 60 (mean 50) and zeta 1, 2, 3 (mean 2): run b sits on both boundaries.
     for name, train_acc, zeta in [("a", 40, 1.0), ("b", 50, 2.0), ("c", 60, 3.0)]:
         run_on(tmp_path, name, train_acc, zeta, 50)
-    selection = analysis.select_models(analysis.load_runs(tmp_path).table)
-    assert analysis.selection_warnings(selection) == [
+    chosen = selection.select_models(loading.load_runs(tmp_path).table)
+    assert selection.selection_warnings(chosen) == [
         "only 3 runs to split into regions; with fewer than 5 the means and the regions say little",
         "exactly on the mean training accuracy, counted as low: b",
         "exactly on the mean zeta, counted as high: b"]
 
 
 def test_enough_runs_off_the_boundaries_give_no_region_warning(selection_table):
-    assert analysis.selection_warnings(analysis.select_models(selection_table)) == []
+    assert selection.selection_warnings(selection.select_models(selection_table)) == []
 
 
 def test_correlations_on_too_few_runs_or_epochs_are_warned_about(tmp_path):
     for name, epochs in [("short", 3), ("long", 6)]:
         write_run(tmp_path, name, [epoch_row(e, 1.0 + e, 10.0 * e, 5.0 * e, 2.0 * e) for e in range(epochs)])
-    table = analysis.load_runs(tmp_path).table
-    along = analysis.tau_along_epochs(table)
+    table = loading.load_runs(tmp_path).table
+    along = selection.tau_along_epochs(table)
     assert along["n"].to_dict() == {"long": 5, "short": 2}
-    assert analysis.correlation_warnings(analysis.tau_across_runs(table), along) == [
+    assert selection.correlation_warnings(selection.tau_across_runs(table), along) == [
         "Kendall's tau across runs rests on 2 runs with noisy-subset accuracy; fewer than 5 give no "
         "usable rank correlation",
         "tau along epochs rests on fewer than 5 epochs with zeta in 1 run: short"]
-    enough = analysis.Correlation(0.5, 0.1, 5)
-    assert analysis.correlation_warnings(enough, along[along.index == "long"]) == []
+    enough = selection.Correlation(0.5, 0.1, 5)
+    assert selection.correlation_warnings(enough, along[along.index == "long"]) == []
 
 
 def test_every_number_column_of_the_report_has_the_same_decimals_in_every_row(tmp_path, capsys):
     for name, train_acc, zeta, test_acc in [("a", 90, 1.0, 70), ("b", 95.5, 0.123456, 60.25),
                                             ("c", 7, 12.5, 100), ("d", 40.125, 0.5, 50), ("e", 33, 2, 3)]:
         run_on(tmp_path, name, train_acc, zeta, test_acc)
-    assert analysis.main([str(tmp_path)]) == 0
+    assert cli.main([str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["train_acc", "zeta", "test_acc"])
     rows = [line.split() for line in lines[header + 2:header + 7]]
@@ -496,8 +498,8 @@ def test_seed_populations_compare_the_rules_within_each_seed_and_summarize_over_
                                                  ("c0", 0, 30, 2.0, 30, 20), ("a1", 1, 80, 5.0, 20, 60),
                                                  ("b1", 1, 60, 1.0, 40, 10), ("c1", 1, 10, 3.0, 60, 40)]:
         seeded_run(tmp_path, name, seed, train, zeta, test, noisy)
-    table = analysis.load_runs(tmp_path).table
-    result = analysis.seed_populations(table)
+    table = loading.load_runs(tmp_path).table
+    result = seeds.seed_populations(table)
     assert result.picks.loc["region 1"].tolist() == [70, 40]
     assert result.picks.loc["train acc"].tolist() == [70, 20]
     assert result.picks.loc["oracle"].tolist() == [70, 60]
@@ -515,7 +517,7 @@ def test_per_seed_option_prints_the_summary_and_writes_a_region_plot_per_seed(tm
                                                  ("a1", 1, 80, 5.0, 20, 60), ("b1", 1, 60, 1.0, 40, 10)]:
         seeded_run(tmp_path, name, seed, train, zeta, test, noisy)
     out = tmp_path / "figures"
-    assert analysis.main([str(tmp_path), "--per-seed", "--figures", str(out), "--formats", "png"]) == 0
+    assert cli.main([str(tmp_path), "--per-seed", "--figures", str(out), "--formats", "png"]) == 0
     printed = capsys.readouterr().out
     assert "2 seed populations" in printed and "mean over populations 1.000 ± 0.000" in printed
     assert {"regions_seed0.png", "regions_seed1.png"} <= {p.name for p in out.iterdir()}

@@ -4,17 +4,19 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar
 
 import batching
 import datasets
 import label_noise
-from conftest import write_cifar
+import streams
+import susceptibility
 
 
 def test_symmetric_noise_rate_matches_p_times_one_minus_one_over_c():
     labels = np.random.default_rng(0).integers(0, 10, 200_000)
     for p in (0.2, 0.5, 0.8):
-        noisy = label_noise.symmetric_noise(labels, p, 10, datasets.numpy_rng(7, "noise"))
+        noisy = label_noise.symmetric_noise(labels, p, 10, streams.numpy_rng(7, "noise"))
         wrong = (noisy != labels).mean()
         assert wrong == pytest.approx(p * (1 - 1 / 10), abs=0.004)
         assert noisy.min() >= 0 and noisy.max() <= 9
@@ -22,20 +24,20 @@ def test_symmetric_noise_rate_matches_p_times_one_minus_one_over_c():
 
 def test_noise_is_identical_for_a_seed_and_different_for_another():
     labels = np.arange(5000) % 10
-    draw = lambda seed: label_noise.symmetric_noise(labels, 0.5, 10, datasets.numpy_rng(seed, "noise"))
+    draw = lambda seed: label_noise.symmetric_noise(labels, 0.5, 10, streams.numpy_rng(seed, "noise"))
     assert np.array_equal(draw(1), draw(1))
     assert not np.array_equal(draw(1), draw(2))
 
 
 def test_zero_noise_keeps_every_label():
     labels = np.arange(1000) % 10
-    assert np.array_equal(label_noise.symmetric_noise(labels, 0.0, 10, datasets.numpy_rng(0, "n")), labels)
+    assert np.array_equal(label_noise.symmetric_noise(labels, 0.0, 10, streams.numpy_rng(0, "n")), labels)
 
 
 def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_rest():
-    subset, rest = datasets.choose_subset(1000, 300, datasets.numpy_rng(3, "subset"))
-    again, _ = datasets.choose_subset(1000, 300, datasets.numpy_rng(3, "subset"))
-    other, _ = datasets.choose_subset(1000, 300, datasets.numpy_rng(4, "subset"))
+    subset, rest = datasets.choose_subset(1000, 300, streams.numpy_rng(3, "subset"))
+    again, _ = datasets.choose_subset(1000, 300, streams.numpy_rng(3, "subset"))
+    other, _ = datasets.choose_subset(1000, 300, streams.numpy_rng(4, "subset"))
     assert len(subset) == 300 and len(rest) == 700
     assert len(np.union1d(subset, rest)) == 1000
     assert np.array_equal(subset, again) and not np.array_equal(subset, other)
@@ -43,14 +45,14 @@ def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_re
 
 @pytest.mark.parametrize("numsamples", [0, -5, 1001])
 def test_subset_out_of_range_is_a_clear_error(numsamples):
-    with pytest.raises(datasets.DataError, match="--numsamples .* choose 1 to 1000"):
-        datasets.choose_subset(1000, numsamples, datasets.numpy_rng(0, "subset"))
+    with pytest.raises(label_noise.DataError, match="--numsamples .* choose 1 to 1000"):
+        datasets.choose_subset(1000, numsamples, streams.numpy_rng(0, "subset"))
 
 
 def test_streams_of_one_seed_are_independent_and_repeatable():
-    assert datasets.derive_seed(5, "train", 3) == datasets.derive_seed(5, "train", 3)
-    assert len({datasets.derive_seed(5, "train", 3), datasets.derive_seed(5, "train", 4),
-                datasets.derive_seed(5, "probe", 3), datasets.derive_seed(6, "train", 3)}) == 4
+    assert susceptibility.derive_seed(5, "train", 3) == susceptibility.derive_seed(5, "train", 3)
+    assert len({susceptibility.derive_seed(5, "train", 3), susceptibility.derive_seed(5, "train", 4),
+                susceptibility.derive_seed(5, "probe", 3), susceptibility.derive_seed(6, "train", 3)}) == 4
 
 
 def test_reads_whichever_batches_the_folder_holds(tmp_path):
@@ -75,7 +77,7 @@ def test_a_truncated_batch_is_reported_by_name(tmp_path):
     root = write_cifar(tmp_path, train_per_batch=7, test_size=5)
     path = root / "cifar-10-batches-py" / "data_batch_2"
     path.write_bytes(path.read_bytes()[:500])
-    with pytest.raises(datasets.DataError, match="data_batch_2.*corrupt or truncated"):
+    with pytest.raises(label_noise.DataError, match="data_batch_2.*corrupt or truncated"):
         datasets.load_cifar(root)
 
 
@@ -85,7 +87,7 @@ def test_missing_data_without_network_names_folder_and_archive(tmp_path, monkeyp
     monkeypatch.setitem(datasets.CIFAR, "cifar10", offline)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(datasets.DataError) as error:
+    with pytest.raises(label_noise.DataError) as error:
         datasets.load_cifar(empty)
     message = str(error.value)
     assert "cifar-10-batches-py not found in" in message and str(empty) in message
@@ -107,7 +109,7 @@ def test_heldout_probe_set_uses_images_outside_the_subset(synthetic_cifar10):
                                     probe_source="heldout", seed=0)
     assert len(data.probe_index) == len(train) - 200
     assert not set(data.probe_index) & set(data.train_index)
-    with pytest.raises(datasets.DataError, match="heldout needs training images outside"):
+    with pytest.raises(label_noise.DataError, match="heldout needs training images outside"):
         datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
                                  probe_source="heldout", seed=0)
 
@@ -133,14 +135,14 @@ def test_a_folder_dataset_may_keep_one_image_to_train_on_beside_its_noisy_holdou
     train, test = datasets.ImageSet(images, np.arange(5)), datasets.ImageSet(images[:2], np.arange(2))
     make = lambda holdout: datasets.make_noisy_data(
         train, test, num_classes=5, numsamples=None, corrupt_prob=0.0, probe_source="train", seed=0,
-        noise_type=datasets.GIVEN, noisy_holdout=holdout)
+        noise_type=label_noise.GIVEN, noisy_holdout=holdout)
     assert len(make(4).train_index) == 1
-    with pytest.raises(datasets.DataError, match="--noisy-holdout 5 leaves none of the 5 training images"):
+    with pytest.raises(label_noise.DataError, match="--noisy-holdout 5 leaves none of the 5 training images"):
         make(5)
 
 
 def test_a_subset_of_one_image_is_allowed():
-    subset, rest = datasets.choose_subset(1000, 1, datasets.numpy_rng(0, "subset"))
+    subset, rest = datasets.choose_subset(1000, 1, streams.numpy_rng(0, "subset"))
     assert len(subset) == 1 and len(rest) == 999
 
 

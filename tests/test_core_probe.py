@@ -1,30 +1,18 @@
 """The susceptibility probe leaves training untouched, and the bookkeeping it feeds is right."""
 import math
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import assert_bit_identical, make_batches, small_dropout_net
 from torch.nn import functional as F
 
 import batching
 import datasets
+import susceptibility
 from models import create_model
-from susceptibility import probe_step, reference_susceptibility, running_susceptibility
+from susceptibility import probe_step
+from zeta_stats import running_zetas
 from training import evaluate, train_one_epoch
-
-
-def small_dropout_net(num_classes: int = 10) -> nn.Module:
-    """A BatchNorm + dropout network, so the probe must restore running statistics and RNG use."""
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.MaxPool2d(4), nn.Dropout(0.3), nn.Flatten(), nn.Linear(8 * 64, num_classes))
-
-
-def make_batches(root, numsamples=96, batch_size=32):
-    train, test = datasets.load_cifar(root)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
-                                    corrupt_prob=0.5, probe_source="train", seed=0)
-    return datasets.DeviceBatches(data, torch.device("cpu"), batch_size, 50)
 
 
 def train_epochs(build_model, batches, epochs: int, with_probe: bool, seed: int = 0):
@@ -36,18 +24,12 @@ def train_epochs(build_model, batches, epochs: int, with_probe: bool, seed: int 
     drops = []
     for epoch in range(epochs):
         if with_probe:
-            images, labels = batches.probe_batch(datasets.torch_generator(seed, batches.device, "probe", epoch))
+            images, labels = batches.probe_batch(susceptibility.torch_generator(seed, batches.device, "probe", epoch))
             before, after = probe_step(model, optimizer, images, labels, seed=1000 + epoch)
             drops.append((before - after).item())
         train_one_epoch(model, optimizer, batches.train_batches(
-            datasets.torch_generator(seed, batches.device, "train", epoch)))
+            susceptibility.torch_generator(seed, batches.device, "train", epoch)))
     return model, optimizer, drops
-
-
-def assert_bit_identical(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 @pytest.mark.parametrize("build_model", [lambda: create_model("resnet", 0.125), small_dropout_net],
@@ -69,8 +51,8 @@ def test_probe_takes_one_step_of_the_runs_own_optimizer(synthetic_cifar10):
     torch.manual_seed(0)
     model = create_model("cnn", 0.125)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    train_one_epoch(model, optimizer, batches.train_batches(datasets.torch_generator(0, batches.device, "t")))
-    images, labels = batches.probe_batch(datasets.torch_generator(0, batches.device, "p"))
+    train_one_epoch(model, optimizer, batches.train_batches(susceptibility.torch_generator(0, batches.device, "t")))
+    images, labels = batches.probe_batch(susceptibility.torch_generator(0, batches.device, "p"))
     before, after = probe_step(model, optimizer, images, labels, seed=0)
     # Redo the step by hand on a copy, with the same momentum buffers and hyper-parameters.
     twin = create_model("cnn", 0.125)
@@ -89,7 +71,7 @@ def test_probe_takes_one_step_of_the_runs_own_optimizer(synthetic_cifar10):
 
 def test_probe_batches_are_fixed_by_their_seed_and_use_the_fixed_random_labels(synthetic_cifar10):
     batches = make_batches(synthetic_cifar10)
-    gen = lambda epoch: datasets.torch_generator(0, batches.device, "probe", epoch)
+    gen = lambda epoch: susceptibility.torch_generator(0, batches.device, "probe", epoch)
     images_a, labels_a = batches.probe_batch(gen(3))
     images_b, labels_b = batches.probe_batch(gen(3))
     images_c, _ = batches.probe_batch(gen(4))
@@ -101,10 +83,10 @@ def test_probe_batches_are_fixed_by_their_seed_and_use_the_fixed_random_labels(s
 def test_running_means_match_hand_computed_values():
     before = [5.0, 4.0, 3.0, 2.5]
     after = [4.0, 3.0, 1.0, 2.0]  # drops r = 1, 1, 2, 0.5
-    paper = running_susceptibility(before, after)
-    reference = reference_susceptibility(before, after)
-    assert math.isnan(paper[0]) and paper[1:] == [1.0, 1.5, (1 + 2 + 0.5) / 3]
-    assert math.isnan(reference[0]) and reference[1:] == [0.0, 0.5, 3 / 3]
+    drops = [b - a for b, a in zip(before, after)]
+    paper, reference = running_zetas(drops, "paper"), running_zetas(drops, "reference")
+    assert math.isnan(paper[0]) and list(paper[1:]) == [1.0, 1.5, (1 + 2 + 0.5) / 3]
+    assert math.isnan(reference[0]) and list(reference[1:]) == [0.0, 0.5, 3 / 3]
 
 
 def brute_force_counts(model, batches_list):
@@ -124,7 +106,7 @@ def brute_force_counts(model, batches_list):
 
 def test_clean_and_noisy_metrics_equal_a_per_sample_recount(synthetic_cifar10):
     batches = make_batches(synthetic_cifar10, numsamples=150, batch_size=40)
-    batch_list = list(batches.train_batches(datasets.torch_generator(0, batches.device, "t")))
+    batch_list = list(batches.train_batches(susceptibility.torch_generator(0, batches.device, "t")))
     torch.manual_seed(0)
     model = create_model("cnn", 0.125)
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # predictions measured before each step
@@ -142,10 +124,10 @@ def test_noisy_metrics_are_missing_when_no_label_is_wrong(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=64, corrupt_prob=0.0,
                                     probe_source="train", seed=0)
-    batches = datasets.DeviceBatches(data, torch.device("cpu"), 32, 50)
+    batches = batching.DeviceBatches(data, torch.device("cpu"), 32, 50)
     model = create_model("cnn", 0.125)
     metrics = train_one_epoch(model, torch.optim.SGD(model.parameters(), lr=0.01),
-                              batches.train_batches(datasets.torch_generator(0, batches.device, "t")))
+                              batches.train_batches(susceptibility.torch_generator(0, batches.device, "t")))
     assert math.isnan(metrics["train_noisy_acc"]) and metrics["train_clean_acc"] == metrics["train_acc"]
 
 

@@ -15,34 +15,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    ROOT,
+    record_path,
+    run_args,
+    same_record,
+    start_in_background,
+    start_in_foreground,
+    write_cifar,
+)
 
+import checkpoints
+import command_line
 import experiments
+import machine
+import models
 import records
 import sweep
-from conftest import ROOT, start_in_background, start_in_foreground, write_cifar
-from susceptibility import running_susceptibility
-
-
-def run_args(data_dir, out: Path, *extra: str, epochs: int = 2, name: str = "t") -> list[str]:
-    return ["--model", "cnn", "--scale", "0.125", "--epochs", str(epochs), "--batchsize", "32",
-            "--lr", "0.05", "--seed", "3", "--data-dir", str(data_dir), "--device", "cpu",
-            "--results-dir", str(out / "results"), "--checkpoint-dir", str(out / "checkpoint"),
-            "--filename", name, *extra]
-
-
-def record_path(out: Path, epochs: int = 2, name: str = "t") -> Path:
-    return out / "results" / f"{name}_cnn_{epochs}_0.05.csv"
-
-
-def without_timings(record: records.RunRecord) -> tuple:
-    """A record's content minus wall times and the folders it was written to."""
-    rows = [{k: v for k, v in row.items() if k not in records.TIMING_COLUMNS} for row in record.rows]
-    args = {k: v for k, v in record.meta["args"].items() if k not in ("results_dir", "checkpoint_dir")}
-    return {**record.meta, "args": args}, rows
-
-
-def same_record(a: Path, b: Path) -> bool:
-    return without_timings(records.read_record(a)) == without_timings(records.read_record(b))
+import training
+from susceptibility import Susceptibility
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,7 @@ def test_run_writes_a_complete_self_describing_record(finished_run):
     assert record.meta["args"]["model"] == "cnn" and record.meta["args"]["seed"] == 3
     environment = record.meta["environment"]
     assert environment["torch"] == torch.__version__
-    assert environment["cpu_model"] == experiments.cpu_model() != ""
+    assert environment["cpu_model"] == machine.cpu_model() != ""
     assert environment["device_name"] == environment["cpu_model"]  # on the CPU
     assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert environment["cpu_threads"] == torch.get_num_threads()
@@ -79,8 +70,6 @@ def test_susceptibility_is_the_running_mean_of_the_recorded_drops(finished_run):
     assert math.isnan(rows[0]["susceptibility"])
     for t in (1, 2):
         assert rows[t]["susceptibility"] == pytest.approx(drops[1:t + 1].mean(), rel=1e-12)
-    assert running_susceptibility([r["phi_before"] for r in rows], [r["phi_after"] for r in rows])[2] \
-        == rows[2]["susceptibility"]
 
 
 def test_record_opens_in_pandas(finished_run):
@@ -90,10 +79,10 @@ def test_record_opens_in_pandas(finished_run):
 
 
 def test_checkpoint_holds_the_final_model_labels_and_history(finished_run):
-    state = records.load_checkpoint(finished_run / "checkpoint" / "t_cnn_3_0.05.pt")
+    state = checkpoints.load_checkpoint(finished_run / "checkpoint" / "t_cnn_3_0.05.pt")
     assert state["finished"] and state["epochs_completed"] == 3 and len(state["rows"]) == 3
     assert len(state["labels"]["assigned"]) == 300
-    model = experiments.create_model("cnn", 0.125)
+    model = models.create_model("cnn", 0.125)
     model.load_state_dict(state["model"])
     assert {"model", "optimizer", "scheduler", "rng"} <= state.keys()
 
@@ -147,7 +136,7 @@ def shown_help(parser, action) -> str:
     return parser._get_formatter()._get_help_string(action) % {"default": action.default, "prog": "p"}
 
 
-@pytest.mark.parametrize("parser, flag, default", [(experiments.build_parser(), "--batchsize", 128),
+@pytest.mark.parametrize("parser, flag, default", [(command_line.build_parser(), "--batchsize", 128),
                                                    (sweep.build_parser(), "--max-parallel", 16)],
                          ids=["experiments", "sweep"])
 def test_help_explains_every_flag_and_shows_a_default_at_most_once(parser, flag, default):
@@ -206,15 +195,15 @@ def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tm
     assert "warning" not in capsys.readouterr().err  # the same machine
     assert experiments.main(run_args(slow_epoch_data, tmp_path / "whole", *extra, epochs=4)) == 0
     assert same_record(path, record_path(tmp_path / "whole", epochs=4))
-    resumed = records.load_checkpoint(tmp_path / "cut" / "checkpoint" / "t_cnn_4_0.05.pt")
-    whole = records.load_checkpoint(tmp_path / "whole" / "checkpoint" / "t_cnn_4_0.05.pt")
+    resumed = checkpoints.load_checkpoint(tmp_path / "cut" / "checkpoint" / "t_cnn_4_0.05.pt")
+    whole = checkpoints.load_checkpoint(tmp_path / "whole" / "checkpoint" / "t_cnn_4_0.05.pt")
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
 
 
 def test_an_interrupt_while_an_epoch_is_saved_waits_for_it_and_counts_it(synthetic_cifar10, tmp_path,
                                                                         monkeypatch, capsys):
-    save_checkpoint, saves = records.save_checkpoint, []
+    save_checkpoint, saves = checkpoints.save_checkpoint, []
 
     def interrupted_save(path, state):
         saves.append(path)
@@ -222,11 +211,11 @@ def test_an_interrupt_while_an_epoch_is_saved_waits_for_it_and_counts_it(synthet
             signal.raise_signal(signal.SIGINT)  # Ctrl-C as the second epoch is being written
         save_checkpoint(path, state)
 
-    monkeypatch.setattr(records, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", interrupted_save)
     assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == 130
     err = capsys.readouterr().err
     assert len(records.read_record(record_path(tmp_path, epochs=3)).rows) == 2
-    assert len(records.load_checkpoint(saves[0])["rows"]) == 2
+    assert len(checkpoints.load_checkpoint(saves[0])["rows"]) == 2
     saved = r"interrupted: 2 of 3 epochs are saved in \S+t_cnn_3_0.05.csv and \S+t_cnn_3_0.05.pt;"
     assert re.search(saved, err)
 
@@ -236,7 +225,7 @@ def test_an_interrupt_before_the_first_epoch_is_saved_says_that_nothing_was_writ
     def ctrl_c(run, epoch):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiments, "train_epoch", ctrl_c)
+    monkeypatch.setattr(experiments, "probe_train_and_test", ctrl_c)
     argv = run_args(synthetic_cifar10, tmp_path)
     assert experiments.main(argv) == 130
     err = capsys.readouterr().err.strip()
@@ -288,10 +277,10 @@ def rolled_back(run: Path, copy: Path, environment: dict) -> Path:
     environment changed."""
     shutil.copytree(run, copy)
     checkpoint = copy / "checkpoint" / "t_cnn_2_0.05.pt"
-    state = records.load_checkpoint(checkpoint)
+    state = checkpoints.load_checkpoint(checkpoint)
     state["rows"], state["epochs_completed"], state["finished"] = state["rows"][:1], 1, False
     state["environment"] = {**state["environment"], **environment}
-    records.save_checkpoint(checkpoint, state)
+    checkpoints.save_checkpoint(checkpoint, state)
     return copy
 
 
@@ -315,7 +304,7 @@ def test_resume_on_another_cpu_or_thread_count_warns(synthetic_cifar10, two_epoc
 
 
 def test_help_states_when_records_are_identical():
-    text = " ".join(experiments.build_parser().format_help().split())
+    text = " ".join(command_line.build_parser().format_help().split())
     assert "same CPU model and thread count" in text
 
 
@@ -433,15 +422,15 @@ def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, 
     argv = run_args(synthetic_cifar10, tmp_path, epochs=4)
     assert experiments.main(argv) == 0
     checkpoint = tmp_path / "checkpoint" / "t_cnn_4_0.05.pt"
-    state = records.load_checkpoint(checkpoint)
+    state = checkpoints.load_checkpoint(checkpoint)
     # Roll the run back to epoch 2 with poisoned weights, as if it had diverged there.
     state["rows"], state["epochs_completed"], state["finished"] = state["rows"][:2], 2, False
     weight = next(k for k in state["model"] if k.endswith("weight"))
     state["model"][weight] = torch.full_like(state["model"][weight], float("nan"))
-    records.save_checkpoint(checkpoint, state)
+    checkpoints.save_checkpoint(checkpoint, state)
     kept_checkpoint = checkpoint.read_bytes()
     capsys.readouterr()
-    assert experiments.main([*argv, "--resume"]) == experiments.DIVERGED
+    assert experiments.main([*argv, "--resume"]) == command_line.DIVERGED
     err = capsys.readouterr().err
     assert "non-finite training loss in epoch 2" in err and "lower --lr" in err
     record = records.read_record(record_path(tmp_path, epochs=4))
@@ -452,10 +441,10 @@ def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, 
 def test_divergence_in_the_first_epoch_writes_nothing_and_says_so(synthetic_cifar10, tmp_path, capsys,
                                                                   monkeypatch):
     def diverge(run, epoch):
-        raise experiments.NonFiniteLoss("training loss", "nan")
+        raise training.NonFiniteLoss("training loss", "nan")
 
-    monkeypatch.setattr(experiments, "train_epoch", diverge)
-    assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == experiments.DIVERGED
+    monkeypatch.setattr(experiments, "probe_train_and_test", diverge)
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == command_line.DIVERGED
     err = capsys.readouterr().err
     assert "non-finite training loss in epoch 0" in err and "no epoch was completed, so nothing was written" in err
     assert not (tmp_path / "results").exists() and not list(tmp_path.glob("checkpoint/*"))
@@ -463,14 +452,14 @@ def test_divergence_in_the_first_epoch_writes_nothing_and_says_so(synthetic_cifa
 
 def poison_the_probe(monkeypatch) -> None:
     """Make the probe of epoch 1 measure a NaN loss after its step."""
-    measure = experiments.Susceptibility.measure
+    measure = Susceptibility.measure
 
     def poisoned(probe, model, optimizer):
         drop = measure(probe, model, optimizer)
         if len(probe.phi_after) == 2:
             probe.phi_after[-1] = math.nan
         return drop
-    monkeypatch.setattr(experiments.Susceptibility, "measure", poisoned)
+    monkeypatch.setattr(Susceptibility, "measure", poisoned)
 
 
 def poison_the_test_loss(monkeypatch) -> None:
@@ -494,12 +483,12 @@ NON_FINITE = {
 def test_a_non_finite_probe_or_test_loss_stops_the_run_like_a_training_loss(
         synthetic_cifar10, tmp_path, monkeypatch, capsys, poison, message):
     poison(monkeypatch)
-    assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == experiments.DIVERGED
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == command_line.DIVERGED
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     record = records.read_record(record_path(tmp_path, epochs=3))
     assert len(record.rows) == 1 and message in record.meta["status"]["stopped_because"]
-    assert len(records.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_3_0.05.pt")["rows"]) == 1
+    assert len(checkpoints.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_3_0.05.pt")["rows"]) == 1
 
 
 def test_real_subset_end_to_end(real_cifar10, tmp_path):

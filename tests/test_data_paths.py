@@ -4,13 +4,16 @@ import pytest
 import torch
 from scipy import stats
 
+from conftest import interrupt_at_epoch
 import batching
+import checkpoints
+import command_line
 import datasets
 import experiments
+import machine
 import records
 from models import create_model
 from susceptibility import probe_step
-from test_optimizers import interrupt_at_epoch
 from training import fast_network
 
 
@@ -68,8 +71,8 @@ def loader_and_device(root, numsamples=40):
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
                                     corrupt_prob=0.5, probe_source="train", seed=0)
     cpu = torch.device("cpu")
-    return (datasets.DeviceBatches(data, cpu, 16, 30),
-            datasets.LoaderBatches(data, cpu, 16, 30, workers=0), data)
+    return (batching.DeviceBatches(data, cpu, 16, 30),
+            batching.LoaderBatches(data, cpu, 16, 30, workers=0), data)
 
 
 def test_both_paths_give_identical_test_batches(synthetic_cifar10):
@@ -165,15 +168,13 @@ def test_channels_last_run_writes_a_normal_record(synthetic_cifar10, tmp_path):
 def test_channels_last_is_the_cpu_default_and_recorded_as_chosen(synthetic_cifar10, tmp_path, flags, recorded):
     assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 1, *flags) == 0
     assert records.read_record(tmp_path / "run_cnn_1_0.1.csv").meta["args"]["channels_last"] is recorded
-    assert records.load_checkpoint(tmp_path / "run_cnn_1_0.1.pt")["args"]["channels_last"] is recorded
+    assert checkpoints.load_checkpoint(tmp_path / "run_cnn_1_0.1.pt")["config"]["channels_last"] is recorded
 
 
-def test_channels_last_default_by_device_and_by_the_resumed_checkpoint():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert experiments.channels_last_default(cpu, None) is True
-    assert experiments.channels_last_default(cuda, None) is False
-    assert experiments.channels_last_default(cpu, {"args": {"channels_last": False}}) is False
-    assert experiments.channels_last_default(cuda, {"args": {"channels_last": True}}) is True
+def test_channels_last_is_the_default_on_the_cpu_only():
+    assert machine.channels_last_default(torch.device("cpu")) is True
+    assert machine.channels_last_default(torch.device("cuda")) is False
+    assert machine.channels_last_default(torch.device("mps")) is False
 
 
 @pytest.mark.parametrize("first", [False, True], ids=["started-off", "started-on"])
@@ -181,7 +182,7 @@ def test_a_run_resumed_without_the_flag_keeps_its_layout(synthetic_cifar10, tmp_
     """A run started before channels-last became the CPU default continues with the same command."""
     interrupt_at_epoch(monkeypatch, 1)
     flag = "--channels-last" if first else "--no-channels-last"
-    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, flag) == experiments.INTERRUPTED
+    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, flag) == command_line.INTERRUPTED
     monkeypatch.undo()
     assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, "--resume") == 0
     record = records.read_record(tmp_path / "run_cnn_2_0.1.csv")
@@ -191,5 +192,5 @@ def test_a_run_resumed_without_the_flag_keeps_its_layout(synthetic_cifar10, tmp_
 @pytest.mark.slow
 def test_compiled_network_trains_and_saves_the_plain_model(synthetic_cifar10, tmp_path):
     assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, "--compile") == 0
-    state = records.load_checkpoint(tmp_path / "run_cnn_2_0.1.pt")
+    state = checkpoints.load_checkpoint(tmp_path / "run_cnn_2_0.1.pt")
     assert not any(key.startswith("_orig_mod") for key in state["model"])

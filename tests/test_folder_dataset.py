@@ -4,33 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import CLASS_COLOURS, write_image_folder
 
-import analysis
 import datasets
 import experiments
 import records
-
-CLASS_COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230)]
-
-
-def write_image_folder(root: Path, train: int = 64, test: int = 24) -> Path:
-    """A Clothing1M-like folder: images of assorted sizes, formats and modes in subfolders, listed
-    with their labels in train.txt and test.txt (3 classes, coloured by class)."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("test", test)):
-        lines = []
-        for i in range(count):
-            label = i % 3
-            size = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
-            image = Image.new("RGB", size, CLASS_COLOURS[label])
-            mode, suffix = [("RGB", "jpg"), ("L", "png"), ("RGBA", "png")][i % 3 if split == "train" else 0]
-            name = f"images/{split}/{i // 10}/{i}.{suffix}"
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            image.convert(mode).save(root / name)
-            lines.append(f"{name} {label}")
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
+from analysis import loading
 
 
 @pytest.fixture
@@ -131,5 +110,5 @@ def test_folder_run_records_zeta_and_training_accuracy_without_clean_noisy_colum
     assert math.isfinite(record.rows[1]["susceptibility"])
     assert ",,,," in path.read_text().splitlines()[-1]  # the four columns are empty cells
     assert experiments.main(run_args(image_folder, tmp_path, "--resume")) == 0  # same resolved classes
-    table = analysis.load_runs(tmp_path / "results").table
+    table = loading.load_runs(tmp_path / "results").table
     assert not table["ground_truth"].any() and table["train_acc"].notna().all()

@@ -4,16 +4,17 @@ import math
 
 import pytest
 import torch
+from reference_counts import REFERENCE_PARAMETERS
 from torch.nn import functional as F
 
+import checkpoints
 import experiments
 import records
-from models import MODELS, create_model
+from models import FAMILIES, create_model
 from models.efficientnet import drop_connect
-from models.reference_counts import REFERENCE_PARAMETERS
 from susceptibility import probe_step
 
-NAMES = sorted(MODELS)
+NAMES = sorted(FAMILIES)
 SCALES = [0.125, 0.25, 0.5, 1.0, 1.5]
 CLASSES = [10, 100]
 
@@ -65,7 +66,7 @@ def test_any_positive_scale_gives_a_consistent_network(name):
 
 
 def test_every_model_has_a_documented_reference_count():
-    assert REFERENCE_PARAMETERS.keys() == MODELS.keys()
+    assert REFERENCE_PARAMETERS.keys() == FAMILIES.keys()
 
 
 @pytest.mark.parametrize("num_classes", CLASSES)
@@ -179,7 +180,7 @@ def test_one_epoch_through_experiments_records_the_probe_and_saves_the_model(nam
     checkpoint = tmp_path / "checkpoint" / f"zoo_{name}_1_0.1.pt"
     assert checkpoint.exists()
     model = create_model(name, 0.125)
-    model.load_state_dict(records.load_checkpoint(checkpoint)["model"])
+    model.load_state_dict(checkpoints.load_checkpoint(checkpoint)["model"])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -5,11 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import human_label_arrays
 
+import checkpoints
 import datasets
 import experiments
 import label_noise
 import records
+import streams
 
 # Wrong-label rates of CIFAR-10N as published by its authors (fractions of the 50,000 images).
 PUBLISHED_RATES = {"cifar10n-aggre": 0.090, "cifar10n-worst": 0.402, "cifar10n-random1": 0.172,
@@ -28,16 +31,6 @@ def finished_record(out: Path) -> records.RunRecord:
     return records.read_record(out / "results" / "t_cnn_1_0.05.csv")
 
 
-def human_label_arrays(clean: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """CIFAR-10N style arrays for `clean`: each noisy array differs from it at a known share."""
-    rng = np.random.default_rng(seed)
-    arrays = {"clean_label": clean.astype(np.int64)}
-    for rate, key in zip((0.1, 0.4, 0.2, 0.2, 0.2), datasets.CIFAR10N_KEYS.values()):
-        wrong = rng.random(len(clean)) < rate
-        arrays[key] = np.where(wrong, (clean + 1 + rng.integers(0, 9, len(clean))) % 10, clean)
-    return arrays
-
-
 def write_pt(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     torch.save(arrays, path)
     return path
@@ -54,7 +47,7 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def test_asymmetric_noise_flips_only_the_listed_cifar10_classes_at_the_requested_rate():
     labels = np.repeat(np.arange(10), 20000)
-    noisy = label_noise.asymmetric_noise(labels, 0.3, label_noise.class_flips(10), datasets.numpy_rng(0, "a"))
+    noisy = label_noise.asymmetric_noise(labels, 0.3, label_noise.class_flips(10), streams.numpy_rng(0, "a"))
     for cls in range(10):
         changed = noisy[labels == cls] != cls
         if cls in label_noise.CIFAR10_FLIPS:
@@ -71,7 +64,7 @@ def test_asymmetric_noise_is_fixed_by_the_seed_and_leaves_symmetric_runs_unchang
         train, test, num_classes=10, numsamples=None, corrupt_prob=0.5, probe_source="train",
         seed=seed, noise_type=kind).assigned_labels
     assert np.array_equal(draw(1), draw(1)) and not np.array_equal(draw(1), draw(2))
-    symmetric = label_noise.symmetric_noise(train.labels, 0.5, 10, datasets.numpy_rng(1, "noise"))
+    symmetric = label_noise.symmetric_noise(train.labels, 0.5, 10, streams.numpy_rng(1, "noise"))
     assert np.array_equal(draw(1, "symmetric"), symmetric)
 
 
@@ -89,7 +82,7 @@ def test_cifar100_flips_to_the_next_class_of_the_same_superclass():
 
 
 def test_asymmetric_noise_needs_a_cifar_class_count():
-    with pytest.raises(datasets.DataError, match="CIFAR-10 and CIFAR-100, not for 14 classes"):
+    with pytest.raises(label_noise.DataError, match="CIFAR-10 and CIFAR-100, not for 14 classes"):
         label_noise.class_flips(14)
 
 
@@ -114,7 +107,7 @@ def test_real_subset_file_lines_up_with_the_real_subset(real_cifar10, real_cifar
                            for name, part in layout.items() if name.startswith("data_batch")])
     assert np.array_equal(full["clean_label"][rows], train.labels)
     subset_file = real_cifar10n / "CIFAR-10_human_subset.npz"
-    for noise_type, key in datasets.CIFAR10N_KEYS.items():
+    for noise_type, key in label_noise.CIFAR10N_KEYS.items():
         assert np.array_equal(label_noise.human_labels(subset_file, noise_type, train.labels), full[key][rows])
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=1000, corrupt_prob=0.5,
                                     probe_source="train", seed=0, noise_type="cifar10n-worst",
@@ -152,7 +145,7 @@ def test_a_pt_file_with_pickled_code_is_refused_without_running_it(tmp_path):
             return open, (str(marker), "w")
 
     torch.save({"clean_label": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(datasets.DataError, match="holds objects other than integer label arrays"):
+    with pytest.raises(label_noise.DataError, match="holds objects other than integer label arrays"):
         label_noise.read_label_file(tmp_path / "evil.pt")
     assert not marker.exists()
 
@@ -192,7 +185,7 @@ def test_cifar10n_run_trains_on_the_files_labels_and_records_the_noise(synthetic
                     "--noise-file", str(path), "--numsamples", "64")
     assert experiments.main(argv) == 0
     noise = finished_record(tmp_path).meta["noise"]
-    state = records.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_1_0.05.pt")
+    state = checkpoints.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_1_0.05.pt")
     index, assigned = state["labels"]["train_index"].numpy(), state["labels"]["assigned"].numpy()
     assert np.array_equal(assigned, arrays["worse_label"][index])
     wrong = int((assigned != train.labels[index]).sum())
@@ -212,7 +205,7 @@ def test_cifar100_run_with_asymmetric_noise(synthetic_cifar100, tmp_path):
     assert record.meta["data"]["num_classes"] == 100 and record.meta["data"]["train_size"] == 64
     assert record.meta["noise"]["type"] == "asymmetric" and record.meta["noise"]["corrupt_prob"] == 0.4
     assert 0 < record.meta["noise"]["labels_changed"] < 64
-    state = records.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_1_0.05.pt")
+    state = checkpoints.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_1_0.05.pt")
     true, assigned = state["labels"]["true"].numpy(), state["labels"]["assigned"].numpy()
     changed = assigned != true
     assert np.array_equal(assigned[changed], label_noise.class_flips(100)[true[changed]])

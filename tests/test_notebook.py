@@ -1,4 +1,4 @@
-"""results.ipynb and the shell entry point of analysis.py on the records of real tiny training runs."""
+"""results.ipynb and the command line of the analysis (python -m analysis) on the records of real tiny training runs."""
 from __future__ import annotations
 
 import math
@@ -9,15 +9,15 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import ROOT
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from scipy.stats import kendalltau
 
-import analysis
 import experiments
 import records
+from analysis import selection
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "results.ipynb"
 # Tiny CNN runs on the same data, spread over width, learning rate and seed: (filename, seed, scale, lr).
 TINY_RUNS = [
@@ -116,10 +116,10 @@ def test_notebook_refuses_runs_on_different_data_naming_its_data_parameter(tmp_p
 
 
 def test_shell_entry_point_prints_the_expected_table(results_folder):
-    result = subprocess.run([sys.executable, "analysis.py", str(results_folder)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "analysis", str(results_folder)], cwd=ROOT,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith("analysis.py: skipped broken.csv")
+    assert result.stderr.startswith("analysis: skipped broken.csv")
     lines = [line.split() for line in result.stdout.splitlines()]
 
     runs = expected_runs(results_folder)
@@ -133,7 +133,7 @@ def test_shell_entry_point_prints_the_expected_table(results_folder):
               if len(words) > 2 and words[0] in "1234" and words[1] in ("high", "low")}
     assert counts == {region: int((regions == region).sum()) for region in (1, 2, 3, 4)}
 
-    rule = analysis.SELECTION_RULES["region 1"].split()
+    rule = selection.SELECTION_RULES["region 1"].split()
     region_1_pick = next(words[len(rule)] for words in lines if words[:len(rule)] == rule)
     assert region_1_pick == runs[regions == 1].sort_index()["train_acc"].idxmax()
 

@@ -4,12 +4,13 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 import experiments
 import records
-from test_core_probe import assert_bit_identical
-from test_core_run import record_path, run_args, same_record
+import training
+from conftest import assert_bit_identical, built_run, interrupt_at_epoch, record_path, run_args, same_record
+from run import Run
+from susceptibility import Susceptibility
 
 LR = 0.05
 EPOCHS = 4
@@ -26,18 +27,16 @@ def expected_lrs(scheduler_name: str) -> list[float]:
 
 
 def test_every_schedule_is_covered():
-    assert set(EXPECTED_LRS) == set(experiments.SCHEDULERS)
+    assert set(EXPECTED_LRS) == set(training.SCHEDULERS)
 
 
-def trained_run(data_dir, optimizer_name: str, scheduler_name: str) -> experiments.Run:
+def trained_run(data_dir, optimizer_name: str, scheduler_name: str) -> Run:
     """A tiny run trained through experiments.py's own epoch loop: probe, training, scheduler step."""
     argv = run_args(data_dir, Path("unused"), "--optimizer", optimizer_name, "--scheduler", scheduler_name,
                     "--numsamples", "32", epochs=EPOCHS)
-    args = experiments.build_parser().parse_args(argv)
-    experiments.validate(args)
-    run = experiments.build_run(args, torch.device("cpu"))
+    run = built_run(argv)
     for epoch in range(EPOCHS):
-        run.rows.append(experiments.train_epoch(run, epoch))
+        run.rows.append(experiments.probe_train_and_test(run, epoch))
     return run
 
 
@@ -48,11 +47,11 @@ def skip_probe(probe, model, optimizer):
     return 0.0
 
 
-@pytest.mark.parametrize("scheduler_name", sorted(experiments.SCHEDULERS))
+@pytest.mark.parametrize("scheduler_name", sorted(training.SCHEDULERS))
 def test_probe_leaves_adam_training_bit_identical_under_every_schedule(synthetic_cifar10, monkeypatch,
                                                                         scheduler_name):
     probed = trained_run(synthetic_cifar10, "adam", scheduler_name)
-    monkeypatch.setattr(experiments.Susceptibility, "measure", skip_probe)
+    monkeypatch.setattr(Susceptibility, "measure", skip_probe)
     plain = trained_run(synthetic_cifar10, "adam", scheduler_name)
     assert all(row["phi_before"] != row["phi_after"] for row in probed.rows)  # the probe took real steps
     assert [row["lr"] for row in probed.rows] == pytest.approx(expected_lrs(scheduler_name))
@@ -65,19 +64,6 @@ def test_probe_leaves_adam_training_bit_identical_under_every_schedule(synthetic
     assert probed_state["param_groups"] == plain_state["param_groups"]
     assert probed.scheduler.state_dict() == plain.scheduler.state_dict()
     assert [row["train_loss"] for row in probed.rows] == [row["train_loss"] for row in plain.rows]
-
-
-def interrupt_at_epoch(monkeypatch, epoch: int) -> None:
-    """Make in-process experiments.py runs stop as on Ctrl-C when they reach `epoch` (0-based),
-    keeping the epochs before it."""
-    train_epoch = experiments.train_epoch
-
-    def stop_at(run, current: int) -> dict:
-        if current == epoch:
-            raise KeyboardInterrupt
-        return train_epoch(run, current)
-
-    monkeypatch.setattr(experiments, "train_epoch", stop_at)
 
 
 def test_adam_with_a_step_schedule_runs_and_resumes_to_the_same_record(synthetic_cifar10, tmp_path,

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import checkpoints
 import records
 
 
@@ -69,7 +70,7 @@ def umask():
 def test_files_get_the_permissions_the_umask_gives_new_files(tmp_path, umask, mask, mode):
     umask(mask)
     records.write_record(tmp_path / "r.csv", sample_record())
-    records.save_checkpoint(tmp_path / "c.pt", {"x": torch.zeros(1)})
+    checkpoints.save_checkpoint(tmp_path / "c.pt", {"x": torch.zeros(1)})
     records.write_record(tmp_path / "r.csv", sample_record())  # a rewrite, as after every epoch
     for name in ("r.csv", "c.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import analysis
+import config
 import experiments
-import sweep
+import grid
+from analysis import cli
 from conftest import ROOT, SHARED_DATA
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -41,12 +42,12 @@ QUOTED_TABLES = {
 }
 
 
-def load(name: str, spec: dict | None = None) -> sweep.Sweep:
+def load(name: str, spec: dict | None = None) -> grid.Sweep:
     path = ROOT / "sweeps" / f"{name}.toml"
     if spec is None:
         with open(path, "rb") as f:
             spec = tomllib.load(f)
-    return sweep.build_sweep(path, spec)
+    return grid.build_sweep(path, spec)
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -56,10 +57,12 @@ def test_sweep_expands_as_the_document_says(name, monkeypatch):
     grid = load(name)
     assert len(grid.runs) == runs
     for key, value in shared.items():
-        assert {getattr(run.args, key) for run in grid.runs} == {value}, key
+        resolved = {run.name: config.noise_type(run.args) if key == "noise_type" else getattr(run.args, key)
+                    for run in grid.runs}
+        assert set(resolved.values()) == {value}, key
     text = DOCUMENT.read_text()
     assert f"python sweep.py sweeps/{name}.toml" in text
-    assert f"python analysis.py {grid.results_dir}" in text
+    assert f"python -m analysis {grid.results_dir}" in text
     assert grid.results_dir == Path("docs/records") / name
 
 
@@ -102,7 +105,7 @@ def test_a_tiny_version_of_every_run_trains_and_feeds_the_analysis(name, synthet
         assert experiments.main(run.argv) == 0, run.name
     assert all(run.record.exists() for run in grid.runs)
     figures = tmp_path / "figures"
-    assert analysis.main([str(grid.results_dir), "--per-seed", "--figures", str(figures)]) == 0
+    assert cli.main([str(grid.results_dir), "--per-seed", "--figures", str(figures)]) == 0
     assert (figures / "regions.png").stat().st_size > 0 and (figures / "regions.pdf").stat().st_size > 0
 
 

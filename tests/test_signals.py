@@ -5,16 +5,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import as_format_1, human_label_arrays, write_image_folder
 from torch import nn
 
+import batching
+import checkpoints
+import command_line
 import datasets
 import experiments
 import label_noise
+import models
 import records
 import signals
+import susceptibility
 from signals import TrainingSignals, margins
-from test_folder_dataset import write_image_folder
-from test_noise import human_label_arrays
 from training import evaluate, train_one_epoch
 
 SIGNAL_COLUMNS = ["noisy_holdout_loss", "noisy_holdout_acc", "pred_changes", "neg_margin",
@@ -137,7 +141,7 @@ def test_holdout_labels_of_cifar10n_are_the_human_labels_of_those_images(tmp_pat
 
 
 def test_too_large_a_holdout_is_one_clear_error():
-    with pytest.raises(datasets.DataError, match="--noisy-holdout 600 needs that many training images "
+    with pytest.raises(label_noise.DataError, match="--noisy-holdout 600 needs that many training images "
                                                  "outside the --numsamples subset, but 500 are left"):
         noisy_data(fake_dataset(1000), 600)
 
@@ -171,15 +175,15 @@ def test_watching_the_signals_leaves_training_bit_identical(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
                                     probe_source="train", seed=0)
-    batches = datasets.DeviceBatches(data, torch.device("cpu"), 32, 100)
+    batches = batching.DeviceBatches(data, torch.device("cpu"), 32, 100)
     states = []
-    for signals in (None, TrainingSignals(len(data.train_index), torch.device("cpu"))):
+    for watcher in (None, TrainingSignals(len(data.train_index), torch.device("cpu"))):
         torch.manual_seed(0)
-        model = experiments.create_model("cnn", 0.125)
+        model = models.create_model("cnn", 0.125)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         for epoch in range(2):
             train_one_epoch(model, optimizer, batches.train_batches(
-                datasets.torch_generator(0, batches.device, "train", epoch)), signals=signals)
+                susceptibility.torch_generator(0, batches.device, "train", epoch)), signals=watcher)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
@@ -196,14 +200,14 @@ def test_an_interrupted_run_resumes_with_the_same_signals(synthetic_cifar10, tmp
         return original(row, epochs)
 
     monkeypatch.setattr(experiments, "summary_line", interrupt_after_epoch_1)
-    assert experiments.main(cut) == experiments.INTERRUPTED
+    assert experiments.main(cut) == command_line.INTERRUPTED
     assert len(read_rows(tmp_path / "cut", epochs=4)) == 2
     monkeypatch.setattr(experiments, "summary_line", original)
     assert experiments.main([*cut, "--resume"]) == 0
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
     resumed, whole = read_rows(tmp_path / "cut", epochs=4), read_rows(tmp_path / "whole", epochs=4)
     assert str(strip(resumed)) == str(strip(whole))  # str: NaN cells compare equal
-    history = [records.load_checkpoint(out / "checkpoint" / "s_cnn_4_0.05.pt")["signals"]
+    history = [checkpoints.load_checkpoint(out / "checkpoint" / "s_cnn_4_0.05.pt")["signals"]
                for out in (tmp_path / "cut", tmp_path / "whole")]
     assert all(torch.equal(history[0][k], history[1][k]) for k in history[0])
 
@@ -234,10 +238,9 @@ def test_a_checkpoint_without_the_signals_history_resumes_and_says_they_start_af
     argv = tiny_run(synthetic_cifar10, tmp_path, epochs=3)
     assert experiments.main(argv) == 0
     checkpoint = tmp_path / "checkpoint" / "s_cnn_3_0.05.pt"
-    state = records.load_checkpoint(checkpoint)
-    del state["signals"], state["args"]["noisy_holdout"], state["labels"]["holdout_index"]
+    state = checkpoints.load_checkpoint(checkpoint)
     state["rows"], state["epochs_completed"], state["finished"] = state["rows"][:2], 2, False
-    records.save_checkpoint(checkpoint, state)
+    checkpoints.save_checkpoint(checkpoint, as_format_1(state, leave_out=("signals", "holdout")))
     capsys.readouterr()
     assert experiments.main([*argv, "--resume"]) == 0
     assert "holds no prediction or margin history" in capsys.readouterr().err

@@ -8,15 +8,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from conftest import (as_format_1, assert_bit_identical, built_run, interrupt_at_epoch, make_batches, record_path, run_args,
+                      same_record, small_dropout_net)
 import batching
+import checkpoints
 import datasets
 import experiments
 import records
+import susceptibility
 from models import create_model
 from susceptibility import Susceptibility, probe_step
-from test_core_probe import assert_bit_identical, make_batches, small_dropout_net
-from test_core_run import record_path, run_args, same_record
-from test_optimizers import interrupt_at_epoch
 
 OPTIMIZERS = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4),
@@ -51,8 +52,8 @@ def test_api_in_a_user_style_loop_gives_the_phi_values_experiments_records(synth
     train, test = datasets.load_cifar(synthetic_cifar10)
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
                                     probe_source="train", seed=seed)
-    batches = datasets.DeviceBatches(data, torch.device("cpu"), batch_size, 1000)
-    torch.manual_seed(datasets.derive_seed(seed, "init"))
+    batches = batching.DeviceBatches(data, torch.device("cpu"), batch_size, 1000)
+    torch.manual_seed(susceptibility.derive_seed(seed, "init"))
     model = create_model("efficientnet", 0.125, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
@@ -61,9 +62,9 @@ def test_api_in_a_user_style_loop_gives_the_phi_values_experiments_records(synth
                           batch_size=batch_size, seed=seed, augment=augment)
     for epoch in range(epochs):
         zeta.measure(model, optimizer)
-        torch.manual_seed(datasets.derive_seed(seed, "train-dropout", epoch))
+        torch.manual_seed(susceptibility.derive_seed(seed, "train-dropout", epoch))
         model.train()
-        for batch in batches.train_batches(datasets.torch_generator(seed, batches.device, "train", epoch)):
+        for batch in batches.train_batches(susceptibility.torch_generator(seed, batches.device, "train", epoch)):
             loss = F.cross_entropy(model(batch.images), batch.assigned)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -85,9 +86,9 @@ def test_each_epochs_probe_draws_from_the_streams_experiments_always_used(synthe
     optimizer = OPTIMIZERS["sgd"](model.parameters())
     for epoch in range(3):
         zeta.measure(model, optimizer)
-        images, labels = batches.probe_batch(datasets.torch_generator(9, batches.device, "probe", epoch))
+        images, labels = batches.probe_batch(susceptibility.torch_generator(9, batches.device, "probe", epoch))
         before, after = probe_step(model, optimizer, images, labels,
-                                   seed=datasets.derive_seed(9, "probe-dropout", epoch))
+                                   seed=susceptibility.derive_seed(9, "probe-dropout", epoch))
         assert (zeta.phi_before[-1], zeta.phi_after[-1]) == (before.item(), after.item())
 
 
@@ -100,10 +101,9 @@ def test_experiments_resumes_a_checkpoint_written_without_the_probe_state(synthe
     assert experiments.main(cut) == 130
     monkeypatch.undo()
     checkpoint = next((tmp_path / "cut" / "checkpoint").glob("*.pt"))
-    state = records.load_checkpoint(checkpoint)
+    state = checkpoints.load_checkpoint(checkpoint)
     assert len(state["probe"]["phi_before"]) == 2
-    del state["probe"]  # as written before the probe kept its own state
-    records.save_checkpoint(checkpoint, state)
+    checkpoints.save_checkpoint(checkpoint, as_format_1(state, leave_out=("probe",)))
     assert experiments.main([*cut, "--resume"]) == 0
     assert same_record(record_path(tmp_path / "cut", epochs=3), record_path(tmp_path / "whole", epochs=3))
 
@@ -210,9 +210,7 @@ def test_probe_under_autocast_still_measures_in_fp32():
 
 def test_experiments_amp_probe_runs_the_network_in_fp32(synthetic_cifar10, tmp_path):
     def built(*extra):
-        args = experiments.build_parser().parse_args(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64", *extra))
-        experiments.validate(args)
-        return experiments.build_run(args, torch.device("cpu"))
+        return built_run(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64", *extra))
 
     amp, plain = built("--amp"), built()
     assert amp.probe_network is not amp.network and plain.probe_network is plain.network

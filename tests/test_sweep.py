@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, interrupt_at_epoch, start_in_background, start_in_foreground
 
+import command_line
 import experiments
+import grid
 import records
 import sweep
-from conftest import ROOT, start_in_background, start_in_foreground
-from test_optimizers import interrupt_at_epoch
+import sweep_jobs
 
 TINY = """
 [fixed]
@@ -49,17 +51,17 @@ TWO_RUNS = '[grid]\nmodel = "cnn"\nscale = 0.125\nlr = [0.1, 0.05]\n'
 
 
 def test_grid_expands_to_every_combination_with_readable_unique_names(tmp_path, synthetic_cifar10):
-    grid = sweep.load_sweep(write_sweep(tmp_path, synthetic_cifar10, GRID))
-    assert len(grid.runs) == 2 * 2 * 3
-    names = [run.name for run in grid.runs]
+    sweep_grid = grid.load_sweep(write_sweep(tmp_path, synthetic_cifar10, GRID))
+    assert len(sweep_grid.runs) == 2 * 2 * 3
+    names = [run.name for run in sweep_grid.runs]
     assert len(set(names)) == len(names)
     assert names[:3] == ["g_s0.125_sgd_cnn_2_0.1", "g_s0.125_sgd_cnn_2_0.01",
                          "g_s0.125_adam_cnn_2_0.001"]
-    adam = grid.runs[2]
+    adam = sweep_grid.runs[2]
     assert adam.settings == {"data_dir": str(synthetic_cifar10), "epochs": 2, "numsamples": 64,
                              "batchsize": 32, "eval_batchsize": 100, "device": "cpu", "model": "cnn",
                              "scale": 0.125, "optimizer": "adam", "lr": 0.001}
-    args = experiments.build_parser().parse_args(adam.argv)
+    args = command_line.build_parser().parse_args(adam.argv)
     assert (args.model, args.scale, args.optimizer, args.lr, args.epochs) == ("cnn", 0.125, "adam", 0.001, 2)
     assert adam.record == tmp_path / "results" / "g_s0.125_adam_cnn_2_0.001.csv"
     assert adam.checkpoint == tmp_path / "checkpoints" / "g_s0.125_adam_cnn_2_0.001.pt"
@@ -68,8 +70,8 @@ def test_grid_expands_to_every_combination_with_readable_unique_names(tmp_path, 
 
 def test_shipped_sweep_files_expand(monkeypatch):
     monkeypatch.chdir(ROOT)
-    smoke = sweep.load_sweep("sweeps/smoke.toml")
-    paper = sweep.load_sweep("sweeps/paper_cifar10.toml")
+    smoke = grid.load_sweep("sweeps/smoke.toml")
+    paper = grid.load_sweep("sweeps/paper_cifar10.toml")
     assert 2 <= len(smoke.runs) <= 6
     assert all(run.args.data_dir == "../shared/data" for run in smoke.runs)
     assert len(paper.runs) > 100
@@ -115,13 +117,14 @@ def test_bad_command_line_is_one_line(tmp_path, synthetic_cifar10, capsys):
 
 
 def test_switches_become_their_flags(tmp_path, synthetic_cifar10):
-    assert sweep.tokens("channels_last", True) == ["--channels-last"]
-    assert sweep.tokens("channels_last", False) == ["--no-channels-last"]
-    assert sweep.tokens("amp", True) == ["--amp"] and sweep.tokens("amp", False) == []
-    assert sweep.tokens("noise_type", "asymmetric") == ["--noise-type", "asymmetric"]
-    assert sweep.is_switch("channels_last") and sweep.is_switch("amp") and not sweep.is_switch("lr")
+    assert grid.tokens("channels_last", True) == ["--channels-last"]
+    assert grid.tokens("channels_last", False) == ["--no-channels-last"]
+    assert grid.tokens("amp", True) == ["--amp"] and grid.tokens("amp", False) == []
+    assert grid.tokens("noise_type", "asymmetric") == ["--noise-type", "asymmetric"]
+    flags = grid.settable_flags()
+    assert flags["channels_last"].is_switch and flags["amp"].is_switch and not flags["lr"].is_switch
     path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nchannels_last = [true, false]\n')
-    on, off = sweep.load_sweep(path).runs
+    on, off = grid.load_sweep(path).runs
     assert (on.args.channels_last, off.args.channels_last) == (True, False)
     assert (on.name, off.name) == ("g_channels-last_cnn_2_0.1", "g_no-channels-last_cnn_2_0.1")
 
@@ -130,25 +133,40 @@ def test_switches_become_their_flags(tmp_path, synthetic_cifar10):
 def test_a_channels_last_record_counts_as_finished(tmp_path, synthetic_cifar10, setting):
     """Records written with "channels_last": true, by a sweep file that asks for it or by the CPU default."""
     path = write_sweep(tmp_path, synthetic_cifar10, setting + TWO_RUNS, epochs=1)
-    runs = sweep.load_sweep(path).runs
+    runs = grid.load_sweep(path).runs
     for run in runs:
         assert experiments.main(run.argv) == 0
         assert records.read_record(run.record).meta["args"]["channels_last"] is True
-    assert [sweep.run_state(run, set()) for run in runs] == [sweep.FINISHED] * 2
+    assert [sweep_jobs.run_state(run, set()) for run in runs] == [sweep_jobs.FINISHED] * 2
 
 
 def test_a_record_older_than_an_argument_counts_as_run_with_its_default(tmp_path, synthetic_cifar10):
-    """A record written before --noisy-holdout existed lacks it; it ran without a hold-out set."""
+    """A record written before --noisy-holdout existed lacks it; it ran without a hold-out set. Such
+    records also predate the command line in the record, so their resolved settings are compared."""
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
-    run = sweep.load_sweep(path).runs[0]
+    run = grid.load_sweep(path).runs[0]
     assert experiments.main(run.argv) == 0
     record = records.read_record(run.record)
-    del record.meta["args"]["noisy_holdout"]
+    del record.meta["command"], record.meta["args"]["noisy_holdout"]
     records.write_record(run.record, record)
-    assert sweep.run_state(run, set()) == sweep.FINISHED
+    assert sweep_jobs.run_state(run, set()) == sweep_jobs.FINISHED
     record.meta["args"]["noisy_holdout"] = 10  # a value other than the default is another run
     records.write_record(run.record, record)
-    assert sweep.run_state(run, set()) == sweep.RESUME
+    assert sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME
+
+
+def test_a_record_whose_command_line_gives_other_settings_is_not_finished(tmp_path, synthetic_cifar10):
+    path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
+    run = grid.load_sweep(path).runs[0]
+    assert experiments.main(run.argv) == 0
+    assert sweep_jobs.run_state(run, set()) == sweep_jobs.FINISHED
+    record = records.read_record(run.record)
+    record.meta["command"] = [*record.meta["command"], "--corrupt-prob", "0.2"]
+    records.write_record(run.record, record)
+    assert sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME
+    record.meta["command"] = [*record.meta["command"][:-2], "--device", "cpu", "--eval-batch-size", "7"]
+    records.write_record(run.record, record)
+    assert sweep_jobs.run_state(run, set()) == sweep_jobs.FINISHED  # where and how fast only
 
 
 def test_abbreviated_options_are_refused(tmp_path, synthetic_cifar10, capsys):
@@ -157,7 +175,7 @@ def test_abbreviated_options_are_refused(tmp_path, synthetic_cifar10, capsys):
     assert "unrecognized arguments: --job" in capsys.readouterr().err
 
 
-def finished_rows(run: sweep.Run) -> list[dict]:
+def finished_rows(run: grid.GridPoint) -> list[dict]:
     record = records.read_record(run.record)
     assert record.meta["status"]["finished"], run.name
     return record.rows
@@ -167,7 +185,7 @@ def test_local_sweep_runs_in_parallel_resumes_the_interrupted_run_then_skips_all
         tmp_path, synthetic_cifar10, monkeypatch, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\n'
                                                      'lr = [0.1, 0.05, 0.02]\n')
-    runs = sweep.load_sweep(path).runs
+    runs = grid.load_sweep(path).runs
     interrupt_at_epoch(monkeypatch, 1)  # the second run stops after its first epoch, as on Ctrl-C
     assert experiments.main(runs[1].argv) == 130
     monkeypatch.undo()
@@ -189,7 +207,7 @@ def test_local_sweep_runs_in_parallel_resumes_the_interrupted_run_then_skips_all
 
 def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
-    failing = sweep.load_sweep(path).runs[1]
+    failing = grid.load_sweep(path).runs[1]
     failing.record.parent.mkdir(parents=True)
     failing.record.write_text("not a record")  # experiments.py refuses to resume it without a checkpoint
     assert sweep.main([str(path), "--jobs", "2"]) == 1
@@ -210,7 +228,7 @@ def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path,
                          ids=["ctrl-c", "sigint-to-a-background-job"])
 def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path, synthetic_cifar10, start):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=500)
-    runs = sweep.load_sweep(path).runs
+    runs = grid.load_sweep(path).runs
     process = start([sys.executable, str(ROOT / "sweep.py"), str(path), "--jobs", "2"])
     deadline = time.time() + 120
     while time.time() < deadline and not all(run.record.exists() for run in runs):
@@ -223,12 +241,12 @@ def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path
         status = records.read_record(run.record).meta["status"]
         assert 1 <= status["epochs_completed"] < 500 and not status["finished"]
         assert "interrupted" in run.log.read_text()
-    assert all(sweep.run_state(run, set()) == sweep.RESUME for run in runs)
+    assert all(sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME for run in runs)
 
 
 def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10, monkeypatch, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nlr = [0.1, 0.05]\n')
-    queued, stale = sweep.load_sweep(path).runs
+    queued, stale = grid.load_sweep(path).runs
     queued.log.parent.mkdir(parents=True)
     queued.marker("job").write_text("4242_0\n")
     stale.marker("job").write_text("4141_1\n")
@@ -237,19 +255,19 @@ def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10,
     (bin_dir / "squeue").write_text("#!/bin/sh\necho 4242_0\necho 4242_3\n")
     (bin_dir / "squeue").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    grid = sweep.load_sweep(path)
+    sweep_grid = grid.load_sweep(path)
     assert sweep.main([str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("queued (job 4242_0)") and line.endswith(queued.name) for line in lines)
     assert any(line.startswith("new") and line.endswith(stale.name) for line in lines)
     assert lines[-1].endswith("2 runs: 1 to start, 1 queued on the cluster")
-    assert [run.name for run in sweep.runs_to_start(grid, sweep.current_states(grid), True)] == [stale.name]
+    assert [run.name for run in sweep.runs_to_start(sweep_grid, sweep.current_states(sweep_grid), True)] == [stale.name]
 
 
 def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifar10, capsys):
     pytest.importorskip("submitit")
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
-    runs = sweep.load_sweep(path).runs
+    runs = grid.load_sweep(path).runs
     argv = [str(path), "--slurm", "--cluster", "local", "--time", "10", "--gpus-per-run", "0",
             "--cpus-per-run", "1", "--max-parallel", "2", "--wait"]
     assert sweep.main(argv) == 0
@@ -262,7 +280,7 @@ def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifa
 
 def test_a_second_invocation_of_a_running_sweep_is_refused(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
-    lock = sweep.load_sweep(path).log_dir / ".lock"
+    lock = grid.load_sweep(path).log_dir / ".lock"
     with records.exclusive_lock(lock):
         assert sweep.main([str(path)]) == 2
     err = capsys.readouterr().err

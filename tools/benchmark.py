@@ -32,8 +32,9 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets  # noqa: E402
-from experiments import channels_last_default  # noqa: E402
-from models import MODELS, create_model  # noqa: E402
+from batching import DeviceBatches, LoaderBatches  # noqa: E402
+from machine import channels_last_default  # noqa: E402
+from models import FAMILIES, create_model  # noqa: E402
 from signals import TrainingSignals  # noqa: E402
 from susceptibility import probe_step  # noqa: E402
 from training import evaluate, fast_network, train_one_epoch  # noqa: E402
@@ -81,7 +82,7 @@ def suite_epoch(batches, network, optimizer, device, epoch: int,
                 signals: TrainingSignals | None = None) -> tuple[float, float, float]:
     """Probe, train and test seconds of one epoch as experiments.py runs it (with `signals`, the
     training time includes updating and summarizing them)."""
-    gen_device = device if isinstance(batches, datasets.DeviceBatches) else torch.device("cpu")
+    gen_device = device if isinstance(batches, DeviceBatches) else torch.device("cpu")
     with Timer(device) as probe:
         images, labels = batches.probe_batch(torch.Generator(gen_device).manual_seed(epoch))
         before, after = probe_step(network, optimizer, images, labels, seed=epoch)
@@ -157,7 +158,7 @@ def network_alone_epoch(prepared, network, optimizer, device, epoch: int) -> tup
     return probe.seconds, train.seconds, test.seconds
 
 
-def prepare_tensors(batches: datasets.DeviceBatches):
+def prepare_tensors(batches: DeviceBatches):
     """Materialize one epoch of batches so the network-alone timing excludes the data path."""
     train = [(b.images, b.assigned) for b in batches.train_batches(torch.Generator(batches.device).manual_seed(0))]
     test = list(batches.test_batches())
@@ -186,7 +187,7 @@ def print_table(rows: list[dict], train_size: int, test_size: int) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=sorted(MODELS), default="resnet")
+    p.add_argument("--model", choices=sorted(FAMILIES), default="resnet")
     p.add_argument("--scale", type=float, default=0.25)
     p.add_argument("--batchsize", type=int, default=128)
     p.add_argument("--train-size", type=int, default=5000)
@@ -207,10 +208,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
     if args.channels_last is None:
-        args.channels_last = channels_last_default(device, None)
+        args.channels_last = channels_last_default(device)
     data = synthetic_data(args.train_size, args.test_size)
-    device_batches = datasets.DeviceBatches(data, device, args.batchsize, args.eval_batchsize)
-    loader_batches = datasets.LoaderBatches(data, device, args.batchsize, args.eval_batchsize, args.workers)
+    device_batches = DeviceBatches(data, device, args.batchsize, args.eval_batchsize)
+    loader_batches = LoaderBatches(data, device, args.batchsize, args.eval_batchsize, args.workers)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model} x{args.scale}, batch {args.batchsize}, {args.train_size} training and "
           f"{args.test_size} test images; device {device} ({name}); torch {torch.__version__}, "

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import ARCHITECTURES, MODELS, create_model  # noqa: E402
+from models import FAMILIES, create_model  # noqa: E402
 
 PARAMETER_SCALES = (0.25, 0.5, 1.0)
 
@@ -85,7 +85,7 @@ def load_average() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     parser.add_argument("--scale", type=float, default=0.25, help="width of the throughput runs")
     parser.add_argument("--batchsize", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         counts = " | ".join(f"{parameter_count(name, s):,}" for s in PARAMETER_SCALES)
         speed = training_throughput(name, args.scale, args.batchsize, args.warmup, args.steps, args.seconds)
-        rows.append(f"| `{name}` | {ARCHITECTURES.get(name, name)} | {counts} | {speed:,.0f} |")
+        rows.append(f"| `{name}` | {FAMILIES[name].description} | {counts} | {speed:,.0f} |")
         print(f"{name}: {speed:,.0f} images/s", file=sys.stderr, flush=True)
     print(f"Measured with `python tools/model_table.py`: torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads on {os.cpu_count()} cores of {cpu_name()} "

@@ -2,8 +2,8 @@
 
 docs/REPRODUCTION.md quotes these tables; tests/test_reproduction.py renders them again from the
 committed records and checks that every line is in the document, so no number there can drift from
-the records. Each table is computed with analysis.py's own functions, within each seed's population
-where the paper's comparisons are concerned (see `analysis.seed_populations`).
+the records. Each table is computed with the analysis package's own functions, within each seed's population
+where the paper's comparisons are concerned (see `seeds.seed_populations`).
 
     python tools/reproduction_tables.py docs/records/memorization_symmetric
     python tools/reproduction_tables.py docs/records/pilot_n2000 --tables settings
@@ -19,7 +19,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import analysis  # noqa: E402
+from analysis import loading, naming, reports, seeds, selection, signal_rules  # noqa: E402
 
 SETTING = ["model", "scale", "optimizer", "lr_initial", "scheduler"]
 
@@ -35,7 +35,7 @@ def spread(values: pd.Series, digits: int) -> str:
     """Mean ± sample std of `values` (the mean alone for one value, a dash for none)."""
     values = values.dropna()
     std = values.std() if len(values) > 1 else np.nan
-    return analysis.mean_std_text(values.mean() if len(values) else np.nan, std, digits)
+    return reports.mean_std_text(values.mean() if len(values) else np.nan, std, digits)
 
 
 def p_value(p: float) -> str:
@@ -44,13 +44,13 @@ def p_value(p: float) -> str:
 
 
 def run_title_line(run: pd.Series) -> str:
-    """`ResNet-18 ×0.25, SGD lr 0.05, cosine`: one training setting, from `analysis.run_title`."""
-    return analysis.run_title(run).split("\n")[0].replace(" schedule", "")
+    """`ResNet-18 ×0.25, SGD lr 0.05, cosine`: one training setting, from `naming.run_title`."""
+    return naming.run_title(run).split("\n")[0].replace(" schedule", "")
 
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Per run: its setting, seed, last-epoch values, peak test accuracy and the epoch of the peak."""
-    last = analysis.runs_at_epoch(table)
+    last = loading.runs_at_epoch(table)
     peaks = table.loc[table.groupby("run")["test_acc"].idxmax()].set_index("run")
     last = last.assign(peak_test_acc=peaks["test_acc"], peak_epoch=peaks["epoch"], zeta=last["zeta_paper"])
     return last.assign(penalty=last["peak_test_acc"] - last["test_acc"])
@@ -101,11 +101,11 @@ def cost_line(table: pd.DataFrame) -> str:
 def tau_table(table: pd.DataFrame) -> str:
     """Kendall's τ between final ζ and final noisy-subset accuracy across the runs of each seed,
     their mean ± std, and across all runs."""
-    populations = analysis.seed_populations(table)
+    populations = seeds.seed_populations(table)
     rows = [[f"seed {seed}", str(int(row["n"])), f"{row['tau']:.2f}", p_value(row["pvalue"])]
             for seed, row in populations.taus.iterrows()]
     rows.append(["mean ± std over seeds", "", spread(populations.taus["tau"], 2), ""])
-    overall = analysis.tau_across_runs(table)
+    overall = selection.tau_across_runs(table)
     rows.append(["all runs", str(overall.n), f"{overall.tau:.2f}", p_value(overall.pvalue)])
     return markdown(["population", "runs", "τ", "p"], rows)
 
@@ -113,7 +113,7 @@ def tau_table(table: pd.DataFrame) -> str:
 def along_table(table: pd.DataFrame) -> str:
     """τ between ζ(t) and noisy-subset accuracy along the epochs of each run, for the runs that
     end above the clean fraction and for the others."""
-    along = analysis.tau_along_epochs(table).dropna(subset=["tau"])
+    along = selection.tau_along_epochs(table).dropna(subset=["tau"])
     above = memorizing(final_rows(table).reindex(along.index))
     rows = []
     for label, chosen in (("end above the clean fraction", above), ("the others", ~above), ("all", above | ~above)):
@@ -126,12 +126,12 @@ def along_table(table: pd.DataFrame) -> str:
 def regions_table(table: pd.DataFrame) -> str:
     """The four regions placed within each seed's population, pooled: runs and test accuracy, and
     how many populations have the region empty."""
-    populations = analysis.seed_populations(table)
-    empty = {region: sum(selection.regions.loc[region, "count"] == 0
-                         for selection in populations.selections.values())
-             for region in analysis.REGIONS.index}
+    populations = seeds.seed_populations(table)
+    empty = {region: sum(seed_selection.regions.loc[region, "count"] == 0
+                         for seed_selection in populations.selections.values())
+             for region in selection.REGIONS.index}
     rows = [[str(region), row["train_acc"], row["zeta"], str(row["count"]),
-             analysis.mean_std_text(row["test_acc_mean"], row["test_acc_std"], 1),
+             reports.mean_std_text(row["test_acc_mean"], row["test_acc_std"], 1),
              f"{empty[region]} of {len(populations.selections)}"]
             for region, row in populations.regions.iterrows()]
     return markdown(["region", "train acc", "ζ", "runs", "test acc (%)", "empty in"], rows)
@@ -139,12 +139,12 @@ def regions_table(table: pd.DataFrame) -> str:
 
 def picks_table(table: pd.DataFrame) -> str:
     """Test accuracy of each rule's pick in each seed's population, and mean ± std over them."""
-    populations = analysis.seed_populations(table)
+    populations = seeds.seed_populations(table)
     picks = populations.picks
     labels = {"region 1": "Region 1 (paper)", "train acc": "training accuracy alone", "zeta": "ζ alone",
               "noisy hold-out": "noisy hold-out accuracy", "prediction changes": "prediction changes",
               "negative margins": "negative-margin fraction", "oracle": "oracle (test accuracy)"}
-    rows = [[labels.get(rule, rule)] + [analysis.mean_std_text(value, np.nan, 1) for value in picks.loc[rule]]
+    rows = [[labels.get(rule, rule)] + [reports.mean_std_text(value, np.nan, 1) for value in picks.loc[rule]]
             + [spread(picks.loc[rule], 1)] for rule in picks.index]
     return markdown(["rule"] + list(picks.columns) + ["mean ± std"], rows)
 
@@ -154,8 +154,8 @@ def trainable_line(table: pd.DataFrame) -> str:
     the mean training accuracy (Regions 1 and 2), the test accuracy of the run with the lowest ζ
     against that of the run with the highest training accuracy."""
     lowest_zeta, highest_train = [], []
-    for selection in analysis.seed_populations(table).selections.values():
-        trainable = selection.runs[selection.runs["region"].isin([1, 2])]
+    for seed_selection in seeds.seed_populations(table).selections.values():
+        trainable = seed_selection.runs[seed_selection.runs["region"].isin([1, 2])]
         lowest_zeta.append(trainable.loc[trainable["zeta"].idxmin(), "test_acc"])
         highest_train.append(trainable.loc[trainable["train_acc"].idxmax(), "test_acc"])
     return (f"Among the runs above the mean training accuracy of their seed, the lowest ζ picks runs of "
@@ -166,7 +166,7 @@ def trainable_line(table: pd.DataFrame) -> str:
 def stopping_table(table: pd.DataFrame) -> str:
     """Early stopping within each run: the test accuracy each rule stops at and its shortfall from
     the run's best, mean ± std over all runs."""
-    per_run, _ = analysis.compare_stopping(table)
+    per_run, _ = signal_rules.compare_stopping(table)
     labels = {"label wave": "Label Wave (prediction changes)", "noisy hold-out": "highest noisy hold-out accuracy",
               "zeta": "lowest ζ (from epoch 1)", "last epoch": "last epoch (no stopping)",
               "oracle": "oracle (best test accuracy)"}
@@ -191,7 +191,7 @@ TABLES = {
 
 def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str]:
     """The chosen tables (default: all) of the single population in `folder`, by name."""
-    table = analysis.select_population(analysis.load_runs(folder).table)
+    table = loading.select_population(loading.load_runs(folder).table)
     return {name: TABLES[name](table) for name in (tables or TABLES)}
 
 

@@ -157,25 +157,27 @@ def record(out: Path, data_dir: Path, noise_file: Path) -> int:
     return 0
 
 
-def record_parts(path: Path) -> tuple[dict, list[str], list[dict]]:
-    """A record's header sections, its columns and its rows without the timing columns."""
+def record_parts(path: Path, out: Path) -> tuple[dict, list[str], list[dict]]:
+    """A record's header sections (the recording's folder, in paths, as `<out>`), its columns and its
+    rows without the timing columns."""
     import records
 
     record = records.read_record(path)
+    meta = json.loads(json.dumps(record.meta).replace(str(out), "<out>"))
     columns = path.read_text().splitlines()
     header = next(line for line in columns if line and not line.startswith("#"))
     rows = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in record.rows]
-    return record.meta, header.split(","), rows
+    return meta, header.split(","), rows
 
 
 def compare_records(before: Path, after: Path) -> list[str]:
     differences = []
     names = sorted(p.name for p in (before / "records").glob("*.csv"))
     if names != sorted(p.name for p in (after / "records").glob("*.csv")):
-        return [f"the two recordings hold different records"]
+        return ["the two recordings hold different records"]
     for name in names:
-        meta_a, columns_a, rows_a = record_parts(before / "records" / name)
-        meta_b, columns_b, rows_b = record_parts(after / "records" / name)
+        meta_a, columns_a, rows_a = record_parts(before / "records" / name, before)
+        meta_b, columns_b, rows_b = record_parts(after / "records" / name, after)
         if columns_a != columns_b:
             differences.append(f"{name}: columns differ")
         if json.dumps(rows_a, sort_keys=True) != json.dumps(rows_b, sort_keys=True):

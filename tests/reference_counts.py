@@ -1,4 +1,5 @@
-"""Parameter counts of the reference architectures that the models here reproduce at scale 1.
+"""Parameter counts of the reference architectures that the models of models/ reproduce at scale 1,
+checked by test_models.py.
 
 The reference is the CIFAR model zoo of kuangliu/pytorch-cifar as used by mahf93/tracking-memorization
 (`ResNet18`, `VGG('VGG19')`, `DenseNet121`, `EfficientNetB0`, `GoogLeNet`, `MobileNet`, `MobileNetV2`,

@@ -1,0 +1,6 @@
+"""`python -m analysis`: see `analysis.cli`."""
+import sys
+
+from analysis.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""The paper's figures from the runs' table: each run's curves, ζ against memorization, the four
+regions and the signals. The only part of the analysis that needs matplotlib."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from analysis.loading import (ACCURACY_CURVES, describe_epoch, filter_runs, known, run_curves, runs_at_epoch,
+                              zeta_column)
+from analysis.naming import model_name, optimizer_name, run_title
+from analysis.reports import mean_std_text
+from analysis.selection import ModelSelection, kendall, tau_across_runs
+from analysis.signal_rules import SIGNALS, signal_values
+
+
+FIGURE_FORMATS = ("png", "pdf")  # PNG to look at, PDF (vector) for a paper
+
+
+def save_formats(figure: Figure, stem: Path, formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
+    """Write `figure` as `<stem>.<format>` for each of `formats`, creating the folder; return the paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(f"{stem.name}.{extension}") for extension in formats]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    return paths
+
+
+def save_figure(figure: Figure, folder: str | Path, name: str,
+                formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
+    """Write `figure` as `<folder>/figures/<name>.png` and `.pdf` (or `formats`); return the paths."""
+    return save_formats(figure, Path(folder) / "figures" / name, formats)
+
+
+def write_figures(table: pd.DataFrame, selection: "ModelSelection", out_dir: str | Path,
+                  epoch: int | None = None, convention: str = "paper",
+                  curves: list[str] | None = None, formats: tuple[str, ...] = FIGURE_FORMATS,
+                  compare: list[str] | None = None) -> list[Path]:
+    """The notebook's figures as files in `out_dir`, each in every one of `formats`: ζ against
+    memorization across runs, the four regions, the signals, the curves of the runs matching the
+    `curves` patterns (none by default), and those matching the `compare` patterns side by side
+    (`compare`, in the order of the patterns)."""
+    chosen = sorted(filter_runs(table, curves)["run"].unique()) if curves else []
+    figures = {f"curves_{run}": plot_run(table, run, convention) for run in chosen}
+    if compare:
+        compared = [run for pattern in compare for run in sorted(filter_runs(table, [pattern])["run"].unique())]
+        figures["compare"] = plot_runs(table, list(dict.fromkeys(compared)), convention)
+    figures["zeta_vs_memorization"] = plot_zeta_vs_memorization(table, epoch, convention)
+    figures["regions"] = plot_regions(selection)
+    figures["signals"] = plot_signals(table, epoch, convention)
+    return [path for name, figure in figures.items() for path in save_formats(figure, Path(out_dir) / name, formats)]
+
+
+def chance_level(run: pd.Series) -> float:
+    """Accuracy (%) of guessing a class uniformly at random; NaN where the class count is unknown."""
+    return 100 / run["num_classes"] if known(run["num_classes"]) and run["num_classes"] > 0 else np.nan
+
+
+def fit_range(values: list[float], margin: float = 0.08, low: float = -np.inf, high: float = np.inf) -> tuple:
+    """Axis limits that hold every finite value with a small margin, clipped to [low, high]."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return None
+    bottom, top = finite.min(), finite.max()
+    pad = margin * (top - bottom) if top > bottom else max(abs(top) * margin, 1e-3)
+    return max(bottom - pad, low), min(top + pad, high)
+
+
+def draw_run(accuracy_axes, zeta_axes, table: pd.DataFrame, run: str,
+             convention: str = "paper") -> tuple[list[float], list[float]]:
+    """Draw one run's accuracies on `accuracy_axes` and ζ on `zeta_axes`, marking chance level;
+    return the values drawn on each, to fit the axes' ranges. Curves without data are left out."""
+    curves = run_curves(table, run, convention)
+    about = table[table["run"] == run].iloc[0]
+    shown = [column for column in ACCURACY_CURVES if curves[column].notna().any()]
+    for column in shown:
+        accuracy_axes.plot(curves.index, curves[column], marker=".", label=ACCURACY_CURVES[column])
+    chance = chance_level(about)
+    if np.isfinite(chance):
+        accuracy_axes.axhline(chance, color="gray", linestyle=":", linewidth=1,
+                              label=f"chance ({chance:.0f} %)")
+    zeta_axes.plot(curves.index, curves["zeta"], marker=".", color="black")
+    zeta_axes.set(xlabel="epoch (0-based, as in the record)")
+    zeta_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axes in (accuracy_axes, zeta_axes):
+        axes.grid(alpha=0.3)
+    return [*curves[shown].to_numpy().ravel(), chance], curves["zeta"].tolist()
+
+
+def plot_runs(table: pd.DataFrame, runs: list[str], convention: str = "paper") -> Figure:
+    """Accuracies (top) and ζ (bottom) of each run over its epochs, the runs side by side on shared
+    axes so that they compare at a glance; the axes fit the curves and mark chance level."""
+    figure = Figure(figsize=(3.5 + 3.5 * len(runs), 6.5), layout="constrained")
+    grid = figure.subplots(2, len(runs), sharex="col", sharey="row", height_ratios=[3, 2], squeeze=False)
+    accuracies, zetas = [], []
+    for column, run in enumerate(runs):
+        run_accuracies, run_zetas = draw_run(grid[0, column], grid[1, column], table, run, convention)
+        accuracies += run_accuracies
+        zetas += run_zetas
+    grid[0, 0].set(ylabel="accuracy (%)", ylim=fit_range(accuracies, low=0, high=100))
+    grid[0, 0].legend(fontsize="small", loc="best")
+    grid[1, 0].set(ylabel=f"susceptibility ζ\n({convention} convention)", ylim=fit_range(zetas))
+    titles = [run_title(table[table["run"] == run].iloc[0]) for run in runs]
+    if len(runs) == 1:
+        figure.suptitle(titles[0], fontsize="medium")
+        return figure
+    trainings, data = zip(*(title.split("\n") for title in titles))
+    shared_data = len(set(data)) == 1  # then said once, above the runs
+    if shared_data:
+        figure.suptitle(data[0], fontsize="medium")
+    for axes, training, about in zip(grid[0], trainings, data):
+        axes.set_title(training if shared_data else f"{training}\n{about}", fontsize="small")
+    return figure
+
+
+def plot_run(table: pd.DataFrame, run: str, convention: str = "paper") -> Figure:
+    """Accuracies (top) and ζ (bottom) of one run over its epochs, on a shared epoch axis."""
+    return plot_runs(table, [run], convention)
+
+
+def plot_zeta_vs_memorization(table: pd.DataFrame, epoch: int | None = None,
+                              convention: str = "paper") -> Figure:
+    """ζ against noisy-subset training accuracy across runs, a marker per architecture and a colour
+    per optimizer, with Kendall's τ and its p-value in the title."""
+    runs = runs_at_epoch(table, epoch)
+    correlation = tau_across_runs(table, epoch, convention)
+    figure = Figure(figsize=(7, 5), layout="constrained")
+    axes = figure.subplots()
+    draw_by_model_and_optimizer(axes, runs[zeta_column(convention)], runs["train_noisy_acc"], runs)
+    axes.set(xlabel=f"susceptibility ζ ({convention} convention)",
+             ylabel="training accuracy on the noisy subset (%)\n(memorization)",
+             title=f"Kendall τ = {correlation.tau:.2f}, p = {correlation.pvalue:.2g} "
+                   f"({correlation.n} runs, {describe_epoch(epoch)})")
+    axes.title.set_fontsize("medium")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+MARKERS = "osD^vP*Xph<>"
+
+
+def draw_by_model_and_optimizer(axes, x: pd.Series, y: pd.Series, runs: pd.DataFrame, legend: bool = True,
+                                **style) -> None:
+    """Scatter the runs with a marker per architecture and a colour per optimizer, and (with
+    `legend`) a legend of both."""
+    models = sorted(runs["model"].dropna().unique())
+    optimizers = sorted(runs["optimizer"].dropna().unique())
+    colours = {name: f"C{i}" for i, name in enumerate(optimizers)}
+    markers = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(models)}
+    for (model, optimizer), group in runs.groupby([runs["model"].fillna("?"), runs["optimizer"].fillna("?")]):
+        axes.scatter(x[group.index], y[group.index], marker=markers.get(model, "o"),
+                     color=colours.get(optimizer, "gray"), s=45, zorder=2, **style)
+    handles = [Line2D([], [], marker=markers[m], color="dimgray", linestyle="", label=model_name(m, None))
+               for m in models]
+    handles += [Patch(color=colours[o], label=optimizer_name(o)) for o in optimizers]
+    if handles and legend:
+        axes.legend(handles=handles, fontsize="small", loc="best", framealpha=0.8)
+
+
+def plot_regions(selection: ModelSelection, population: str = "") -> Figure:
+    """Training accuracy against ζ with the region boundaries, points coloured by test accuracy,
+    the Region 1 pick circled and named in the legend, and the per-region table under the plot; the
+    title names the `population` (e.g. "seed 0") where one is given."""
+    runs = selection.runs
+    figure = Figure(figsize=(7.5, 7.5), layout="constrained")
+    axes, table_axes = figure.subplots(2, 1, height_ratios=[4, 1.3])
+    points = axes.scatter(runs["zeta"], runs["train_acc"], c=runs["test_acc"], cmap="viridis", s=40,
+                          edgecolors="white", linewidths=0.5, zorder=2)
+    figure.colorbar(points, ax=axes, label="test accuracy (%)")
+    axes.axhline(selection.train_acc_mean, color="dimgray", linestyle="--", linewidth=1.2, zorder=1,
+                 label=f"mean training accuracy ({selection.train_acc_mean:.2f} %)")
+    axes.axvline(selection.zeta_mean, color="dimgray", linestyle="-.", linewidth=1.2, zorder=1,
+                 label=f"mean ζ ({selection.zeta_mean:.4f})")
+    axes.margins(0.18)
+    corners = {1: (0.01, 0.99), 2: (0.99, 0.99), 3: (0.01, 0.01), 4: (0.99, 0.01)}
+    for region, (x, y) in corners.items():
+        axes.text(x, y, f"Region {region}", transform=axes.transAxes, ha="left" if x < 0.5 else "right",
+                  va="top" if y > 0.5 else "bottom", fontsize="small", fontweight="bold", color="dimgray",
+                  zorder=4, bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8,
+                                  "edgecolor": "none"})
+    pick = selection.picks.loc["region 1"]
+    if pd.notna(pick["run"]):
+        axes.scatter(pick["zeta"], pick["train_acc"], s=220, facecolors="none", edgecolors="red",
+                     linewidths=2, zorder=3, label=f"Region 1 pick: {pick['run']}")
+    axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
+    axes.set(xlabel=f"susceptibility ζ ({selection.convention} convention)",
+             ylabel="training accuracy (%)", title=f"Model selection at {describe_epoch(selection.epoch)}, "
+                                                   f"{len(runs)} runs{f' of {population}' if population else ''}")
+    draw_region_table(table_axes, selection.regions)
+    return figure
+
+
+def plot_signals(table: pd.DataFrame, epoch: int | None = None, convention: str = "paper") -> Figure:
+    """Test accuracy against each signal across runs, one panel per signal, Kendall's τ on each."""
+    values = signal_values(table, epoch, convention)
+    runs = runs_at_epoch(table, epoch)
+    figure = Figure(figsize=(3.2 * len(SIGNALS), 3.8), layout="constrained")
+    panels = figure.subplots(1, len(SIGNALS), sharey=True)
+    for number, (axes, (column, (label, _, higher))) in enumerate(zip(panels, SIGNALS.items())):
+        correlation = kendall(values[column], values["test_acc"])
+        axes.set_xlabel(label + (" (↑ better)" if higher else " (↓ better)"))
+        if correlation.n == 0:
+            axes.text(0.5, 0.5, "not recorded", transform=axes.transAxes, ha="center", color="gray")
+            axes.set_xticks([])
+            continue
+        draw_by_model_and_optimizer(axes, values[column], values["test_acc"], runs, legend=number == 0)
+        axes.set_title(f"τ = {correlation.tau:.2f} (p = {correlation.pvalue:.2g}, {correlation.n} runs)",
+                       fontsize="small")
+        axes.grid(alpha=0.3)
+    figure.axes[0].set_ylabel("test accuracy (%)")
+    figure.suptitle(f"Signals without clean labels against test accuracy, {describe_epoch(epoch)}")
+    return figure
+
+
+def draw_region_table(axes, regions: pd.DataFrame) -> None:
+    """Draw the per-region count and test accuracy mean ± std as a table filling `axes`."""
+    cells = [[str(region), row["train_acc"], row["zeta"], str(row["count"]),
+              mean_std_text(row["test_acc_mean"], row["test_acc_std"])]
+             for region, row in regions.iterrows()]
+    axes.axis("off")
+    axes.table(cellText=cells, colLabels=["region", "train acc", "ζ", "runs", "test acc (%)"],
+               loc="center", cellLoc="center")

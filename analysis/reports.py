@@ -1,0 +1,126 @@
+"""The text the analysis prints: tables with the same decimals in every row, and the reports of
+`python -m analysis`."""
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.loading import describe_epoch
+from analysis.seeds import SeedPopulations
+from analysis.selection import (SELECTION_RULES, Correlation, ModelSelection, correlation_warnings,
+                                selection_warnings)
+from analysis.signal_rules import LABEL_WAVE_PATIENCE, LABEL_WAVE_WINDOW, compare_signals, compare_stopping
+
+
+def mean_std_text(mean: float, std: float, digits: int = 2) -> str:
+    """"mean ± std", the mean alone for a single value, a dash for none."""
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+COUNT_COLUMNS = {"region", "count", "runs", "n", "epoch", "seed", "train_size", "num_classes", "populations"}
+SETTING_COLUMNS = {"scale", "lr_initial", "corruptprob", "noise_rate"}  # printed as given
+
+
+def column_formatter(column: str):
+    """How a table column prints its numbers: the same decimals in every row, by what it holds
+    (accuracies 2, ζ 4, τ and p-values 3, counts and epochs none, settings as given); a dash
+    where there is none."""
+    if column in SETTING_COLUMNS:
+        return lambda value: "–" if pd.isna(value) else f"{value:g}"
+    if "zeta" in column:
+        digits = 4
+    elif column.startswith(("tau", "pvalue")):
+        digits = 3
+    elif column in COUNT_COLUMNS:
+        digits = 0
+    else:
+        digits = 2
+    return lambda value: "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def number_formatters(frame: pd.DataFrame) -> dict:
+    """`column_formatter` of each number column of `frame`."""
+    return {column: column_formatter(column) for column in frame.columns
+            if pd.api.types.is_float_dtype(frame[column])}
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """`frame` as text with the same decimals in every row of a number column."""
+    return frame.to_string(formatters=number_formatters(frame), na_rep="–")
+
+
+def styled(frame: pd.DataFrame):
+    """`frame` for display in a notebook, with the decimals of `format_table`."""
+    return frame.style.format(number_formatters(frame))
+
+
+def selection_report(selection: ModelSelection, across: Correlation, along: pd.DataFrame) -> str:
+    """The text that the shell entry point prints: regions, rule picks, per-run values and τ."""
+    runs = selection.runs.join(along[["tau", "pvalue"]].add_suffix("_along_epochs"))
+    picks = selection.picks.rename(index=SELECTION_RULES)
+    lines = [
+        f"{len(selection.runs)} runs at {describe_epoch(selection.epoch)}; "
+        f"zeta by the {selection.convention} convention",
+        f"boundaries: mean training accuracy {selection.train_acc_mean:.2f} %, "
+        f"mean zeta {selection.zeta_mean:.4f}",
+        "",
+        format_table(selection.regions),
+        "",
+        format_table(picks),
+        "",
+        format_table(runs),
+        "",
+        f"Kendall tau(zeta, noisy-subset training accuracy) across {across.n} runs: "
+        f"{across.tau:.3f} (p = {across.pvalue:.3f})",
+    ]
+    if selection.left_out:
+        lines.append(f"left out (no training accuracy, zeta or test accuracy there): "
+                     f"{', '.join(selection.left_out)}")
+    lines += [f"warning: {warning}" for warning in selection_warnings(selection) + correlation_warnings(across, along)]
+    return "\n".join(lines)
+
+
+def signals_report(table: pd.DataFrame, epoch: int | None, convention: str) -> str:
+    """The two comparison tables of the signals: model selection across runs, early stopping within."""
+    selection = compare_signals(table, epoch, convention)
+    _, stopping = compare_stopping(table, convention)
+    return "\n".join([
+        f"Model selection by each signal at {describe_epoch(epoch)} (tau: Kendall's tau between the "
+        f"signal and test accuracy across runs)",
+        format_table(selection),
+        "",
+        f"Early stopping within runs (Label Wave: moving average over {LABEL_WAVE_WINDOW} epochs, "
+        f"patience {LABEL_WAVE_PATIENCE}); means over runs, shortfall = best test accuracy of the run "
+        f"minus the test accuracy at the stop",
+        format_table(stopping),
+    ])
+
+
+def along_summary(along: pd.DataFrame) -> str:
+    """One line on τ along the epochs of each run: its median, and how many runs have it positive
+    and significant (p < 0.05)."""
+    known_taus = along.dropna(subset=["tau"])
+    positive = int(((known_taus["tau"] > 0) & (known_taus["pvalue"] < 0.05)).sum())
+    return (f"tau(zeta, noisy-subset accuracy) along the epochs of each run: median {known_taus['tau'].median():.3f} "
+            f"over {len(known_taus)} runs; positive with p < 0.05 in {positive}")
+
+
+def seed_populations_report(populations_: SeedPopulations, along: pd.DataFrame) -> str:
+    """The text of `python -m analysis --per-seed`: τ per population, each rule's pick over the populations,
+    the regions pooled over them, and τ along each run's epochs."""
+    taus = populations_.taus
+    return "\n".join([
+        f"{len(taus)} seed populations; Kendall tau(zeta, noisy-subset training accuracy) across the runs "
+        f"of each:",
+        format_table(taus),
+        f"mean over populations {mean_std_text(taus['tau'].mean(), taus['tau'].std(), digits=3)}",
+        "",
+        "Test accuracy of each rule's pick, per population and as mean ± std over populations:",
+        format_table(populations_.picks.join(populations_.summary)),
+        "",
+        "Regions, placed within each population, pooled over the populations:",
+        format_table(populations_.regions),
+        "",
+        along_summary(along),
+    ])

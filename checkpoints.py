@@ -1,0 +1,163 @@
+"""Where a run's files go, what its checkpoint holds, and the rules for continuing it.
+
+A checkpoint is everything needed to continue a run exactly: the configuration, model, optimizer,
+schedule, per-sample signals, probe measurements, labels and epoch rows. Every random stream is
+derived from the seed and the epoch number, so the seed and the epoch count are the run's whole RNG
+state. Checkpoints of earlier formats are brought to the current one by `migrate`, in one place.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+import config as run_config
+import records
+from command_line import UsageError
+from machine import environment_changes
+from susceptibility import STATE_FORMAT
+
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from run import Run
+
+# 1: configuration under `args`; the probe's state, the signals and the hold-out labels were added
+#    to it one by one, so its checkpoints may lack them.
+# 2: configuration under `config`, with the command line that started the run; every part present.
+CHECKPOINT_FORMAT = 2
+
+
+@dataclass
+class Paths:
+    record: Path
+    checkpoint: Path
+
+    @property
+    def locks(self) -> list[Path]:
+        """The lock files next to the record and the checkpoint, held while a process writes the run:
+        two runs that share either file cannot run at once."""
+        return [path.with_name(path.name + ".lock") for path in (self.record, self.checkpoint)]
+
+
+def run_paths(args: Namespace) -> Paths:
+    """Where the record and the checkpoint of the run a command line describes go."""
+    modelfilename = args.modelfilename or args.filename
+    name = run_config.run_name(args.filename, args.model, args.epochs, args.lr)
+    checkpoint = run_config.run_name(modelfilename, args.model, args.epochs, args.lr)
+    return Paths(Path(args.results_dir) / (name + records.SUFFIX), Path(args.checkpoint_dir) / (checkpoint + ".pt"))
+
+
+def check_paths(args: Namespace, paths: Paths) -> None:
+    """Refuse to clobber an existing run by accident, or to resume one whose checkpoint is gone."""
+    if paths.record.exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{paths.record} already exists; add --resume to continue that run or "
+                         f"--overwrite to start it over")
+    if args.resume and paths.record.exists() and not paths.checkpoint.exists():
+        raise UsageError(f"cannot resume: {paths.record} exists but its checkpoint {paths.checkpoint} "
+                         f"is missing; use --overwrite to start over")
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically save a checkpoint dictionary with torch.save."""
+    records.atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """Load a checkpoint written by `save_checkpoint`, in the current format, without executing
+    pickled code."""
+    return migrate(torch.load(path, map_location=device, weights_only=True), path)
+
+
+def migrate(state: dict, path: str | Path) -> dict:
+    """A checkpoint of any format of this program in the shape of the current one."""
+    if not isinstance(state, dict):
+        state = {}
+    if state.get("format") == 1:
+        state = from_format_1(state)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a checkpoint of this program; use --overwrite to start over")
+    return state
+
+
+def from_format_1(state: dict) -> dict:
+    """Format 1 named the configuration `args`; its earliest checkpoints hold no probe state (its Φ̃
+    values are in the rows), no signals (they then start afresh) and no hold-out labels (there was
+    no hold-out set)."""
+    labels = dict(state["labels"])
+    for key in ("holdout_index", "holdout_labels"):
+        labels.setdefault(key, torch.zeros(0, dtype=torch.int64))
+    probe = state.get("probe") or {
+        "format": STATE_FORMAT, "seed": state["rng"]["seed"], "labels": labels["probe_labels"],
+        "phi_before": [row["phi_before"] for row in state["rows"]],
+        "phi_after": [row["phi_after"] for row in state["rows"]]}
+    upgraded = {key: value for key, value in state.items() if key != "args"}
+    return {**upgraded, "format": CHECKPOINT_FORMAT, "config": state["args"], "command": None,  # not kept
+            "labels": labels, "probe": probe, "signals": state.get("signals")}
+
+
+def label_tensors(run: Run) -> dict[str, torch.Tensor]:
+    """The run's subset, labels, probe set and hold-out set, which a resumed run must share."""
+    d, as_tensor = run.data, torch.as_tensor
+    return {"train_index": as_tensor(d.train_index), "assigned": as_tensor(d.assigned_labels),
+            "true": as_tensor(d.true_labels), "probe_index": as_tensor(d.probe_index),
+            "probe_labels": as_tensor(d.probe_labels),
+            "holdout_index": as_tensor(d.holdout.index), "holdout_labels": as_tensor(d.holdout.labels)}
+
+
+def checkpoint_state(run: Run, finished: bool) -> dict:
+    """Everything needed to continue the run."""
+    return {
+        "format": CHECKPOINT_FORMAT, "config": run.config.as_dict(), "command": run.command,
+        "epochs_completed": len(run.rows), "finished": finished,
+        "environment": run.meta["environment"],
+        "rng": {"seed": run.config.seed, "next_epoch": len(run.rows)},
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "signals": run.signals.state_dict(), "rows": run.rows,
+        "probe": run.probe.state_dict(), "labels": label_tensors(run),
+    }
+
+
+def restore(run: Run, state: dict, path: Path) -> None:
+    """Load a checkpoint (in the current format) into a freshly built run after checking that it
+    belongs to the same run."""
+    differing = run_config.differing_settings(state["config"], run.config)
+    if differing:
+        described = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differing.items())
+        raise UsageError(f"{path} was made with other arguments ({described}); repeat the original "
+                         f"command with --resume, or start over with --overwrite")
+    saved_environment = state.get("environment", {})
+    check_device_type(saved_environment, run.device, path)
+    current, saved = label_tensors(run), state["labels"]
+    if any(not torch.equal(current[k], saved[k].cpu()) for k in current):
+        raise UsageError(f"the data in {run.config.data_dir} differ from those {path} was trained on; "
+                         f"point --data-dir at the original data")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state["signals"] is not None:
+        run.signals.load_state_dict(state["signals"])
+    else:
+        print(f"note: {path} holds no prediction or margin history; those signals start afresh",
+              file=sys.stderr)
+    run.rows = list(state["rows"])
+    run.probe.load_state_dict(state["probe"])
+    changes = environment_changes(saved_environment, run.meta["environment"])
+    if changes:
+        print(f"warning: {path} was made with {'; '.join(changes)}; the epochs from here on may differ "
+              f"in their last digits from those of an uninterrupted run", file=sys.stderr)
+
+
+def check_device_type(saved_environment: dict, device: torch.device, path: Path) -> None:
+    """Refuse to continue on another device type: the random streams (shuffling, augmentation,
+    dropout) live on the device, and a CPU and a GPU draw different numbers from the same seed."""
+    if "device" not in saved_environment:
+        return
+    saved_type = torch.device(saved_environment["device"]).type
+    if saved_type != device.type:
+        raise UsageError(f"{path} was made on a {saved_type} device and cannot continue on {device}, "
+                         f"whose random streams differ; resume it with --device {saved_type}, or start "
+                         f"over with --overwrite")

@@ -1,0 +1,94 @@
+"""A training run: everything it holds between epochs, built from its configuration and its data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+import batching
+import datasets
+from config import RunConfig
+from machine import environment
+from models import create_model
+from signals import TrainingSignals
+from streams import Stream
+from susceptibility import Susceptibility, derive_seed
+from training import OPTIMIZERS, SCHEDULERS, fast_network
+
+
+@dataclass
+class Run:
+    """Everything a training run holds between epochs."""
+
+    config: RunConfig
+    command: list[str]  # the command line that started the run (or continued it from a format-1 checkpoint)
+    device: torch.device
+    data: datasets.NoisyData
+    batches: batching.DeviceBatches | batching.LoaderBatches
+    model: torch.nn.Module    # the plain model, as saved in checkpoints
+    network: torch.nn.Module  # what computes forward passes: the model, maybe compiled or bf16
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    signals: TrainingSignals  # per-sample prediction and margin history
+    rows: list[dict]
+    meta: dict
+    probe: Susceptibility = field(init=False)  # ζ, measured on the probe set at the start of each epoch
+    probe_network: torch.nn.Module = field(init=False)  # the network the probe runs: never bf16
+
+    @property
+    def generator_device(self) -> torch.device:
+        """Where the data path draws its random numbers: the DataLoader samples on the CPU."""
+        return self.device if self.config.data_path == "device" else torch.device("cpu")
+
+
+def noisy_data(config: RunConfig, train: datasets.ImageSet, test: datasets.ImageSet) -> datasets.NoisyData:
+    """The subset, its noisy labels, the probe set and the hold-out set the configuration asks for."""
+    return datasets.make_noisy_data(train, test, num_classes=config.num_classes, numsamples=config.numsamples,
+                                    corrupt_prob=config.corruptprob, probe_source=config.probe_source,
+                                    seed=config.seed, noise_type=config.noise_type,
+                                    noise_file=config.noise_file, noisy_holdout=config.noisy_holdout)
+
+
+def data_batches(config: RunConfig, data: datasets.NoisyData,
+                 device: torch.device) -> batching.DeviceBatches | batching.LoaderBatches:
+    """The data path of the configuration: device-resident, or a DataLoader with PIL transforms."""
+    if config.data_path == "device":
+        return batching.DeviceBatches(data, device, config.batchsize, config.eval_batchsize)
+    return batching.LoaderBatches(data, device, config.batchsize, config.eval_batchsize, config.workers)
+
+
+def header(config: RunConfig, command: list[str], device: torch.device, train_images: int,
+           data: datasets.NoisyData) -> dict:
+    """The record's header sections that describe the run (its status is added when written)."""
+    return {
+        "run": {"name": config.run_name, "checkpoint": config.checkpoint_name + ".pt"},
+        "args": config.as_dict(),
+        "command": command,
+        "environment": environment(device),
+        "data": {"dataset": config.dataset, "num_classes": config.num_classes,
+                 "train_images_available": train_images, "train_size": len(data.train_index),
+                 "test_size": len(data.test), "probe_source": config.probe_source,
+                 "probe_size": len(data.probe_index),
+                 "noisy_holdout": data.holdout.summary(data.noise.ground_truth)},
+        "noise": data.noise_summary(),
+    }
+
+
+def build_run(config: RunConfig, command: list[str], device: torch.device,
+              train: datasets.ImageSet, test: datasets.ImageSet) -> Run:
+    """Data, labels, model, optimizer and schedule of a fresh run, all fixed by the seed."""
+    data = noisy_data(config, train, test)
+    batches = data_batches(config, data, device)
+    torch.manual_seed(derive_seed(config.seed, Stream.INIT))
+    model = create_model(config.model, config.scale, config.num_classes).to(device)
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config.lr)
+    scheduler = SCHEDULERS[config.scheduler](optimizer, config.epochs)
+    network = fast_network(model, bf16=config.amp, channels_last=config.channels_last, compile=config.compile)
+    noisy = batches.assigned != batches.true if data.noise.ground_truth else None
+    signals = TrainingSignals(len(data.train_index), device, noisy)
+    run = Run(config, command, device, data, batches, model, network, optimizer, scheduler, signals, [],
+              header(config, command, device, len(train), data))
+    run.probe = Susceptibility.from_probe_batches(batches, seed=config.seed, generator_device=run.generator_device)
+    run.probe_network = (fast_network(model, channels_last=config.channels_last, compile=config.compile)
+                         if config.amp else network)
+    return run
