@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_runs(args.folder)
         for name, reason in loaded.unreadable.items():
             print(f"analysis: skipped {name}: {reason}", file=sys.stderr)
+        if loaded.nested_note():
+            print(f"analysis: {loaded.nested_note()}", file=sys.stderr)
         if loaded.table.empty:
             raise ValueError(f"no run records in {args.folder}")
         for run in zeta_mismatches(loaded.table):

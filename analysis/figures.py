@@ -31,12 +31,6 @@ def save_formats(figure: Figure, stem: Path, formats: tuple[str, ...] = FIGURE_F
     return paths
 
 
-def save_figure(figure: Figure, folder: str | Path, name: str,
-                formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
-    """Write `figure` as `<folder>/figures/<name>.png` and `.pdf` (or `formats`); return the paths."""
-    return save_formats(figure, Path(folder) / "figures" / name, formats)
-
-
 def write_figures(table: pd.DataFrame, selection: "ModelSelection", out_dir: str | Path,
                   epoch: int | None = None, convention: str = "paper",
                   curves: list[str] | None = None, formats: tuple[str, ...] = FIGURE_FORMATS,

@@ -86,6 +86,17 @@ class LoadedRuns:
 
     table: pd.DataFrame
     unreadable: dict[str, str] = field(default_factory=dict)  # file name -> why it was skipped
+    # Folders below this one that hold `.csv` files too, with how many: not read (a folder is one
+    # collection of runs, such as a sweep's results_dir), but named so that nothing is missed silently.
+    nested: dict[str, int] = field(default_factory=dict)
+
+    def nested_note(self) -> str | None:
+        """A line naming the folders below that hold records of their own, or None if there are none."""
+        if not self.nested:
+            return None
+        listed = ", ".join(f"{folder} ({count})" for folder, count in self.nested.items())
+        return (f"not read: the folders below hold .csv files of their own: {listed}; analyse one "
+                f"folder at a time")
 
 
 def load_runs(folder: str | Path) -> LoadedRuns:
@@ -107,7 +118,17 @@ def load_runs(folder: str | Path) -> LoadedRuns:
             unreadable[path.name] = str(error)
     columns = ["run", *records.COLUMNS, *ZETA_COLUMNS.values(), *RUN_FIELDS]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
-    return LoadedRuns(table, unreadable)
+    return LoadedRuns(table, unreadable, nested_record_files(folder))
+
+
+def nested_record_files(folder: Path) -> dict[str, int]:
+    """The folders below `folder` (not hidden) that hold `.csv` files, with how many each holds."""
+    counts: dict[str, int] = {}
+    for path in sorted(folder.rglob(f"*{records.SUFFIX}")):
+        relative = path.relative_to(folder)
+        if path.parent != folder and not any(part.startswith(".") for part in relative.parts):
+            counts[str(path.parent)] = counts.get(str(path.parent), 0) + 1
+    return counts
 
 
 def filter_runs(table: pd.DataFrame, patterns: list[str] | None) -> pd.DataFrame:

@@ -22,15 +22,23 @@ COUNT_COLUMNS = {"region", "count", "runs", "n", "epoch", "seed", "train_size", 
 SETTING_COLUMNS = {"scale", "lr_initial", "corruptprob", "noise_rate"}  # printed as given
 
 
+def p_value_text(p: float) -> str:
+    """A p-value with two significant digits (`2.3e-08`, `0.041`), which a fixed number of decimals
+    would print as 0.000; a dash for none."""
+    return "–" if pd.isna(p) else f"{p:.2g}"
+
+
 def column_formatter(column: str):
     """How a table column prints its numbers: the same decimals in every row, by what it holds
-    (accuracies 2, ζ 4, τ and p-values 3, counts and epochs none, settings as given); a dash
-    where there is none."""
+    (accuracies 2, ζ 4, τ 3, counts and epochs none, settings as given), p-values with two
+    significant digits; a dash where there is none."""
     if column in SETTING_COLUMNS:
         return lambda value: "–" if pd.isna(value) else f"{value:g}"
+    if column.startswith("pvalue"):
+        return p_value_text
     if "zeta" in column:
         digits = 4
-    elif column.startswith(("tau", "pvalue")):
+    elif column.startswith("tau"):
         digits = 3
     elif column in COUNT_COLUMNS:
         digits = 0
@@ -72,7 +80,7 @@ def selection_report(selection: ModelSelection, across: Correlation, along: pd.D
         format_table(runs),
         "",
         f"Kendall tau(zeta, noisy-subset training accuracy) across {across.n} runs: "
-        f"{across.tau:.3f} (p = {across.pvalue:.3f})",
+        f"{across.tau:.3f} (p = {p_value_text(across.pvalue)})",
     ]
     if selection.left_out:
         lines.append(f"left out (no training accuracy, zeta or test accuracy there): "

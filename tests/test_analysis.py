@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import records
-from analysis import cli, figures, loading, naming, seeds, selection, signal_rules
+from analysis import cli, figures, loading, naming, reports, seeds, selection, signal_rules
 
 # name: (training accuracy, zeta, test accuracy) at the last epoch. Means: training accuracy 57.5,
 # zeta 21.5 / 6; regions a, c: 1; b: 2; d: 3; e, f: 4.
@@ -227,11 +227,11 @@ def test_figures_drop_missing_curves_and_save_as_png_and_pdf(tmp_path):
     assert len(figures.plot_run(table, "known").axes[0].lines) == 4
     unknown = figures.plot_run(table, "unknown")
     assert len(unknown.axes[0].lines) == 2
-    paths = figures.save_figure(unknown, tmp_path, "curves_unknown")
     figure_dir = tmp_path / "figures"
+    paths = figures.save_formats(unknown, figure_dir / "curves_unknown")
     assert paths == [figure_dir / "curves_unknown.png", figure_dir / "curves_unknown.pdf"]
     assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF")
-    assert figures.save_figure(unknown, tmp_path, "only.pdf", formats=("pdf",)) == [figure_dir / "only.pdf.pdf"]
+    assert figures.save_formats(unknown, figure_dir / "only.pdf", formats=("pdf",)) == [figure_dir / "only.pdf.pdf"]
     figures.plot_zeta_vs_memorization(table)
 
 
@@ -280,9 +280,16 @@ d       40.00 0.5000    50.00               –       3                –      
 e       30.00 6.0000    30.00               –       4                –                   –
 f       20.00 7.0000    20.00               –       4                –                   –
 
-Kendall tau(zeta, noisy-subset training accuracy) across 0 runs: nan (p = nan)
+Kendall tau(zeta, noisy-subset training accuracy) across 0 runs: nan (p = –)
 warning: Kendall's tau across runs rests on 0 runs with noisy-subset accuracy; fewer than 5 give no usable rank correlation
 """
+
+
+def test_p_values_keep_two_significant_digits_however_small():
+    assert [reports.p_value_text(p) for p in (2.345e-08, 0.04123, 0.5, float("nan"))] == \
+        ["2.3e-08", "0.041", "0.5", "–"]
+    table = pd.DataFrame({"tau": [0.76], "pvalue": [3.7e-14]}, index=["all runs"])
+    assert reports.format_table(table).split() == ["tau", "pvalue", "all", "runs", "0.760", "3.7e-14"]
 
 
 def words_by_line(text: str) -> list[list[str]]:
@@ -415,6 +422,18 @@ def test_runs_are_grouped_by_dataset_noise_type_rate_and_training_set_size(tmp_p
     assert labels.to_dict() == {"a": "cifar10/symmetric-0.5/n1000", "b": "cifar10/symmetric-0.5/n1000",
                                 "c": "cifar10/symmetric-0.8/n1000", "d": "cifar10/symmetric-0.5/n2000",
                                 "e": "cifar10/cifar10n-worst/n1000", "f": "cifar100/symmetric-0.5/n1000"}
+
+
+def test_records_in_folders_below_are_named_not_silently_ignored(tmp_path, capsys):
+    for name in "abcde":
+        run_on(tmp_path / "smoke", name, 90 - 10 * ord(name), 1 + ord(name), 50)
+    assert cli.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"analysis: not read: the folders below hold .csv files of their own: {tmp_path / 'smoke'} (5); "
+        f"analyse one folder at a time",
+        f"analysis: error: no run records in {tmp_path}"]
+    assert cli.main([str(tmp_path / "smoke")]) == 0
+    assert "not read" not in capsys.readouterr().err
 
 
 def test_mixed_populations_are_refused_in_one_line_naming_the_groups_and_the_option(tmp_path, capsys):

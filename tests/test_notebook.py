@@ -88,9 +88,9 @@ def test_notebook_runs_headless_and_saves_every_figure(results_folder, monkeypat
     names = [path.stem for path in sorted(results_folder.glob("*.csv")) if path.name != "broken.csv"]
     stems = [f"curves_{name}" for name in names] + ["zeta_vs_memorization", "regions", "signals"]
     expected = {f"{stem}.{extension}" for stem in stems for extension in ("png", "pdf")}
-    figures = results_folder / "figures"
-    assert {path.name for path in figures.iterdir()} == expected
-    assert all((figures / name).stat().st_size > 0 for name in expected)
+    figure_dir = results_folder / "notebook_figures"  # not analysis' --figures folder: nothing overwritten
+    assert {path.name for path in figure_dir.iterdir()} == expected
+    assert all((figure_dir / name).stat().st_size > 0 for name in expected)
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
     assert "skipped broken.csv" in printed and "data: cifar10/symmetric-0.5/n32" in printed
     assert "warning: only 5 runs" not in printed  # five runs are enough for a region split
@@ -112,7 +112,7 @@ def test_notebook_refuses_runs_on_different_data_naming_its_data_parameter(tmp_p
                             resources={"metadata": {"path": str(ROOT)}})
     with pytest.raises(CellExecutionError, match='pick one with DATA = "cifar10/symmetric-0.2/n32"'):
         client.execute()
-    assert not (mixed / "figures").exists()
+    assert not (mixed / "notebook_figures").exists()
 
 
 def test_shell_entry_point_prints_the_expected_table(results_folder):

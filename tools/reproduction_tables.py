@@ -38,11 +38,6 @@ def spread(values: pd.Series, digits: int) -> str:
     return reports.mean_std_text(values.mean() if len(values) else np.nan, std, digits)
 
 
-def p_value(p: float) -> str:
-    """A p-value with two significant digits."""
-    return "–" if pd.isna(p) else f"{p:.2g}"
-
-
 def run_title_line(run: pd.Series) -> str:
     """`ResNet-18 ×0.25, SGD lr 0.05, cosine`: one training setting, from `naming.run_title`."""
     return naming.run_title(run).split("\n")[0].replace(" schedule", "")
@@ -102,11 +97,11 @@ def tau_table(table: pd.DataFrame) -> str:
     """Kendall's τ between final ζ and final noisy-subset accuracy across the runs of each seed,
     their mean ± std, and across all runs."""
     populations = seeds.seed_populations(table)
-    rows = [[f"seed {seed}", str(int(row["n"])), f"{row['tau']:.2f}", p_value(row["pvalue"])]
+    rows = [[f"seed {seed}", str(int(row["n"])), f"{row['tau']:.2f}", reports.p_value_text(row["pvalue"])]
             for seed, row in populations.taus.iterrows()]
     rows.append(["mean ± std over seeds", "", spread(populations.taus["tau"], 2), ""])
     overall = selection.tau_across_runs(table)
-    rows.append(["all runs", str(overall.n), f"{overall.tau:.2f}", p_value(overall.pvalue)])
+    rows.append(["all runs", str(overall.n), f"{overall.tau:.2f}", reports.p_value_text(overall.pvalue)])
     return markdown(["population", "runs", "τ", "p"], rows)
 
 
