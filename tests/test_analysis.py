@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import records
-from analysis import cli, figures, loading, naming, reports, seeds, selection, signal_rules
+from analysis import cli, figures, loading, reports, seeds, selection, signal_rules
 
 # name: (training accuracy, zeta, test accuracy) at the last epoch. Means: training accuracy 57.5,
 # zeta 21.5 / 6; regions a, c: 1; b: 2; d: 3; e, f: 4.
@@ -220,6 +220,7 @@ def test_runs_short_of_the_chosen_epoch_are_left_out(selection_table, tmp_path):
     assert selection.select_models(table).left_out == []
 
 
+@pytest.mark.e2e
 def test_figures_drop_missing_curves_and_save_as_png_and_pdf(tmp_path):
     write_run(tmp_path, "known", [epoch_row(e, 1.0, 50.0, 40.0, 10.0) for e in range(3)])
     write_run(tmp_path, "unknown", [epoch_row(e, 1.0, 50.0, 40.0) for e in range(3)], ground_truth=False)
@@ -232,12 +233,17 @@ def test_figures_drop_missing_curves_and_save_as_png_and_pdf(tmp_path):
     assert paths == [figure_dir / "curves_unknown.png", figure_dir / "curves_unknown.pdf"]
     assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF")
     assert figures.save_formats(unknown, figure_dir / "only.pdf", formats=("pdf",)) == [figure_dir / "only.pdf.pdf"]
-    figures.plot_zeta_vs_memorization(table)
+    memorization = figures.plot_zeta_vs_memorization(table).axes[0]  # only the run with a noisy subset
+    assert memorization.get_title() == "Kendall τ = nan, p = nan (1 runs, the last epoch of each run)"
+    drawn = [np.isfinite(np.asarray(points.get_offsets(), dtype=float)).all(axis=1).sum()
+             for points in memorization.collections]
+    assert drawn == [1]
 
 
+@pytest.mark.e2e
 def test_runs_compared_side_by_side_share_their_axes_and_name_their_shared_data_once(tmp_path):
-    write_run(tmp_path, "low", [epoch_row(e, 0.1, 50.0, 40.0, 10.0) for e in range(3)])
-    write_run(tmp_path, "high", [epoch_row(e, 2.0, 90.0, 30.0, 80.0) for e in range(3)],
+    write_run(tmp_path, "low", [epoch_row(e, 0.1, 50.0, 40.0, 10.0) for e in range(3)], **data_meta())
+    write_run(tmp_path, "high", [epoch_row(e, 2.0, 90.0, 30.0, 80.0) for e in range(3)], **data_meta(),
               args={"model": "resnet", "scale": 0.25, "lr": 0.05, "optimizer": "sgd", "seed": 0})
     table = loading.load_runs(tmp_path).table
     figure = figures.plot_runs(table, ["high", "low"])
@@ -246,7 +252,7 @@ def test_runs_compared_side_by_side_share_their_axes_and_name_their_shared_data_
     assert low_zeta.get_ylim()[0] < 0.1 < 2.0 < low_zeta.get_ylim()[1]  # both runs' ζ fit on either
     assert high_accuracy.get_title() == "ResNet-18 ×0.25, SGD lr 0.05"
     assert low_accuracy.get_title() == "5-layer CNN ×1, lr 0.1"
-    assert figure.get_suptitle() == naming.describe_data(table.iloc[0])
+    assert figure.get_suptitle() == "symmetric noise p = 0.5 (45.0 % wrong), 1000 CIFAR-10 training images"
     out = tmp_path / "figures"
     assert cli.main([str(tmp_path), "--figures", str(out), "--formats", "png", "--compare", "lo*", "h*"]) == 0
     assert (out / "compare.png").stat().st_size > 1000
@@ -316,6 +322,7 @@ def test_shell_entry_point_fails_in_one_line(tmp_path, capsys):
                       f"analysis: error: no run records in {tmp_path}"]
 
 
+@pytest.mark.e2e
 def test_shell_entry_point_writes_the_figures_when_asked(selection_table, tmp_path, capsys):
     out = tmp_path / "figures_here"
     assert cli.main([str(tmp_path), "--figures", str(out), "--formats", "png"]) == 0
@@ -531,6 +538,7 @@ def test_seed_populations_compare_the_rules_within_each_seed_and_summarize_over_
     assert result.regions.loc[1, "test_acc_mean"] == 55
 
 
+@pytest.mark.e2e
 def test_per_seed_option_prints_the_summary_and_writes_a_region_plot_per_seed(tmp_path, capsys):
     for name, seed, train, zeta, test, noisy in [("a0", 0, 90, 1.0, 70, 10), ("b0", 0, 60, 3.0, 50, 30),
                                                  ("a1", 1, 80, 5.0, 20, 60), ("b1", 1, 60, 1.0, 40, 10)]:

@@ -4,13 +4,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import write_cifar
 
 import batching
 import datasets
 import label_noise
 import streams
 import susceptibility
+from conftest import write_cifar
 
 
 def test_symmetric_noise_rate_matches_p_times_one_minus_one_over_c():
@@ -147,9 +147,11 @@ def test_a_subset_of_one_image_is_allowed():
 
 
 def test_normalize_uses_the_reference_constants():
-    pixel = torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)
-    expected = [(1 - m) / s for m, s in zip(batching.MEAN, batching.STD)]
-    assert torch.allclose(batching.normalize(pixel).flatten(), torch.tensor(expected))
+    """Mean (0.4914, 0.4822, 0.4465) and std (0.2023, 0.1994, 0.2010) of the reference: a white
+    pixel becomes (1 - mean) / std and a black one -mean / std, worked out by hand."""
+    pixels = torch.tensor([255, 0], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 1, 1)
+    expected = torch.tensor([[2.514088, 2.596790, 2.753731], [-2.429066, -2.418255, -2.221393]])
+    assert torch.allclose(batching.normalize(pixels).view(2, 3), expected, atol=1e-5)
 
 
 def test_real_subset_loads_with_its_documented_sizes(real_cifar10):

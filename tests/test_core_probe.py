@@ -3,16 +3,16 @@ import math
 
 import pytest
 import torch
-from conftest import assert_bit_identical, make_batches, small_dropout_net
 from torch.nn import functional as F
 
 import batching
 import datasets
 import susceptibility
+from conftest import assert_bit_identical, make_batches, small_dropout_net
 from models import create_model
 from susceptibility import probe_step
-from zeta_stats import running_zetas
 from training import evaluate, train_one_epoch
+from zeta_stats import running_zetas
 
 
 def train_epochs(build_model, batches, epochs: int, with_probe: bool, seed: int = 0):
@@ -34,6 +34,7 @@ def train_epochs(build_model, batches, epochs: int, with_probe: bool, seed: int 
 
 @pytest.mark.parametrize("build_model", [lambda: create_model("resnet", 0.125), small_dropout_net],
                          ids=["resnet-batchnorm", "dropout"])
+@pytest.mark.e2e
 def test_probe_leaves_weights_batchnorm_and_optimizer_bit_identical(synthetic_cifar10, build_model):
     batches = make_batches(synthetic_cifar10)
     probed, probed_opt, drops = train_epochs(build_model, batches, 3, with_probe=True)
@@ -46,6 +47,7 @@ def test_probe_leaves_weights_batchnorm_and_optimizer_bit_identical(synthetic_ci
     assert probed_opt.state_dict()["param_groups"] == plain_opt.state_dict()["param_groups"]
 
 
+@pytest.mark.e2e
 def test_probe_takes_one_step_of_the_runs_own_optimizer(synthetic_cifar10):
     batches = make_batches(synthetic_cifar10)
     torch.manual_seed(0)
@@ -104,6 +106,7 @@ def brute_force_counts(model, batches_list):
     return totals
 
 
+@pytest.mark.e2e
 def test_clean_and_noisy_metrics_equal_a_per_sample_recount(synthetic_cifar10):
     batches = make_batches(synthetic_cifar10, numsamples=150, batch_size=40)
     batch_list = list(batches.train_batches(susceptibility.torch_generator(0, batches.device, "t")))
@@ -120,6 +123,7 @@ def test_clean_and_noisy_metrics_equal_a_per_sample_recount(synthetic_cifar10):
     assert metrics["train_acc"] == pytest.approx(100 * all_correct / 150)
 
 
+@pytest.mark.e2e
 def test_noisy_metrics_are_missing_when_no_label_is_wrong(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=64, corrupt_prob=0.0,

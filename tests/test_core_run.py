@@ -15,15 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    ROOT,
-    record_path,
-    run_args,
-    same_record,
-    start_in_background,
-    start_in_foreground,
-    write_cifar,
-)
 
 import checkpoints
 import command_line
@@ -33,6 +24,15 @@ import models
 import records
 import sweep
 import training
+from conftest import (
+    ROOT,
+    record_path,
+    run_args,
+    same_record,
+    start_in_background,
+    start_in_foreground,
+    write_cifar,
+)
 from susceptibility import Susceptibility
 
 
@@ -43,6 +43,7 @@ def finished_run(synthetic_cifar10, tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 def test_run_writes_a_complete_self_describing_record(finished_run):
     record = records.read_record(record_path(finished_run, epochs=3))
     assert [row["epoch"] for row in record.rows] == [0, 1, 2]
@@ -64,6 +65,7 @@ def test_run_writes_a_complete_self_describing_record(finished_run):
             assert math.isfinite(row[column]), column
 
 
+@pytest.mark.e2e
 def test_susceptibility_is_the_running_mean_of_the_recorded_drops(finished_run):
     rows = records.read_record(record_path(finished_run, epochs=3)).rows
     drops = np.array([row["phi_before"] - row["phi_after"] for row in rows])
@@ -72,12 +74,14 @@ def test_susceptibility_is_the_running_mean_of_the_recorded_drops(finished_run):
         assert rows[t]["susceptibility"] == pytest.approx(drops[1:t + 1].mean(), rel=1e-12)
 
 
+@pytest.mark.e2e
 def test_record_opens_in_pandas(finished_run):
     pandas = pytest.importorskip("pandas")
     table = pandas.read_csv(record_path(finished_run, epochs=3), comment="#")
     assert list(table.columns) == records.COLUMNS and len(table) == 3
 
 
+@pytest.mark.e2e
 def test_checkpoint_holds_the_final_model_labels_and_history(finished_run):
     state = checkpoints.load_checkpoint(finished_run / "checkpoint" / "t_cnn_3_0.05.pt")
     assert state["finished"] and state["epochs_completed"] == 3 and len(state["rows"]) == 3
@@ -87,11 +91,13 @@ def test_checkpoint_holds_the_final_model_labels_and_history(finished_run):
     assert {"model", "optimizer", "scheduler", "rng"} <= state.keys()
 
 
+@pytest.mark.e2e
 def test_same_arguments_give_identical_records_but_timings(synthetic_cifar10, finished_run, tmp_path):
     assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == 0
     assert same_record(record_path(tmp_path, epochs=3), record_path(finished_run, epochs=3))
 
 
+@pytest.mark.e2e
 def test_another_seed_gives_another_run(synthetic_cifar10, finished_run, tmp_path):
     argv = run_args(synthetic_cifar10, tmp_path, epochs=3)
     argv[argv.index("--seed") + 1] = "4"
@@ -99,6 +105,7 @@ def test_another_seed_gives_another_run(synthetic_cifar10, finished_run, tmp_pat
     assert not same_record(record_path(tmp_path, epochs=3), record_path(finished_run, epochs=3))
 
 
+@pytest.mark.e2e
 def test_progress_line_per_epoch_numbers_epochs_as_the_record(synthetic_cifar10, tmp_path, capsys):
     assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
@@ -124,6 +131,7 @@ def test_summary_lines_keep_their_columns_whatever_the_values():
     assert lines[1].startswith("epoch   9 ( 10/200)")
 
 
+@pytest.mark.e2e
 def test_abbreviated_flags_are_refused(synthetic_cifar10, tmp_path, capsys):
     argv = [a if a != "--epochs" else "--epoch" for a in run_args(synthetic_cifar10, tmp_path)]
     assert experiments.main(argv) == 2
@@ -151,6 +159,7 @@ def test_help_explains_every_flag_and_shows_a_default_at_most_once(parser, flag,
     assert shown_help(parser, parser._option_string_actions[flag]).endswith(f"(default: {default})")
 
 
+@pytest.mark.e2e
 def test_loader_data_path_writes_the_same_schema(synthetic_cifar10, tmp_path):
     assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--data-path", "loader",
                                      "--workers", "0")) == 0
@@ -172,6 +181,7 @@ INTERRUPTIONS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum, start, extra", INTERRUPTIONS.values(), ids=INTERRUPTIONS.keys())
 def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tmp_path, capsys, signum,
                                                              start, extra):
@@ -201,6 +211,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tm
         assert torch.equal(value, resumed["model"][key]), key
 
 
+@pytest.mark.e2e
 def test_an_interrupt_while_an_epoch_is_saved_waits_for_it_and_counts_it(synthetic_cifar10, tmp_path,
                                                                         monkeypatch, capsys):
     save_checkpoint, saves = checkpoints.save_checkpoint, []
@@ -220,6 +231,7 @@ def test_an_interrupt_while_an_epoch_is_saved_waits_for_it_and_counts_it(synthet
     assert re.search(saved, err)
 
 
+@pytest.mark.e2e
 def test_an_interrupt_before_the_first_epoch_is_saved_says_that_nothing_was_written(
         synthetic_cifar10, tmp_path, monkeypatch, capsys):
     def ctrl_c(run, epoch):
@@ -234,6 +246,7 @@ def test_an_interrupt_before_the_first_epoch_is_saved_says_that_nothing_was_writ
     assert not (tmp_path / "results").exists() and not list(tmp_path.glob("checkpoint/*"))
 
 
+@pytest.mark.e2e
 def test_resume_without_an_earlier_run_says_that_it_starts_from_the_beginning(synthetic_cifar10, tmp_path,
                                                                                capsys):
     assert experiments.main([*run_args(synthetic_cifar10, tmp_path, epochs=1), "--resume"]) == 0
@@ -241,6 +254,7 @@ def test_resume_without_an_earlier_run_says_that_it_starts_from_the_beginning(sy
     assert "no earlier run to resume" in out and "starting t_cnn_1_0.05.csv from the first epoch" in out
 
 
+@pytest.mark.e2e
 def test_a_run_already_being_written_is_refused(synthetic_cifar10, tmp_path, capsys):
     lock = tmp_path / "checkpoint" / "t_cnn_2_0.05.pt.lock"
     with records.exclusive_lock(lock):
@@ -252,6 +266,7 @@ def test_a_run_already_being_written_is_refused(synthetic_cifar10, tmp_path, cap
     assert not lock.exists() and not (tmp_path / "results" / "t_cnn_2_0.05.csv.lock").exists()  # released
 
 
+@pytest.mark.e2e
 def test_a_second_process_is_refused_by_the_lock_even_after_the_first_saved_epochs(synthetic_cifar10,
                                                                                    tmp_path, capsys):
     """Whether the record exists yet or not, and whichever of record and checkpoint the two share."""
@@ -284,6 +299,7 @@ def rolled_back(run: Path, copy: Path, environment: dict) -> Path:
     return copy
 
 
+@pytest.mark.e2e
 def test_resume_on_another_device_type_is_refused(synthetic_cifar10, two_epoch_run, tmp_path, capsys):
     out = rolled_back(two_epoch_run, tmp_path / "run", {"device": "cuda:0"})
     before = digest(out)
@@ -293,6 +309,7 @@ def test_resume_on_another_device_type_is_refused(synthetic_cifar10, two_epoch_r
     assert err.count("\n") == 1 and digest(out) == before
 
 
+@pytest.mark.e2e
 def test_resume_on_another_cpu_or_thread_count_warns(synthetic_cifar10, two_epoch_run, tmp_path, capsys):
     out = rolled_back(two_epoch_run, tmp_path / "run", {"cpu_model": "Other CPU", "device_name": "Other CPU",
                                                         "cpu_threads": 99})
@@ -308,6 +325,7 @@ def test_help_states_when_records_are_identical():
     assert "same CPU model and thread count" in text
 
 
+@pytest.mark.e2e
 def test_resuming_a_finished_run_changes_nothing(synthetic_cifar10, finished_run, capsys):
     path = record_path(finished_run, epochs=3)
     before = path.read_bytes()
@@ -316,6 +334,7 @@ def test_resuming_a_finished_run_changes_nothing(synthetic_cifar10, finished_run
     assert path.read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_resume_with_other_arguments_is_refused(synthetic_cifar10, finished_run, capsys):
     argv = run_args(synthetic_cifar10, finished_run, "--resume", "--corruptprob", "0.2", epochs=3)
     assert experiments.main(argv) == 2
@@ -344,6 +363,7 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("extra, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_bad_input_is_one_line_nonzero_exit_and_keeps_results(synthetic_cifar10, finished_run, capsys,
                                                              extra, message):
@@ -355,6 +375,7 @@ def test_bad_input_is_one_line_nonzero_exit_and_keeps_results(synthetic_cifar10,
     assert digest(finished_run) == before
 
 
+@pytest.mark.e2e
 def test_bad_data_dir_is_one_line(tmp_path, capsys):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
@@ -363,6 +384,7 @@ def test_bad_data_dir_is_one_line(tmp_path, capsys):
     assert "is a file, not a folder" in err and err.count("\n") == 1
 
 
+@pytest.mark.e2e
 def test_corrupt_batch_file_is_named(tmp_path, capsys):
     root = write_cifar(tmp_path / "data", train_per_batch=10, test_size=10)
     (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
@@ -381,6 +403,7 @@ class RunsCode:
         return Path.touch, (self.marker,)
 
 
+@pytest.mark.e2e
 def test_a_batch_file_that_would_run_code_is_refused(tmp_path, capsys):
     root = write_cifar(tmp_path / "data", train_per_batch=10, test_size=10)
     marker = tmp_path / "code-ran"
@@ -393,6 +416,7 @@ def test_a_batch_file_that_would_run_code_is_refused(tmp_path, capsys):
     assert err.count("\n") == 1 and not (tmp_path / "results").exists()
 
 
+@pytest.mark.e2e
 def test_a_missing_data_dir_is_named_and_not_created(tmp_path, capsys):
     missing = tmp_path / "dta"
     assert experiments.main(run_args(missing, tmp_path)) == 2
@@ -401,6 +425,7 @@ def test_a_missing_data_dir_is_named_and_not_created(tmp_path, capsys):
     assert not missing.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_a_data_dir_holding_the_batches_themselves_points_to_its_parent(synthetic_cifar10, tmp_path, capsys):
     batches = synthetic_cifar10 / "cifar-10-batches-py"
     before = digest(synthetic_cifar10)
@@ -410,6 +435,7 @@ def test_a_data_dir_holding_the_batches_themselves_points_to_its_parent(syntheti
     assert digest(synthetic_cifar10) == before and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_command_line_errors_exit_nonzero_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "experiments.py"), "--model", "cnn", "--scale", "-1"],
                             cwd=tmp_path, capture_output=True, text=True)
@@ -418,6 +444,7 @@ def test_command_line_errors_exit_nonzero_without_traceback(tmp_path):
                                                   "positive number, got -1 (see --help)"]
 
 
+@pytest.mark.e2e
 def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, tmp_path, capsys):
     argv = run_args(synthetic_cifar10, tmp_path, epochs=4)
     assert experiments.main(argv) == 0
@@ -438,6 +465,7 @@ def test_divergence_stops_the_run_and_keeps_completed_epochs(synthetic_cifar10, 
     assert checkpoint.read_bytes() == kept_checkpoint
 
 
+@pytest.mark.e2e
 def test_divergence_in_the_first_epoch_writes_nothing_and_says_so(synthetic_cifar10, tmp_path, capsys,
                                                                   monkeypatch):
     def diverge(run, epoch):
@@ -479,6 +507,7 @@ NON_FINITE = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("poison, message", NON_FINITE.values(), ids=NON_FINITE.keys())
 def test_a_non_finite_probe_or_test_loss_stops_the_run_like_a_training_loss(
         synthetic_cifar10, tmp_path, monkeypatch, capsys, poison, message):
@@ -491,6 +520,7 @@ def test_a_non_finite_probe_or_test_loss_stops_the_run_like_a_training_loss(
     assert len(checkpoints.load_checkpoint(tmp_path / "checkpoint" / "t_cnn_3_0.05.pt")["rows"]) == 1
 
 
+@pytest.mark.e2e
 def test_real_subset_end_to_end(real_cifar10, tmp_path):
     argv = run_args(real_cifar10, tmp_path, "--numsamples", "256", "--probe-source", "heldout", epochs=1)
     assert experiments.main(argv) == 0

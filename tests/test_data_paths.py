@@ -4,7 +4,6 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import interrupt_at_epoch
 import batching
 import checkpoints
 import command_line
@@ -12,6 +11,7 @@ import datasets
 import experiments
 import machine
 import records
+from conftest import interrupt_at_epoch, run_args
 from models import create_model
 from susceptibility import probe_step
 from training import fast_network
@@ -151,18 +151,20 @@ def test_channels_last_network_shares_the_model_and_the_probe_restores_it(synthe
 
 
 def tiny_run(data_dir, out, model: str, epochs: int, *extra: str) -> int:
-    return experiments.main(["--model", model, "--scale", "0.125", "--epochs", str(epochs),
-                             "--numsamples", "64", "--batchsize", "32", "--data-dir", str(data_dir),
-                             "--device", "cpu", "--results-dir", str(out), "--checkpoint-dir", str(out),
-                             *extra])
+    """The tiny run of conftest with `model` on 64 images at lr 0.1, its files directly in `out`."""
+    return experiments.main(run_args(data_dir, out, "--model", model, "--numsamples", "64", "--lr", "0.1",
+                                     "--results-dir", str(out), "--checkpoint-dir", str(out), *extra,
+                                     epochs=epochs, name="run"))
 
 
+@pytest.mark.e2e
 def test_channels_last_run_writes_a_normal_record(synthetic_cifar10, tmp_path):
     assert tiny_run(synthetic_cifar10, tmp_path, "resnet", 1, "--channels-last") == 0
     record = records.read_record(tmp_path / "run_resnet_1_0.1.csv")
     assert record.meta["args"]["channels_last"] is True and np.isfinite(record.rows[0]["phi_after"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("flags, recorded", [((), True), (("--no-channels-last",), False)],
                          ids=["default", "turned-off"])
 def test_channels_last_is_the_cpu_default_and_recorded_as_chosen(synthetic_cifar10, tmp_path, flags, recorded):
@@ -177,6 +179,7 @@ def test_channels_last_is_the_default_on_the_cpu_only():
     assert machine.channels_last_default(torch.device("mps")) is False
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("first", [False, True], ids=["started-off", "started-on"])
 def test_a_run_resumed_without_the_flag_keeps_its_layout(synthetic_cifar10, tmp_path, monkeypatch, first):
     """A run started before channels-last became the CPU default continues with the same command."""
@@ -189,6 +192,7 @@ def test_a_run_resumed_without_the_flag_keeps_its_layout(synthetic_cifar10, tmp_
     assert record.meta["status"]["finished"] and record.meta["args"]["channels_last"] is first
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_compiled_network_trains_and_saves_the_plain_model(synthetic_cifar10, tmp_path):
     assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, "--compile") == 0

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASS_COLOURS, write_image_folder
 
 import datasets
 import experiments
 import records
 from analysis import loading
+from conftest import CLASS_COLOURS, run_args, write_image_folder
 
 
 @pytest.fixture
@@ -17,11 +17,9 @@ def image_folder(tmp_path) -> Path:
     return write_image_folder(tmp_path / "clothes")
 
 
-def run_args(data_dir: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
-    return ["--model", "cnn", "--scale", "0.125", "--epochs", str(epochs), "--batchsize", "16",
-            "--lr", "0.05", "--seed", "3", "--dataset", "folder", "--data-dir", str(data_dir),
-            "--device", "cpu", "--results-dir", str(out / "results"),
-            "--checkpoint-dir", str(out / "checkpoint"), "--filename", "f", *extra]
+def folder_run(data_dir: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
+    """The tiny run of conftest on a folder dataset, in batches of 16."""
+    return run_args(data_dir, out, "--dataset", "folder", *extra, epochs=epochs, name="f", batchsize=16)
 
 
 def test_folder_images_are_rgb_32_by_32_with_their_listed_labels(image_folder):
@@ -52,6 +50,7 @@ def test_resized_images_are_cached_and_rebuilt_when_the_list_changes(image_folde
     assert np.array_equal(shorter.images, first.images[:-1])
 
 
+@pytest.mark.e2e
 def test_clothing1m_style_lists_convert_with_the_documented_one_liner(tmp_path):
     """README: awk turns Clothing1M's `<path> <label>` key-value file and a list of the split's
     images into train.txt; here on a miniature of those files."""
@@ -74,9 +73,10 @@ def test_clothing1m_style_lists_convert_with_the_documented_one_liner(tmp_path):
      "{root}/test.txt, line 1: expected one `relative/path/to/image.jpg <label>` per line"),
     (lambda root: (root / "test.txt").write_text("\n"), "image list {root}/test.txt lists no images"),
 ])
+@pytest.mark.e2e
 def test_bad_folder_data_is_a_one_line_error_naming_the_file(image_folder, tmp_path, capsys, spoil, message):
     spoil(image_folder)
-    assert experiments.main(run_args(image_folder, tmp_path)) == 2
+    assert experiments.main(folder_run(image_folder, tmp_path)) == 2
     error = capsys.readouterr().err.strip()
     assert message.format(root=image_folder) in error and "\n" not in error
 
@@ -85,14 +85,16 @@ def test_bad_folder_data_is_a_one_line_error_naming_the_file(image_folder, tmp_p
     (["--noise-type", "symmetric"], "does not apply to --dataset folder"),
     (["--num_classes", "2"], "the labels go up to 2, but there are 2 classes"),
 ])
+@pytest.mark.e2e
 def test_folder_arguments_that_do_not_fit_are_one_line_errors(image_folder, tmp_path, capsys, extra, message):
-    assert experiments.main(run_args(image_folder, tmp_path, *extra)) == 2
+    assert experiments.main(folder_run(image_folder, tmp_path, *extra)) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
 
 
+@pytest.mark.e2e
 def test_folder_run_records_zeta_and_training_accuracy_without_clean_noisy_columns(image_folder, tmp_path, capsys):
-    assert experiments.main(run_args(image_folder, tmp_path)) == 0
+    assert experiments.main(folder_run(image_folder, tmp_path)) == 0
     output = capsys.readouterr().out
     assert "labels as given (ground truth unknown)" in output
     epoch_lines = [line for line in output.splitlines() if line.startswith("epoch")]
@@ -109,6 +111,6 @@ def test_folder_run_records_zeta_and_training_accuracy_without_clean_noisy_colum
             assert math.isfinite(row[column]), column
     assert math.isfinite(record.rows[1]["susceptibility"])
     assert ",,,," in path.read_text().splitlines()[-1]  # the four columns are empty cells
-    assert experiments.main(run_args(image_folder, tmp_path, "--resume")) == 0  # same resolved classes
+    assert experiments.main(folder_run(image_folder, tmp_path, "--resume")) == 0  # same resolved classes
     table = loading.load_runs(tmp_path / "results").table
     assert not table["ground_truth"].any() and table["train_acc"].notna().all()

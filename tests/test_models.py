@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from reference_counts import REFERENCE_PARAMETERS
 from torch.nn import functional as F
 
 import checkpoints
@@ -12,6 +11,7 @@ import experiments
 import records
 from models import FAMILIES, create_model
 from models.efficientnet import drop_connect
+from reference_counts import REFERENCE_PARAMETERS
 from susceptibility import probe_step
 
 NAMES = sorted(FAMILIES)
@@ -35,6 +35,7 @@ def parameter_count(name: str, scale: float, num_classes: int = 10) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("num_classes", CLASSES)
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("name", NAMES)
@@ -56,6 +57,7 @@ def test_parameter_count_grows_with_the_scale(name, num_classes):
     assert all(smaller < larger for smaller, larger in zip(counts, counts[1:])), counts
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", NAMES)
 def test_any_positive_scale_gives_a_consistent_network(name):
     """Scales far from the tested grid (odd widths, one-channel layers) still fit together."""
@@ -95,6 +97,7 @@ def cli(data_dir, out, model: str, scale: str, name: str = "zoo") -> list[str]:
             "--modelfilename", name, "--device", "cpu"]
 
 
+@pytest.mark.e2e
 def test_command_line_with_an_unknown_model_lists_the_valid_ones(synthetic_cifar10, tmp_path, capsys):
     assert experiments.main(cli(synthetic_cifar10, tmp_path, "lenet", "1")) == 2
     error = capsys.readouterr().err.strip()
@@ -102,6 +105,7 @@ def test_command_line_with_an_unknown_model_lists_the_valid_ones(synthetic_cifar
     assert "lenet" in error and all(name in error for name in NAMES)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("scale", ["0", "-1", "wide", "nan", "inf"])
 def test_command_line_with_a_bad_scale_fails_with_one_clear_line(synthetic_cifar10, tmp_path, capsys,
                                                                  scale):
@@ -136,6 +140,7 @@ def test_drop_connect_drops_whole_samples_and_keeps_the_expectation():
     assert torch.equal(drop_connect(branch, 0.2, training=False), branch)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", NAMES)
 def test_probe_leaves_training_bit_identical(name):
     """Training with a probe before every step ends in exactly the weights, BatchNorm statistics and
@@ -169,6 +174,7 @@ def test_probe_leaves_training_bit_identical(name):
         assert torch.equal(probed_state[index]["momentum_buffer"], plain_state[index]["momentum_buffer"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", NAMES)
 def test_one_epoch_through_experiments_records_the_probe_and_saves_the_model(name, synthetic_cifar10,
                                                                            tmp_path):

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import human_label_arrays
 
 import checkpoints
 import datasets
@@ -13,18 +12,16 @@ import experiments
 import label_noise
 import records
 import streams
+from conftest import human_label_arrays, run_args
 
 # Wrong-label rates of CIFAR-10N as published by its authors (fractions of the 50,000 images).
 PUBLISHED_RATES = {"cifar10n-aggre": 0.090, "cifar10n-worst": 0.402, "cifar10n-random1": 0.172,
                    "cifar10n-random2": 0.181, "cifar10n-random3": 0.176}
 
 
-def run_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    """A tiny one-epoch CNN run on the CPU."""
-    return ["--model", "cnn", "--scale", "0.125", "--epochs", "1", "--batchsize", "32",
-            "--lr", "0.05", "--seed", "3", "--data-dir", str(data_dir), "--device", "cpu",
-            "--results-dir", str(out / "results"), "--checkpoint-dir", str(out / "checkpoint"),
-            "--filename", "t", *extra]
+def one_epoch_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    """The tiny run of conftest, one epoch long."""
+    return run_args(data_dir, out, *extra, epochs=1)
 
 
 def finished_record(out: Path) -> records.RunRecord:
@@ -116,8 +113,9 @@ def test_real_subset_file_lines_up_with_the_real_subset(real_cifar10, real_cifar
     assert np.array_equal(data.true_labels, train.labels[data.train_index])
 
 
+@pytest.mark.e2e
 def test_the_full_file_on_the_real_subset_is_rejected(real_cifar10, real_cifar10n, tmp_path, capsys):
-    argv = run_args(real_cifar10, tmp_path, "--noise-type", "cifar10n-aggre",
+    argv = one_epoch_run(real_cifar10, tmp_path, "--noise-type", "cifar10n-aggre",
                     "--noise-file", str(real_cifar10n / "CIFAR-10_human.pt"))
     assert experiments.main(argv) == 2
     message = capsys.readouterr().err.strip()
@@ -155,10 +153,11 @@ def test_a_pt_file_with_pickled_code_is_refused_without_running_it(tmp_path):
     (lambda a: {**a, "clean_label": np.roll(a["clean_label"], 1)}, "belongs to other images: its clean_label"),
     (lambda a: {k: v for k, v in a.items() if k != "worse_label"}, "has no worse_label array"),
 ])
+@pytest.mark.e2e
 def test_mismatched_label_files_are_rejected_in_one_line(synthetic_cifar10, tmp_path, capsys, spoil, message):
     train, _ = datasets.load_cifar(synthetic_cifar10)
     path = write_pt(tmp_path / "labels.pt", spoil(human_label_arrays(train.labels)))
-    argv = run_args(synthetic_cifar10, tmp_path, "--noise-type", "cifar10n-worst", "--noise-file", str(path))
+    argv = one_epoch_run(synthetic_cifar10, tmp_path, "--noise-type", "cifar10n-worst", "--noise-file", str(path))
     assert experiments.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
@@ -171,17 +170,19 @@ def test_mismatched_label_files_are_rejected_in_one_line(synthetic_cifar10, tmp_
      "human labels of CIFAR-10, not of cifar100"),
     (["--noise-type", "cifar10n-aggre", "--noise-file", "missing.pt"], "--noise-file missing.pt not found"),
 ])
+@pytest.mark.e2e
 def test_noise_arguments_that_do_not_fit_are_one_line_errors(synthetic_cifar10, tmp_path, capsys, extra, message):
-    assert experiments.main(run_args(synthetic_cifar10, tmp_path, *extra)) == 2
+    assert experiments.main(one_epoch_run(synthetic_cifar10, tmp_path, *extra)) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
 
 
+@pytest.mark.e2e
 def test_cifar10n_run_trains_on_the_files_labels_and_records_the_noise(synthetic_cifar10, tmp_path):
     train, _ = datasets.load_cifar(synthetic_cifar10)
     arrays = human_label_arrays(train.labels)
     path = write_npz(tmp_path / "labels.npz", arrays)
-    argv = run_args(synthetic_cifar10, tmp_path, "--noise-type", "cifar10n-worst",
+    argv = one_epoch_run(synthetic_cifar10, tmp_path, "--noise-type", "cifar10n-worst",
                     "--noise-file", str(path), "--numsamples", "64")
     assert experiments.main(argv) == 0
     noise = finished_record(tmp_path).meta["noise"]
@@ -197,8 +198,9 @@ def test_cifar10n_run_trains_on_the_files_labels_and_records_the_noise(synthetic
 # CIFAR-100 end to end
 
 
+@pytest.mark.e2e
 def test_cifar100_run_with_asymmetric_noise(synthetic_cifar100, tmp_path):
-    argv = run_args(synthetic_cifar100, tmp_path, "--dataset", "cifar100", "--noise-type", "asymmetric",
+    argv = one_epoch_run(synthetic_cifar100, tmp_path, "--dataset", "cifar100", "--noise-type", "asymmetric",
                     "--corruptprob", "0.4", "--numsamples", "64")
     assert experiments.main(argv) == 0
     record = finished_record(tmp_path)

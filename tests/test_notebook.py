@@ -9,7 +9,6 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from conftest import ROOT
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from scipy.stats import kendalltau
@@ -17,6 +16,7 @@ from scipy.stats import kendalltau
 import experiments
 import records
 from analysis import selection
+from conftest import ROOT, run_args
 
 NOTEBOOK = ROOT / "results.ipynb"
 # Tiny CNN runs on the same data, spread over width, learning rate and seed: (filename, seed, scale, lr).
@@ -31,10 +31,11 @@ UNLABELLED = "unlabelled"  # a copy of run a without ground truth, like a datase
 
 def tiny_run_arguments(filename: str, seed: str, scale: str, lr: str,
                        data: Path, results: Path, checkpoints: Path) -> list[str]:
-    return ["--model", "cnn", "--scale", scale, "--epochs", "3", "--numsamples", "32",
-            "--batchsize", "16", "--lr", lr, "--corruptprob", "0.5", "--seed", seed,
-            "--data-dir", str(data), "--results-dir", str(results), "--checkpoint-dir", str(checkpoints),
-            "--filename", filename, "--modelfilename", filename, "--device", "cpu"]
+    """The tiny run of conftest at this width, learning rate and seed, three epochs on 32 images,
+    its record directly in `results`."""
+    return run_args(data, Path(), "--scale", scale, "--numsamples", "32", "--lr", lr, "--seed", seed,
+                    "--results-dir", str(results), "--checkpoint-dir", str(checkpoints),
+                    epochs=3, batchsize=16, name=filename)
 
 
 def write_without_ground_truth(source: Path, target: Path) -> None:
@@ -80,6 +81,7 @@ def test_notebook_is_committed_without_outputs_and_starts_with_its_parameters():
     assert all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.e2e
 def test_notebook_runs_headless_and_saves_every_figure(results_folder, monkeypatch):
     monkeypatch.setenv("RESULTS_DIR", str(results_folder))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -97,6 +99,7 @@ def test_notebook_runs_headless_and_saves_every_figure(results_folder, monkeypat
     assert "warning: tau along epochs rests on fewer than 5 epochs with zeta in 4 runs" in printed
 
 
+@pytest.mark.e2e
 def test_notebook_refuses_runs_on_different_data_naming_its_data_parameter(tmp_path, results_folder,
                                                                           monkeypatch):
     mixed = tmp_path / "mixed"
@@ -115,6 +118,7 @@ def test_notebook_refuses_runs_on_different_data_naming_its_data_parameter(tmp_p
     assert not (mixed / "notebook_figures").exists()
 
 
+@pytest.mark.e2e
 def test_shell_entry_point_prints_the_expected_table(results_folder):
     result = subprocess.run([sys.executable, "-m", "analysis", str(results_folder)], cwd=ROOT,
                             capture_output=True, text=True, check=False)

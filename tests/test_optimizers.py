@@ -47,6 +47,7 @@ def skip_probe(probe, model, optimizer):
     return 0.0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("scheduler_name", sorted(training.SCHEDULERS))
 def test_probe_leaves_adam_training_bit_identical_under_every_schedule(synthetic_cifar10, monkeypatch,
                                                                         scheduler_name):
@@ -66,6 +67,7 @@ def test_probe_leaves_adam_training_bit_identical_under_every_schedule(synthetic
     assert [row["train_loss"] for row in probed.rows] == [row["train_loss"] for row in plain.rows]
 
 
+@pytest.mark.e2e
 def test_adam_with_a_step_schedule_runs_and_resumes_to_the_same_record(synthetic_cifar10, tmp_path,
                                                                         monkeypatch):
     extra = ("--optimizer", "adam", "--scheduler", "step", "--numsamples", "32")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, SHARED_DATA
 
 
@@ -18,6 +19,7 @@ def tracked_files() -> list[str]:
     return [name for name in listing.split("\0") if name and (ROOT / name).is_file()]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_clean_install_imports_the_api_from_anywhere(tmp_path):
     """Installs a copy of the repository into a fresh virtual environment, offline: the environment
@@ -47,6 +49,7 @@ def test_a_clean_install_imports_the_api_from_anywhere(tmp_path):
     assert datasets_spec == "None"  # only the metric is installed, no suite module
 
 
+@pytest.mark.e2e
 def test_the_example_loop_prints_zeta_every_epoch(tmp_path):
     data_dir = SHARED_DATA if (SHARED_DATA / "cifar-10-batches-py").is_dir() else tmp_path
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "own_training_loop.py"), str(data_dir), "2"],

@@ -119,6 +119,7 @@ def test_a_held_lock_is_refused_naming_its_holder_and_removed_on_release(tmp_pat
         pass
 
 
+@pytest.mark.e2e
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     path = tmp_path / "run.lock"
     holder = subprocess.Popen([sys.executable, "-c", "import records, sys, time\n"

@@ -92,6 +92,7 @@ def tiny_spec(name: str, data_dir: Path, out: Path) -> dict:
     return spec
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", SWEEPS)
 def test_a_tiny_version_of_every_run_trains_and_feeds_the_analysis(name, synthetic_cifar10, tmp_path, monkeypatch):
     data_dir = synthetic_cifar10
@@ -130,6 +131,7 @@ def section(text: str, heading: str) -> str:
     return "\n".join(lines[:ends[0]] if ends else lines)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("folder", QUOTED_TABLES)
 def test_the_documents_tables_are_what_the_committed_records_give(folder):
     lines = set(DOCUMENT.read_text().splitlines())

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import as_format_1, human_label_arrays, write_image_folder
 from torch import nn
 
 import batching
@@ -18,6 +17,7 @@ import models
 import records
 import signals
 import susceptibility
+from conftest import as_format_1, human_label_arrays, run_args, write_image_folder
 from signals import TrainingSignals, margins
 from training import evaluate, train_one_epoch
 
@@ -147,16 +147,15 @@ def test_too_large_a_holdout_is_one_clear_error():
 
 
 def tiny_run(data_dir: Path, out: Path, *extra: str, epochs: int = 3) -> list[str]:
-    return ["--model", "cnn", "--scale", "0.125", "--epochs", str(epochs), "--batchsize", "32",
-            "--lr", "0.05", "--seed", "3", "--numsamples", "200", "--data-dir", str(data_dir),
-            "--device", "cpu", "--results-dir", str(out / "results"),
-            "--checkpoint-dir", str(out / "checkpoint"), "--filename", "s", *extra]
+    """The tiny run of conftest on 200 images."""
+    return run_args(data_dir, out, "--numsamples", "200", *extra, epochs=epochs, name="s")
 
 
 def read_rows(out: Path, epochs: int = 3) -> list[dict]:
     return records.read_record(out / "results" / f"s_cnn_{epochs}_0.05.csv").rows
 
 
+@pytest.mark.e2e
 def test_a_run_records_every_signal_and_the_holdout_leaves_the_other_columns_bit_identical(
         synthetic_cifar10, tmp_path):
     assert experiments.main(tiny_run(synthetic_cifar10, tmp_path / "with", "--noisy-holdout", "80")) == 0
@@ -171,6 +170,7 @@ def test_a_run_records_every_signal_and_the_holdout_leaves_the_other_columns_bit
     assert meta["data"]["noisy_holdout"]["size"] == 80
 
 
+@pytest.mark.e2e
 def test_watching_the_signals_leaves_training_bit_identical(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
     data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
@@ -188,6 +188,7 @@ def test_watching_the_signals_leaves_training_bit_identical(synthetic_cifar10):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.e2e
 def test_an_interrupted_run_resumes_with_the_same_signals(synthetic_cifar10, tmp_path, monkeypatch):
     argv = tiny_run(synthetic_cifar10, tmp_path / "whole", "--noisy-holdout", "50", epochs=4)
     assert experiments.main(argv) == 0
@@ -212,6 +213,7 @@ def test_an_interrupted_run_resumes_with_the_same_signals(synthetic_cifar10, tmp
     assert all(torch.equal(history[0][k], history[1][k]) for k in history[0])
 
 
+@pytest.mark.e2e
 def test_a_folder_dataset_holds_out_its_own_training_images_and_says_so(tmp_path):
     folder = write_image_folder(tmp_path / "clothes", train=90)
     argv = ["--model", "cnn", "--scale", "0.125", "--epochs", "1", "--batchsize", "16", "--lr", "0.05",
@@ -226,6 +228,7 @@ def test_a_folder_dataset_holds_out_its_own_training_images_and_says_so(tmp_path
     assert math.isfinite(record.rows[0]["noisy_holdout_acc"])
 
 
+@pytest.mark.e2e
 def test_a_holdout_larger_than_what_is_left_is_refused_in_one_line(synthetic_cifar10, tmp_path, capsys):
     assert experiments.main(tiny_run(synthetic_cifar10, tmp_path, "--noisy-holdout", "101")) == 2
     err = capsys.readouterr().err
@@ -233,6 +236,7 @@ def test_a_holdout_larger_than_what_is_left_is_refused_in_one_line(synthetic_cif
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_without_the_signals_history_resumes_and_says_they_start_afresh(
         synthetic_cifar10, tmp_path, capsys):
     argv = tiny_run(synthetic_cifar10, tmp_path, epochs=3)

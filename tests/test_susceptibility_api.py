@@ -1,5 +1,6 @@
 """The Susceptibility API in one's own loop: the numbers experiments.py records, no trace on training
 with any optimizer, fp32 under autocast, checkpoint round trips, every input form, and bad input."""
+import copy
 import math
 
 import numpy as np
@@ -8,16 +9,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from conftest import (as_format_1, assert_bit_identical, built_run, interrupt_at_epoch, make_batches, record_path, run_args,
-                      same_record, small_dropout_net)
 import batching
 import checkpoints
 import datasets
 import experiments
 import records
 import susceptibility
+from conftest import (
+    as_format_1,
+    assert_bit_identical,
+    built_run,
+    interrupt_at_epoch,
+    make_batches,
+    record_path,
+    run_args,
+    same_record,
+    small_dropout_net,
+)
 from models import create_model
-from susceptibility import Susceptibility, probe_step
+from susceptibility import Susceptibility
 
 OPTIMIZERS = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4),
@@ -41,6 +51,7 @@ def nan_equal(a: list[float], b: list[float]) -> bool:
 # The same numbers as experiments.py
 
 
+@pytest.mark.e2e
 def test_api_in_a_user_style_loop_gives_the_phi_values_experiments_records(synthetic_cifar10, tmp_path):
     epochs, seed, batch_size = 3, 3, 32  # as in run_args; EfficientNet has dropout and drop-connect
     argv = run_args(synthetic_cifar10, tmp_path, "--model", "efficientnet", "--numsamples", "200",
@@ -76,6 +87,23 @@ def test_api_in_a_user_style_loop_gives_the_phi_values_experiments_records(synth
     assert nan_equal(zeta.zetas(), [row["susceptibility"] for row in recorded])
 
 
+def one_step_by_hand(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                     labels: torch.Tensor, dropout_seed: int) -> tuple[float, float]:
+    """Φ̃ before and after one optimizer step, taken on copies of the model and the optimizer (so
+    nothing needs restoring), with dropout seeded as the probe's stream is."""
+    model, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
+    optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
+    optimizer.load_state_dict(state)
+    torch.manual_seed(dropout_seed)
+    model.train()
+    before = F.cross_entropy(model(images), labels)
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = F.cross_entropy(model(images), labels)
+    return before.item(), after.item()
+
+
 def test_each_epochs_probe_draws_from_the_streams_experiments_always_used(synthetic_cifar10):
     """Epoch k's batch comes from the generator of stream ("probe", k) and its dropout from
     ("probe-dropout", k), so records made before the API existed stay comparable."""
@@ -86,12 +114,14 @@ def test_each_epochs_probe_draws_from_the_streams_experiments_always_used(synthe
     optimizer = OPTIMIZERS["sgd"](model.parameters())
     for epoch in range(3):
         zeta.measure(model, optimizer)
-        images, labels = batches.probe_batch(susceptibility.torch_generator(9, batches.device, "probe", epoch))
-        before, after = probe_step(model, optimizer, images, labels,
-                                   seed=susceptibility.derive_seed(9, "probe-dropout", epoch))
-        assert (zeta.phi_before[-1], zeta.phi_after[-1]) == (before.item(), after.item())
+        images, labels = batches.probe_batch(torch.Generator().manual_seed(
+            susceptibility.derive_seed(9, "probe", epoch)))
+        expected = one_step_by_hand(model, optimizer, images, labels,
+                                    susceptibility.derive_seed(9, "probe-dropout", epoch))
+        assert (zeta.phi_before[-1], zeta.phi_after[-1]) == expected
 
 
+@pytest.mark.e2e
 def test_experiments_resumes_a_checkpoint_written_without_the_probe_state(synthetic_cifar10, tmp_path,
                                                                           monkeypatch):
     whole = run_args(synthetic_cifar10, tmp_path / "whole", "--numsamples", "64", epochs=3)
@@ -144,6 +174,7 @@ def train_loop(optimizer_name: str, epochs: int, with_probe: bool):
     return model, optimizer, losses, rng_states, zeta
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
 def test_training_with_and_without_the_probe_is_bit_identical(optimizer_name):
     probed, probed_opt, probed_losses, probed_rng, zeta = train_loop(optimizer_name, 3, with_probe=True)
@@ -194,6 +225,7 @@ def bf16_autocast():
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+@pytest.mark.e2e
 def test_probe_under_autocast_still_measures_in_fp32():
     images = synthetic_set(64)[0]
     torch.manual_seed(0)
@@ -208,6 +240,7 @@ def test_probe_under_autocast_still_measures_in_fp32():
     assert bf16 != pytest.approx(fp32, rel=1e-3)  # autocast does reach the probe when allowed
 
 
+@pytest.mark.e2e
 def test_experiments_amp_probe_runs_the_network_in_fp32(synthetic_cifar10, tmp_path):
     def built(*extra):
         return built_run(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64", *extra))
@@ -250,6 +283,7 @@ def zeta_sequence(epochs: int, stop_after: int | None = None) -> list[float]:
     return zeta.zetas() + zeta.zetas("reference")
 
 
+@pytest.mark.e2e
 def test_a_loop_stopped_and_resumed_from_its_state_dict_gives_the_same_zeta_sequence():
     whole = zeta_sequence(4)
     assert nan_equal(zeta_sequence(4, stop_after=2), whole)
@@ -294,6 +328,7 @@ def measured(images, caller_seed: int = 0, **kwargs) -> tuple[float, bool]:
     return r, torch.equal(torch.get_rng_state(), caller)
 
 
+@pytest.mark.e2e
 def test_a_dataset_and_an_iterable_of_batches_probe_the_same_images_as_a_tensor():
     images = synthetic_set(48)[0]
     from_tensor = measured(images)

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, interrupt_at_epoch, start_in_background, start_in_foreground
 
 import command_line
 import experiments
@@ -14,6 +13,7 @@ import grid
 import records
 import sweep
 import sweep_jobs
+from conftest import ROOT, interrupt_at_epoch, start_in_background, start_in_foreground
 
 TINY = """
 [fixed]
@@ -97,6 +97,7 @@ def test_shipped_sweep_files_expand(monkeypatch):
     ('[grids]\nmodel = "cnn"', "unknown table [grids]"),
     ('[grid]\nmodel = ["cnn"', "is not valid TOML"),
 ])
+@pytest.mark.e2e
 def test_malformed_sweep_file_is_one_line_naming_the_problem(tmp_path, synthetic_cifar10, capsys, grid,
                                                              problem):
     path = write_sweep(tmp_path, synthetic_cifar10, grid)
@@ -105,6 +106,7 @@ def test_malformed_sweep_file_is_one_line_naming_the_problem(tmp_path, synthetic
     assert err.count("\n") == 1 and problem in err and str(path) in err, err
 
 
+@pytest.mark.e2e
 def test_bad_command_line_is_one_line(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, GRID)
     for argv, problem in [([str(tmp_path / "none.toml")], "cannot read the sweep file"),
@@ -129,6 +131,7 @@ def test_switches_become_their_flags(tmp_path, synthetic_cifar10):
     assert (on.name, off.name) == ("g_channels-last_cnn_2_0.1", "g_no-channels-last_cnn_2_0.1")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("setting", ["channels_last = true\n", ""], ids=["channels-last-in-file", "default"])
 def test_a_channels_last_record_counts_as_finished(tmp_path, synthetic_cifar10, setting):
     """Records written with "channels_last": true, by a sweep file that asks for it or by the CPU default."""
@@ -140,6 +143,7 @@ def test_a_channels_last_record_counts_as_finished(tmp_path, synthetic_cifar10, 
     assert [sweep_jobs.run_state(run, set()) for run in runs] == [sweep_jobs.FINISHED] * 2
 
 
+@pytest.mark.e2e
 def test_a_record_older_than_an_argument_counts_as_run_with_its_default(tmp_path, synthetic_cifar10):
     """A record written before --noisy-holdout existed lacks it; it ran without a hold-out set. Such
     records also predate the command line in the record, so their resolved settings are compared."""
@@ -155,6 +159,7 @@ def test_a_record_older_than_an_argument_counts_as_run_with_its_default(tmp_path
     assert sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME
 
 
+@pytest.mark.e2e
 def test_a_record_whose_command_line_gives_other_settings_is_not_finished(tmp_path, synthetic_cifar10):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
     run = grid.load_sweep(path).runs[0]
@@ -169,6 +174,7 @@ def test_a_record_whose_command_line_gives_other_settings_is_not_finished(tmp_pa
     assert sweep_jobs.run_state(run, set()) == sweep_jobs.FINISHED  # where and how fast only
 
 
+@pytest.mark.e2e
 def test_abbreviated_options_are_refused(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS)
     assert sweep.main([str(path), "--job", "2"]) == 2
@@ -181,6 +187,7 @@ def finished_rows(run: grid.GridPoint) -> list[dict]:
     return record.rows
 
 
+@pytest.mark.e2e
 def test_local_sweep_runs_in_parallel_resumes_the_interrupted_run_then_skips_all(
         tmp_path, synthetic_cifar10, monkeypatch, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\n'
@@ -205,6 +212,7 @@ def test_local_sweep_runs_in_parallel_resumes_the_interrupted_run_then_skips_all
     assert logs == {run.name: run.log.read_text() for run in runs}  # nothing started again
 
 
+@pytest.mark.e2e
 def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
     failing = grid.load_sweep(path).runs[1]
@@ -226,6 +234,7 @@ def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path,
 
 @pytest.mark.parametrize("start", [start_in_foreground, start_in_background],
                          ids=["ctrl-c", "sigint-to-a-background-job"])
+@pytest.mark.e2e
 def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path, synthetic_cifar10, start):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=500)
     runs = grid.load_sweep(path).runs
@@ -244,6 +253,7 @@ def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path
     assert all(sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME for run in runs)
 
 
+@pytest.mark.e2e
 def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10, monkeypatch, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nlr = [0.1, 0.05]\n')
     queued, stale = grid.load_sweep(path).runs
@@ -264,6 +274,7 @@ def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10,
     assert [run.name for run in sweep.runs_to_start(sweep_grid, sweep.current_states(sweep_grid), True)] == [stale.name]
 
 
+@pytest.mark.e2e
 def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifar10, capsys):
     pytest.importorskip("submitit")
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
@@ -278,6 +289,7 @@ def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifa
     assert "2 runs: 2 finished" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_a_second_invocation_of_a_running_sweep_is_refused(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
     lock = grid.load_sweep(path).log_dir / ".lock"

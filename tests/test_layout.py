@@ -1,0 +1,78 @@
+"""The shape of the code: files of a readable size, no import circles, an analysis without torch, and
+random streams that cannot be confused."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import streams
+import susceptibility
+from conftest import ROOT
+
+LONGEST = 450  # lines; a longer file says why in its opening docstring ("long because ...")
+
+
+def project_files() -> list[Path]:
+    """The project's Python files, tests and virtual environments aside."""
+    skipped = {"tests", ".venv", "build"}
+    return sorted(path for path in ROOT.rglob("*.py")
+                  if not skipped & set(path.relative_to(ROOT).parts) and not path.name.startswith("."))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The project modules a file imports, wherever in the file (also under TYPE_CHECKING)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known}
+    return found
+
+
+def test_no_file_is_longer_than_the_limit_without_saying_why():
+    too_long = [f"{path.relative_to(ROOT)} ({length} lines)" for path in project_files()
+                if (length := len(path.read_text().splitlines())) > LONGEST
+                and "long because" not in (ast.get_docstring(ast.parse(path.read_text())) or "")]
+    assert too_long == []
+
+
+def test_modules_import_each_other_without_a_circle():
+    files = {module_name(path): path for path in project_files() if "tools" not in path.parts}
+    graph = {name: imported_modules(path, set(files)) - {name} for name, path in files.items()}
+    assert "batching" in graph["run"] and "datasets" in graph["batching"]  # the graph is read right
+
+    def circle_from(start: str, node: str, trail: list[str]) -> list[str] | None:
+        for following in sorted(graph[node]):
+            if following == start:
+                return trail + [start]
+            if following not in trail and following in graph:
+                found = circle_from(start, following, trail + [following])
+                if found:
+                    return found
+        return None
+
+    circles = [circle for name in graph if (circle := circle_from(name, name, [name]))]
+    assert circles == []
+
+
+def test_the_analysis_imports_no_torch():
+    modules = [module_name(path) for path in project_files()
+               if path.parts[-2] == "analysis" and path.name != "__main__.py"]
+    assert "analysis.figures" in modules and "analysis.cli" in modules
+    check = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_every_random_stream_has_its_own_name():
+    names = [stream.value for stream in streams.Stream] + [stream.value for stream in susceptibility.ProbeStream]
+    assert len(names) == len(set(names)) > 8
