@@ -23,6 +23,9 @@ from typing import Iterator
 FORMAT_VERSION = 1
 SUFFIX = ".csv"
 
+# The evaluation passes, each recorded as <prefix>_loss and <prefix>_acc.
+TEST, NOISY_HOLDOUT = "test", "noisy_holdout"
+NOISY_HOLDOUT_ACC = f"{NOISY_HOLDOUT}_acc"
 COLUMNS = [
     "epoch",             # 0-based; the probe runs at the start of the epoch, before its training
     "lr",                # learning rate used during this epoch
@@ -32,16 +35,14 @@ COLUMNS = [
     "train_loss", "train_acc",              # on the fly, augmented batches, train mode
     "train_clean_loss", "train_clean_acc",  # samples whose assigned label is the true one
     "train_noisy_loss", "train_noisy_acc",  # samples whose assigned label is wrong
-    "test_loss", "test_acc",
-    "noisy_holdout_loss", "noisy_holdout_acc",  # held-out images with noisy labels (--noisy-holdout)
+    f"{TEST}_loss", f"{TEST}_acc",
+    f"{NOISY_HOLDOUT}_loss", NOISY_HOLDOUT_ACC,  # held-out images with noisy labels (--noisy-holdout)
     "pred_changes",      # % of training samples whose prediction differs from the previous epoch's
     "neg_margin",        # % of training samples whose margin, averaged over epochs, is negative
     "neg_margin_precision", "neg_margin_recall",  # % of them with a wrong label; % of wrong labels caught
     "seconds",           # wall time of the epoch: probe, training and test
 ]
 TIMING_COLUMNS = ("seconds",)
-# The evaluation passes, each recorded as <prefix>_loss and <prefix>_acc.
-TEST, NOISY_HOLDOUT = "test", "noisy_holdout"
 # Columns that are finite in a run that has not diverged, with what they measure; the hold-out loss
 # is there only with --noisy-holdout.
 MUST_BE_FINITE = {"phi_before": "probe loss before the step (phi_before)",

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+import records
 from analysis.loading import runs_at_epoch, zeta_column
 from analysis.selection import best_run, kendall, select_models
 
@@ -23,7 +24,7 @@ class Signal(NamedTuple):
 SIGNALS = {
     "train_acc": Signal("training accuracy", "train acc", True),
     "zeta": Signal("susceptibility ζ", "zeta", False),
-    "noisy_holdout_acc": Signal("noisy hold-out accuracy", "noisy hold-out", True),
+    records.NOISY_HOLDOUT_ACC: Signal("noisy hold-out accuracy", "noisy hold-out", True),
     "pred_changes": Signal("prediction changes (%)", "prediction changes", False),
     "neg_margin": Signal("negative-margin fraction (%)", "negative margins", False),
 }
@@ -95,7 +96,7 @@ def stopping_epochs(rows: pd.DataFrame, zeta: str, window: int, patience: int) -
 
     return {
         "label wave": label_wave_epoch(rows["epoch"], rows["pred_changes"], window, patience),
-        "noisy hold-out": extreme("noisy_holdout_acc", True),
+        "noisy hold-out": extreme(records.NOISY_HOLDOUT_ACC, True),
         "zeta": extreme(zeta, False, rows[rows["epoch"] >= 1]),
         "last epoch": float(rows["epoch"].max()),
         "oracle": extreme("test_acc", True),

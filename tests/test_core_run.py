@@ -26,6 +26,9 @@ import sweep
 import training
 from conftest import (
     ROOT,
+    as_format_1,
+    checkpoint_path,
+    interrupt_at_epoch,
     record_path,
     run_args,
     same_record,
@@ -244,6 +247,24 @@ def test_an_interrupt_before_the_first_epoch_is_saved_says_that_nothing_was_writ
     assert err == (f"interrupted in epoch 0 (1/2), before it was saved; nothing was written. "
                    f"Start it again with: python experiments.py {shlex.join(argv)}")
     assert not (tmp_path / "results").exists() and not list(tmp_path.glob("checkpoint/*"))
+
+
+@pytest.mark.e2e
+def test_a_run_resumes_exactly_from_a_checkpoint_of_format_1(synthetic_cifar10, tmp_path, monkeypatch):
+    """Format 1's last shape (every part present, the settings under `args`) continues exactly, and
+    the next save writes the current format."""
+    whole = run_args(synthetic_cifar10, tmp_path / "whole", epochs=3)
+    assert experiments.main(whole) == 0
+    cut = run_args(synthetic_cifar10, tmp_path / "cut", epochs=3)
+    interrupt_at_epoch(monkeypatch, 2)
+    assert experiments.main(cut) == command_line.INTERRUPTED
+    monkeypatch.undo()
+    path = checkpoint_path(tmp_path / "cut", epochs=3)
+    checkpoints.save_checkpoint(path, as_format_1(checkpoints.load_checkpoint(path)))
+    assert torch.load(path, weights_only=True)["format"] == 1
+    assert experiments.main([*cut, "--resume"]) == 0
+    assert same_record(record_path(tmp_path / "cut", epochs=3), record_path(tmp_path / "whole", epochs=3))
+    assert torch.load(path, weights_only=True)["format"] == checkpoints.CHECKPOINT_FORMAT == 2
 
 
 @pytest.mark.e2e
