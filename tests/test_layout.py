@@ -1,6 +1,7 @@
 """The shape of the code: files of a readable size, no import circles, an analysis without torch, and
 random streams that cannot be confused."""
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,24 @@ def test_the_analysis_imports_no_torch():
 def test_every_random_stream_has_its_own_name():
     names = [stream.value for stream in streams.Stream] + [stream.value for stream in susceptibility.ProbeStream]
     assert len(names) == len(set(names)) > 8
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings: lower case, punctuation dropped, spaces as -."""
+    headings = re.findall(r"(?m)^#+ (.+)$", markdown)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_links_between_the_documents_lead_to_files_and_headings_that_exist():
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for document in documents:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            if not linked.exists() or (anchor and linked.suffix == ".md"
+                                       and anchor not in heading_anchors(linked.read_text())):
+                broken.append(f"{document.relative_to(ROOT)}: {target}")
+    assert len(documents) > 8 and broken == []
