@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from datasets import IMAGE_SIZE, NoisyData
+from datasets import IMAGE_SIZE
+from noisy_data import NoisyData
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
@@ -71,6 +72,20 @@ class TrainBatch:
     index: torch.Tensor
 
 
+class DeviceProbeSet:
+    """An unlabeled probe set kept on the device: rows of a device-resident image tensor with their
+    fixed random labels, augmented there batch by batch."""
+
+    def __init__(self, images: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, batch_size: int):
+        self.images, self.rows, self.probe_labels, self.batch_size = images, rows, labels, batch_size
+
+    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented batch of the probe set with its fixed random labels, freshly shuffled."""
+        pick = torch.randperm(len(self.rows), generator=generator, device=self.images.device)[:self.batch_size]
+        images = random_augment(self.images[self.rows[pick]], generator)
+        return normalize(images), self.probe_labels[pick]
+
+
 class DeviceBatches:
     """Keeps the whole uint8 dataset on the compute device and augments there, batch-vectorized."""
 
@@ -79,13 +94,16 @@ class DeviceBatches:
         self.device = device
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        used = np.union1d(data.train_index, data.probe_index)
-        rows = np.searchsorted(used, data.train_index), np.searchsorted(used, data.probe_index)
+        probe_sets = {"": data.probe_set(), **data.extra_probes}
+        used = functools.reduce(np.union1d, [data.train_index, *(s.index for s in probe_sets.values())])
         self.images = as_tensor(data.images[used])
-        self.train_rows, self.probe_rows = as_tensor(rows[0]), as_tensor(rows[1])
+        self.train_rows = as_tensor(np.searchsorted(used, data.train_index))
+        sets = {name: DeviceProbeSet(self.images, as_tensor(np.searchsorted(used, probe.index)),
+                                     as_tensor(probe.labels), batch_size) for name, probe in probe_sets.items()}
+        self.probe = sets.pop("")
+        self.extra_probes = sets
         self.assigned = as_tensor(data.assigned_labels)
         self.true = as_tensor(data.true_labels)
-        self.probe_labels = as_tensor(data.probe_labels)
         self.test_images = as_tensor(data.test.images)
         self.test_labels = as_tensor(data.test.labels)
         self.holdout_images = as_tensor(data.images[data.holdout.index])
@@ -98,11 +116,13 @@ class DeviceBatches:
             images = random_augment(self.images[self.train_rows[batch]], generator)
             yield TrainBatch(normalize(images), self.assigned[batch], self.true[batch], batch)
 
+    @property
+    def probe_labels(self) -> torch.Tensor:
+        return self.probe.probe_labels
+
     def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented batch of the probe set with its fixed random labels, freshly shuffled."""
-        pick = torch.randperm(len(self.probe_rows), generator=generator, device=self.device)[:self.batch_size]
-        images = random_augment(self.images[self.probe_rows[pick]], generator)
-        return normalize(images), self.probe_labels[pick]
+        """One augmented batch of the probe set that defines ζ (see `DeviceProbeSet.probe_batch`)."""
+        return self.probe.probe_batch(generator)
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The test set in order, normalized only, in large evaluation batches."""
@@ -156,6 +176,21 @@ class PilTransformSet(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[position].transpose(1, 2, 0))), position
 
 
+class HostProbeSet:
+    """An unlabeled probe set kept in host memory, for the DataLoader path: each batch is made in this
+    process with crops and flips drawn from the epoch's generator (not from the global random
+    state, which a resumed run does not share), the pixels the PIL transforms give for those crops
+    and flips, and then moved to the device."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device):
+        self.images, self.probe_labels, self.batch_size, self.device = images, labels, batch_size, device
+
+    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randperm(len(self.images), generator=generator)[:self.batch_size]
+        images = normalize(random_augment(self.images[pick], generator))
+        return images.to(self.device), self.probe_labels[pick.to(self.device)]
+
+
 class LoaderBatches:
     """The reference data path: a torch DataLoader with PIL transforms in worker processes.
 
@@ -175,12 +210,15 @@ class LoaderBatches:
         self.eval_batch_size = eval_batch_size
         self.workers = workers
         self.train_set = PilTransformSet(data.images[data.train_index], augment)
-        self.probe_images = torch.as_tensor(data.images[data.probe_index])
         self.test_set = PilTransformSet(data.test.images, transforms.Compose(normalize_pil))
         self.holdout_set = PilTransformSet(data.images[data.holdout.index], transforms.Compose(normalize_pil))
         self.assigned = torch.as_tensor(data.assigned_labels).to(device)
         self.true = torch.as_tensor(data.true_labels).to(device)
-        self.probe_labels = torch.as_tensor(data.probe_labels).to(device)
+        sets = {name: HostProbeSet(torch.as_tensor(data.images[probe.index]), torch.as_tensor(probe.labels).to(device),
+                                   batch_size, device)
+                for name, probe in {"": data.probe_set(), **data.extra_probes}.items()}
+        self.probe = sets.pop("")
+        self.extra_probes = sets
         self.test_labels = torch.as_tensor(data.test.labels).to(device)
         self.holdout_labels = torch.as_tensor(data.holdout.labels).to(device)
 
@@ -198,13 +236,13 @@ class LoaderBatches:
             yield TrainBatch(images.to(self.device, non_blocking=True), self.assigned[positions],
                              self.true[positions], positions)
 
+    @property
+    def probe_labels(self) -> torch.Tensor:
+        return self.probe.probe_labels
+
     def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented probe batch, made in this process with crops and flips drawn from
-        `generator` (not from the global random state, which a resumed run does not share): the
-        same pixels as the PIL transforms give for those crops and flips."""
-        pick = torch.randperm(len(self.probe_images), generator=generator)[:self.batch_size]
-        images = normalize(random_augment(self.probe_images[pick], generator))
-        return images.to(self.device), self.probe_labels[pick.to(self.device)]
+        """One augmented batch of the probe set that defines ζ (see `HostProbeSet`)."""
+        return self.probe.probe_batch(generator)
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The test set in order, normalized only."""

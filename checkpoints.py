@@ -18,7 +18,6 @@ import config as run_config
 import records
 from command_line import UsageError
 from machine import environment_changes
-from susceptibility import STATE_FORMAT
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -28,13 +27,25 @@ if TYPE_CHECKING:
 # 1: configuration under `args`; the probe's state, the signals and the hold-out labels were added
 #    to it one by one, so its checkpoints may lack them.
 # 2: configuration under `config`, with the command line that started the run; every part present.
-CHECKPOINT_FORMAT = 2
+# 3: the states of the extra probes (--extra-probes); the signals keep more per-sample histories,
+#    which a checkpoint of format 2 lacks (they then start afresh).
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass
 class Paths:
     record: Path
     checkpoint: Path
+
+    @property
+    def samples(self) -> Path:
+        """The per-sample scores next to the record: `<name>.samples.csv.gz`."""
+        return self.record.with_name(self.record.stem + records.SAMPLES_SUFFIX)
+
+    @property
+    def test_predictions(self) -> Path:
+        """The test predictions next to the record: `<name>.test.csv.gz`."""
+        return self.record.with_name(self.record.stem + records.TEST_PREDICTIONS_SUFFIX)
 
     @property
     def locks(self) -> list[Path]:
@@ -78,6 +89,8 @@ def migrate(state: dict, path: str | Path) -> dict:
         state = {}
     if state.get("format") == 1:
         state = from_format_1(state)
+    if state.get("format") == 2:
+        state = {**state, "format": CHECKPOINT_FORMAT, "extra_probes": {}}
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"{path} is not a checkpoint of this program; use --overwrite to start over")
     return state
@@ -90,12 +103,12 @@ def from_format_1(state: dict) -> dict:
     labels = dict(state["labels"])
     for key in ("holdout_index", "holdout_labels"):
         labels.setdefault(key, torch.zeros(0, dtype=torch.int64))
-    probe = state.get("probe") or {
-        "format": STATE_FORMAT, "seed": state["rng"]["seed"], "labels": labels["probe_labels"],
+    probe = state.get("probe") or {  # in the probe's own first format: one loss per epoch
+        "format": 1, "seed": state["rng"]["seed"], "labels": labels["probe_labels"],
         "phi_before": [row["phi_before"] for row in state["rows"]],
         "phi_after": [row["phi_after"] for row in state["rows"]]}
     upgraded = {key: value for key, value in state.items() if key != "args"}
-    return {**upgraded, "format": CHECKPOINT_FORMAT, "config": state["args"], "command": None,  # not kept
+    return {**upgraded, "format": 2, "config": state["args"], "command": None,  # not kept
             "labels": labels, "probe": probe, "signals": state.get("signals")}
 
 
@@ -118,6 +131,7 @@ def checkpoint_state(run: Run, finished: bool) -> dict:
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "signals": run.signals.state_dict(), "rows": run.rows,
         "probe": run.probe.state_dict(), "labels": label_tensors(run),
+        "extra_probes": {name: probe.state_dict() for name, probe in run.extra_probes.items()},
     }
 
 
@@ -138,13 +152,14 @@ def restore(run: Run, state: dict, path: Path) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    if state["signals"] is not None:
-        run.signals.load_state_dict(state["signals"])
-    else:
-        print(f"note: {path} holds no prediction or margin history; those signals start afresh",
-              file=sys.stderr)
+    missing = run.signals.load_state_dict(state["signals"] or {})
+    if missing:
+        print(f"note: {path} holds no {', '.join(missing)} history of the training samples (it was "
+              f"written before they were kept); those signals start afresh", file=sys.stderr)
     run.rows = list(state["rows"])
     run.probe.load_state_dict(state["probe"])
+    for name, probe in run.extra_probes.items():
+        probe.load_state_dict(state["extra_probes"][name])
     changes = environment_changes(saved_environment, run.meta["environment"])
     if changes:
         print(f"warning: {path} was made with {'; '.join(changes)}; the epochs from here on may differ "

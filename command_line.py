@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import datasets
 import label_noise
+import noisy_data
 from models import FAMILIES
 from training import OPTIMIZERS, SCHEDULERS
 
@@ -83,6 +84,16 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def probe_sources(text: str) -> str:
+    """An argparse type: probe sources separated by commas (`train,heldout`), each once."""
+    sources = [source.strip() for source in text.split(",") if source.strip()]
+    unknown = [source for source in sources if source not in noisy_data.PROBE_SOURCES]
+    if unknown or len(set(sources)) != len(sources) or not sources:
+        raise argparse.ArgumentTypeError(f"give {' or '.join(noisy_data.PROBE_SOURCES)}, or both separated "
+                                         f"by a comma, each once; got {text!r}")
+    return ",".join(sources)
 
 
 def other_spelling(flag: str) -> str:
@@ -173,6 +184,16 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in [
     Flag("--probe-source", RUN, dict(choices=["train", "heldout"], default="train",
                                      help="images of the unlabeled probe set: the training subset relabelled at "
                                           "random (reference), or training images outside the subset")),
+    Flag("--probe-batches", RUN, dict(type=int, default=1, metavar="K",
+                                      help="batches of the probe per epoch, each probed from the same state; r "
+                                           "is their mean and the record keeps each batch's r (the paper: 1)")),
+    Flag("--extra-probes", RUN, dict(type=probe_sources, default=None, metavar="SOURCES",
+                                     help="also probe, each epoch, these unlabeled sets beside the one that "
+                                          "defines zeta, each with random labels and streams of its own: train "
+                                          "(the training subset), heldout (training images outside it), or "
+                                          "train,heldout; the record keeps each batch's r")),
+    Flag("--extra-probe-batches", RUN, dict(type=int, default=4, metavar="K",
+                                            help="batches per epoch of each extra probe")),
     Flag("--noisy-holdout", RUN, dict(type=int, default=0, metavar="N",
                                       help="also evaluate, every epoch, N training images outside the --numsamples "
                                            "subset (and the probe set) with labels from the same noise process: a "
@@ -235,6 +256,8 @@ def value_checks(args: argparse.Namespace) -> None:
         (args.workers >= 0, f"--workers must be 0 or more, got {args.workers}"),
         (args.noisy_holdout >= 0, f"--noisy-holdout must be 0 or more, got {args.noisy_holdout}"),
         (args.eval_batchsize >= 1, f"--eval-batchsize must be at least 1, got {args.eval_batchsize}"),
+        (args.probe_batches >= 1, f"--probe-batches must be at least 1, got {args.probe_batches}"),
+        (args.extra_probe_batches >= 1, f"--extra-probe-batches must be at least 1, got {args.extra_probe_batches}"),
     ])
 
 

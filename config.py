@@ -41,6 +41,9 @@ class RunConfig:
     modelfilename: str         # --filename when left out
     seed: int
     probe_source: str
+    probe_batches: int         # batches of the probe that defines ζ, per epoch
+    extra_probes: str | None   # sources of the probes recorded beside ζ ("train,heldout"), or None
+    extra_probe_batches: int   # batches of each of them per epoch
     noisy_holdout: int
     data_dir: str
     data_path: str
@@ -55,6 +58,10 @@ class RunConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def extra_probe_sources(self) -> tuple[str, ...]:
+        return tuple(self.extra_probes.split(",")) if self.extra_probes else ()
 
     def run_defining(self) -> dict:
         """The settings that determine the numbers a run produces (compared on --resume)."""

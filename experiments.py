@@ -40,28 +40,44 @@ DESCRIPTION = __doc__.split("\n\n")[0]
 
 
 def probe_train_and_test(run: Run, epoch: int) -> dict:
-    """One epoch: the probe, the training pass, the test (and hold-out) passes and the schedule's
+    """One epoch: the probes, the training pass, the test (and hold-out) passes and the schedule's
     step; returns the epoch's row of the run record."""
     config, started = run.config, time.perf_counter()
     lr = run.optimizer.param_groups[0]["lr"]
     run.probe.measure(run.probe_network, run.optimizer)
+    probed = time.perf_counter()
+    for probe in run.extra_probes.values():
+        probe.measure(run.probe_network, run.optimizer)
+    extra_probed = time.perf_counter()
     torch.manual_seed(derive_seed(config.seed, Stream.TRAIN_DROPOUT, epoch))
     train_generator = torch_generator(config.seed, run.generator_device, Stream.TRAIN, epoch)
+    run.signals.start_epoch(epoch)
     with tqdm(total=run.batches.train_batch_count(), desc=epoch_label(epoch, config.epochs), leave=False,
               unit="batch", disable=None) as bar:
         train = train_one_epoch(run.network, run.optimizer, run.batches.train_batches(train_generator), bar,
                                 run.signals)
     if not run.data.noise.ground_truth:
         train = without_subsets(train)
-    test = evaluate(run.network, run.batches.test_batches(), prefix=records.TEST)
+    test = evaluate(run.network, run.batches.test_batches(), prefix=records.TEST, predictions=run.test_predictions)
     if len(run.data.holdout):
         test |= evaluate(run.network, run.batches.holdout_batches(), prefix=records.NOISY_HOLDOUT)
     run.scheduler.step()
     row = {"epoch": epoch, "lr": lr, "phi_before": run.probe.phi_before[epoch],
            "phi_after": run.probe.phi_after[epoch], **train, **test, **run.signals.summary(),
-           "seconds": time.perf_counter() - started, "susceptibility": run.probe.zeta}
+           "seconds": time.perf_counter() - started, "probe_seconds": probed - started,
+           "extra_probe_seconds": extra_probed - probed if run.extra_probes else math.nan,
+           "susceptibility": run.probe.zeta, **batch_columns(run)}
     check_finite(row)
     return row
+
+
+def batch_columns(run: Run) -> dict[str, float]:
+    """The latest r of each probe batch: `probe_r<j>` of the probe that defines ζ where it has
+    several batches per epoch, `<source>_probe_r<j>` of each extra probe."""
+    probes = {"probe": run.probe} if run.probe.batches_per_epoch > 1 else {}
+    probes |= {f"{source}_probe": probe for source, probe in run.extra_probes.items()}
+    return {records.batch_column(name, batch): drop
+            for name, probe in probes.items() for batch, drop in enumerate(probe.batch_drops())}
 
 
 def check_finite(row: dict) -> None:
@@ -133,13 +149,32 @@ def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> 
 
 
 def save_epoch(run: Run, paths: Paths, row: dict) -> None:
-    """Add an epoch's row and write checkpoint and record; Ctrl-C and SIGTERM wait until both are
-    written, so an epoch is saved whole or not at all."""
+    """Add an epoch's row and write the per-sample scores, the test predictions, the checkpoint and
+    the record; Ctrl-C and SIGTERM wait until all are written, so an epoch is saved whole or not at
+    all (the record, written last, counts the saved epochs)."""
     with interrupts_deferred():
         run.rows.append(row)
+        records.write_table(paths.samples, sample_scores(run))
+        records.write_table(paths.test_predictions, test_predictions(run))
         checkpoints.save_checkpoint(paths.checkpoint,
                                     checkpoints.checkpoint_state(run, len(run.rows) == run.config.epochs))
         write_record(run, paths)
+
+
+def sample_scores(run: Run) -> dict[str, list]:
+    """Per training sample: its row in the dataset, assigned and true label (empty where unknown)
+    and each score of `records.SAMPLE_SCORES` (empty where it has no value)."""
+    data, scores = run.data, {name: values.cpu().tolist() for name, values in run.signals.scores().items()}
+    counts = ("forgetting", "changes", "learned_at")
+    scores |= {name: [None if math.isnan(value) else int(value) for value in scores[name]] for name in counts}
+    truth = data.true_labels.tolist() if data.noise.ground_truth else [None] * len(data.train_index)
+    return {"index": data.train_index.tolist(), "assigned": data.assigned_labels.tolist(), "true": truth, **scores}
+
+
+def test_predictions(run: Run) -> dict[str, list]:
+    """Per test image, in the dataset's order: its label and the class the latest model predicts."""
+    labels = run.data.test.labels.tolist()
+    return {"index": list(range(len(labels))), "label": labels, "predicted": run.test_predictions.cpu().tolist()}
 
 
 def start(args, argv: list[str], paths: Paths) -> Run:

@@ -3,7 +3,7 @@
 Symmetric noise replaces a label, with probability p, by one drawn uniformly from all classes;
 asymmetric noise flips it, with probability p, to its partner class (CIFAR-10 class pairs, or the
 next class of the same CIFAR-100 superclass); the CIFAR-10N types train on the labels that human
-annotators gave (Wei et al., ICLR 2022), read from their label file. `datasets.make_noisy_data`
+annotators gave (Wei et al., ICLR 2022), read from their label file. `noisy_data.make_noisy_data`
 applies them to a run's training subset, each from its own seeded random stream.
 """
 from __future__ import annotations

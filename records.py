@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import errno
 import fcntl
+import gzip
 import io
 import json
 import math
 import os
+import re
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +28,16 @@ SUFFIX = ".csv"
 # The evaluation passes, each recorded as <prefix>_loss and <prefix>_acc.
 TEST, NOISY_HOLDOUT = "test", "noisy_holdout"
 NOISY_HOLDOUT_ACC = f"{NOISY_HOLDOUT}_acc"
+# The per-sample scores of the training subset (see `signals`), each read as a detector of wrong
+# labels: its column in the per-sample file, and `<name>_auroc`, `<name>_ap` in the record.
+SAMPLE_SCORES = {
+    "aum": "area under the margin: the mean margin over the epochs (low: likely wrong)",
+    "csl": "cumulative sample loss: the training loss summed over the epochs (high: likely wrong)",
+    "forgetting": "forgetting events: right in one epoch, wrong in the next (many: likely wrong)",
+    "learned_at": "the epoch from which the sample stays predicted as its label (late or never: likely wrong)",
+    "changes": "prediction changes between consecutive epochs (many: likely wrong)",
+}
+DETECTOR_COLUMNS = [f"{score}_{measure}" for score in SAMPLE_SCORES for measure in ("auroc", "ap")]
 COLUMNS = [
     "epoch",             # 0-based; the probe runs at the start of the epoch, before its training
     "lr",                # learning rate used during this epoch
@@ -40,9 +52,24 @@ COLUMNS = [
     "pred_changes",      # % of training samples whose prediction differs from the previous epoch's
     "neg_margin",        # % of training samples whose margin, averaged over epochs, is negative
     "neg_margin_precision", "neg_margin_recall",  # % of them with a wrong label; % of wrong labels caught
-    "seconds",           # wall time of the epoch: probe, training and test
+    *DETECTOR_COLUMNS,   # each per-sample score's AUROC and average precision for the wrong labels
+    "seconds",           # wall time of the epoch: probes, training and test
+    "probe_seconds",     # of which the probe that defines zeta
+    "extra_probe_seconds",  # and the extra probes (--extra-probes)
 ]
-TIMING_COLUMNS = ("seconds",)
+TIMING_COLUMNS = ("seconds", "probe_seconds", "extra_probe_seconds")
+# Files written next to a run's record `<name>.csv`: per training sample and per test image,
+# compressed CSV (which `pandas.read_csv` reads as it is), so that `*.csv` still finds the records.
+SAMPLES_SUFFIX, TEST_PREDICTIONS_SUFFIX = ".samples.csv.gz", ".test.csv.gz"
+
+
+def batch_column(probe: str, batch: int) -> str:
+    """The column of r of one batch of a probe: `probe_r0`, `heldout_probe_r3`; a run with several
+    probe batches per epoch, or with extra probes, adds such columns after `COLUMNS`."""
+    return f"{probe}_r{batch}"
+
+
+BATCH_COLUMN = re.compile(r"^(?P<probe>(?:[a-z]+_)?probe)_r(?P<batch>\d+)$")
 # Columns that are finite in a run that has not diverged, with what they measure; the hold-out loss
 # is there only with --noisy-holdout.
 MUST_BE_FINITE = {"phi_before": "probe loss before the step (phi_before)",
@@ -167,11 +194,30 @@ def render_record(record: RunRecord) -> str:
     out.write(f"# format: {FORMAT_VERSION}\n")
     for section, value in record.meta.items():
         out.write(f"# {section}: {json.dumps(value, sort_keys=True)}\n")
+    columns = record_columns(record.rows)
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in record.rows:
-        writer.writerow([format_value(row.get(column)) for column in COLUMNS])
+        writer.writerow([format_value(row.get(column)) for column in columns])
     return out.getvalue()
+
+
+def record_columns(rows: list[dict]) -> list[str]:
+    """`COLUMNS`, then the per-batch columns of r (see `batch_column`) the rows hold, in their order."""
+    batches = dict.fromkeys(key for row in rows for key in row if BATCH_COLUMN.match(key))
+    return [*COLUMNS, *batches]
+
+
+def write_table(path: str | Path, columns: dict[str, list]) -> None:
+    """Atomically (re)write a gzip-compressed CSV file of equally long columns, with a header line
+    and no comments, which `pandas.read_csv(path)` reads as it is; missing values (None, NaN) are
+    empty cells. The same columns give the same bytes (no time stamp in the gzip header)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([format_value(value) for value in row] for row in zip(*columns.values(), strict=True))
+    packed = gzip.compress(out.getvalue().encode(), mtime=0)
+    atomic_write(path, lambda f: f.write(packed))
 
 
 def write_record(path: str | Path, record: RunRecord) -> None:

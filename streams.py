@@ -26,6 +26,7 @@ class Stream(enum.StrEnum):
     INIT = "init"                          # the initial weights
     TRAIN = "train"                        # per epoch: shuffling and augmentation of training
     TRAIN_DROPOUT = "train-dropout"        # per epoch: dropout and stochastic depth in training
+    EXTRA_PROBE = "extra-probe"            # the seed of each extra probe (--extra-probes), by source
 
 
 def numpy_rng(seed: int, *stream: str | int) -> np.random.Generator:

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from zeta_stats import running_zetas
+from zeta_stats import drop_standard_errors, running_zetas, zeta_standard_errors
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 1: one loss before and after per epoch; 2: one per batch, several batches per epoch
 
 
 @enum.unique
@@ -287,34 +287,42 @@ class Susceptibility:
     Set up once from the unlabeled images (see `UnlabeledImages`) with the number of classes, the
     probe's batch size, a seed that fixes the random labels, batches, augmentation and dropout of
     every probe, and an optional augmentation function. Each `measure` costs one forward-backward-
-    forward pass on one batch and leaves model, buffers, gradients, train/eval modes, optimizer
-    state and the caller's random streams exactly as they were. With `full_precision` (default) the
-    probe runs with autocast switched off, since r is a small difference of two nearly equal losses
-    that a bf16 backward pass changes markedly.
+    forward pass on each of `batches_per_epoch` batches (default 1, the paper's) and leaves model,
+    buffers, gradients, train/eval modes, optimizer state and the caller's random streams exactly as
+    they were. With several batches, each is probed from the same state, r is their mean and
+    `standard_error` its uncertainty. With `full_precision` (default) the probe runs with autocast
+    switched off, since r is a small difference of two nearly equal losses that a bf16 backward
+    pass changes markedly.
     """
 
     def __init__(self, images, num_classes: int, *, batch_size: int = 128, seed: int = 0,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 full_precision: bool = True):
+                 full_precision: bool = True, batches_per_epoch: int = 1):
         self._setup(UnlabeledImages(images, num_classes, batch_size, seed, augment), seed,
-                   torch.device("cpu"), full_precision)
+                   torch.device("cpu"), full_precision, batches_per_epoch)
 
     @classmethod
     def from_probe_batches(cls, batches: ProbeBatches, *, seed: int, generator_device: torch.device,
-                           full_precision: bool = True) -> Susceptibility:
+                           full_precision: bool = True, batches_per_epoch: int = 1) -> Susceptibility:
         """A probe drawing its batches from `batches.probe_batch(generator)`, where each epoch's
         generator lives on `generator_device`: for a data pipeline that keeps the unlabeled set itself."""
         probe = cls.__new__(cls)
-        probe._setup(batches, seed, generator_device, full_precision)
+        probe._setup(batches, seed, generator_device, full_precision, batches_per_epoch)
         return probe
 
     def _setup(self, batches: ProbeBatches, seed: int, generator_device: torch.device,
-              full_precision: bool) -> None:
+               full_precision: bool, batches_per_epoch: int) -> None:
+        count = integer(batches_per_epoch)
+        if count is None or count < 1:
+            raise ValueError(f"batches_per_epoch must be an integer of at least 1, got {batches_per_epoch!r}")
         self.batches = batches
         self.seed = checked_seed(seed)
         self.generator_device = torch.device(generator_device)
         self.full_precision = full_precision
-        self.phi_before: list[float] = []
+        self.batches_per_epoch = count
+        self.batch_phi_before: list[list[float]] = []  # per epoch, the loss before the step on each batch
+        self.batch_phi_after: list[list[float]] = []   # and after it
+        self.phi_before: list[float] = []  # per epoch, the mean over its batches
         self.phi_after: list[float] = []
 
     @property
@@ -322,27 +330,60 @@ class Susceptibility:
         """The number of probes taken so far: the epoch the next `measure` belongs to."""
         return len(self.phi_before)
 
+    def streams(self, epoch: int, batch: int) -> tuple[int | str, ...]:
+        """The stream key of one batch of an epoch's probe: the epoch alone for the first batch
+        (so that one batch per epoch is the paper's probe, drawn as it always was), the epoch and
+        the batch number for the others."""
+        return (epoch,) if batch == 0 else (epoch, batch)
+
     def measure(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
-        """Probe the network now and return r = Φ̃_before − Φ̃_after; call it at the start of each epoch.
+        """Probe the network now and return r = Φ̃_before − Φ̃_after (the mean over the epoch's
+        batches); call it at the start of each epoch.
 
         The step is one step of `optimizer` as it stands: its current learning rate (as a scheduler
-        set it), momentum or moment estimates and weight decay.
+        set it), momentum or moment estimates and weight decay. Each batch is probed from that same
+        state.
         """
-        epoch = self.epoch
-        images, labels = self.batches.probe_batch(torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, epoch))
+        epoch, losses = self.epoch, []
         device = next(model.parameters()).device
-        images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, enabled=False) if self.full_precision else nullcontext():
-            before, after = probe_step(model, optimizer, images, labels,
-                                       seed=derive_seed(self.seed, ProbeStream.DROPOUT, epoch))
-        self.phi_before.append(before.item())
-        self.phi_after.append(after.item())
+            for batch in range(self.batches_per_epoch):
+                key = self.streams(epoch, batch)
+                images, labels = self.batches.probe_batch(
+                    torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, *key))
+                losses += probe_step(model, optimizer, images.to(device), labels.to(device),
+                                     seed=derive_seed(self.seed, ProbeStream.DROPOUT, *key))
+        values = torch.stack(losses).tolist()  # one read from the device per epoch
+        self.record(values[0::2], values[1::2])
         return self.phi_before[-1] - self.phi_after[-1]
+
+    def record(self, before: list[float], after: list[float]) -> None:
+        """Keep one epoch's losses before and after the step on each batch, and their means."""
+        self.batch_phi_before.append(before)
+        self.batch_phi_after.append(after)
+        self.phi_before.append(sum(before) / len(before))
+        self.phi_after.append(sum(after) / len(after))
+
+    def batch_drops(self, epoch: int = -1) -> list[float]:
+        """r of each batch of an epoch (default: the latest)."""
+        return [b - a for b, a in zip(self.batch_phi_before[epoch], self.batch_phi_after[epoch])]
+
+    @property
+    def standard_error(self) -> float:
+        """The standard error of the latest r, the mean over its batches: their sample standard
+        deviation over √k; NaN with one batch per epoch or before the first probe."""
+        return drop_standard_errors([self.batch_drops()])[0] if self.phi_before else math.nan
 
     def zetas(self, convention: str = "paper") -> list[float]:
         """ζ after each epoch so far: the paper's running mean, or the reference notebook's average."""
         drops = [before - after for before, after in zip(self.phi_before, self.phi_after)]
         return running_zetas(drops, convention).tolist()
+
+    def zeta_standard_errors(self, convention: str = "paper") -> list[float]:
+        """The standard error of each ζ of `zetas`, from the spread of r over each epoch's batches
+        (NaN with one batch per epoch)."""
+        per_epoch = [self.batch_drops(epoch) for epoch in range(self.epoch)]
+        return zeta_standard_errors(drop_standard_errors(per_epoch), convention).tolist()
 
     @property
     def zeta(self) -> float:
@@ -352,16 +393,35 @@ class Susceptibility:
     def state_dict(self) -> dict:
         """The measurements so far with what identifies the probe set, for one's own checkpoint."""
         return {"format": STATE_FORMAT, "seed": self.seed, "labels": self.batches.probe_labels.cpu(),
-                "phi_before": list(self.phi_before), "phi_after": list(self.phi_after)}
+                "batches_per_epoch": self.batches_per_epoch,
+                "phi_before": [list(values) for values in self.batch_phi_before],
+                "phi_after": [list(values) for values in self.batch_phi_after]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state_dict()`: the next `measure` takes the probe of the following epoch."""
-        if state.get("format") != STATE_FORMAT or len(state.get("phi_before", ())) != len(state.get("phi_after", ())):
-            raise ValueError("not a Susceptibility state_dict; pass what state_dict() returned")
+        """Continue from `state_dict()` (of this version or of the format before batches per epoch,
+        which had one): the next `measure` takes the probe of the following epoch."""
+        state = state_of_current_format(state)
         labels = self.batches.probe_labels.cpu()
         if state["seed"] != self.seed or not torch.equal(torch.as_tensor(state["labels"]).cpu(), labels):
             raise ValueError(f"this state belongs to another probe set (seed {state['seed']}, "
                              f"{len(state['labels'])} images), not to this one (seed {self.seed}, "
                              f"{len(labels)} images); set up the Susceptibility with the same images and seed")
-        self.phi_before = [float(value) for value in state["phi_before"]]
-        self.phi_after = [float(value) for value in state["phi_after"]]
+        if state["batches_per_epoch"] != self.batches_per_epoch:
+            raise ValueError(f"this state was measured with {state['batches_per_epoch']} batches per epoch, "
+                             f"not {self.batches_per_epoch}; set up the Susceptibility with the same number")
+        self.batch_phi_before, self.batch_phi_after, self.phi_before, self.phi_after = [], [], [], []
+        for before, after in zip(state["phi_before"], state["phi_after"]):
+            self.record([float(value) for value in before], [float(value) for value in after])
+
+
+def state_of_current_format(state: dict) -> dict:
+    """A `Susceptibility.state_dict` in the current format: format 1 kept one loss per epoch."""
+    well_formed = (isinstance(state, dict) and state.get("format") in (1, STATE_FORMAT)
+                   and len(state.get("phi_before", ())) == len(state.get("phi_after", ())))
+    if not well_formed:
+        raise ValueError("not a Susceptibility state_dict; pass what state_dict() returned")
+    if state["format"] == 1:
+        return {**state, "format": STATE_FORMAT, "batches_per_epoch": 1,
+                "phi_before": [[value] for value in state["phi_before"]],
+                "phi_after": [[value] for value in state["phi_after"]]}
+    return state

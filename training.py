@@ -93,12 +93,11 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
     """Train on every batch once; return loss and accuracy over all, clean and noisy samples.
 
     Like the reference, the figures are measured on the fly on augmented batches in train mode.
-    `progress`, if given, is advanced once per batch; `signals`, if given, sees every batch's logits.
+    `progress`, if given, is advanced once per batch; `signals`, if given, sees every batch's logits
+    and losses (the caller starts its epoch).
     """
     model.train()
     sums = None
-    if signals is not None:
-        signals.start_epoch()
     for batch in batches:
         logits = model(batch.images)
         per_sample = F.cross_entropy(logits, batch.assigned, reduction="none")
@@ -109,7 +108,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
             sums = torch.zeros(2, 3, dtype=accumulator_dtype(logits.device), device=logits.device)
         hits = (logits.detach().argmax(1) == batch.assigned).to(sums.dtype)
         if signals is not None:
-            signals.observe(batch.index, logits.detach(), batch.assigned)
+            signals.observe(batch.index, logits.detach(), batch.assigned, per_sample.detach())
         noisy = (batch.assigned != batch.true).long()
         sums.index_add_(0, noisy, torch.stack([per_sample.detach().to(sums.dtype), hits,
                                                torch.ones_like(hits)], 1))
@@ -123,17 +122,22 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             prefix: str = "test") -> dict[str, float]:
+             prefix: str = "test", predictions: torch.Tensor | None = None) -> dict[str, float]:
     """Mean cross-entropy and accuracy (percent) on labelled data, network in eval mode, as
-    `<prefix>_loss` and `<prefix>_acc`."""
+    `<prefix>_loss` and `<prefix>_acc`. `predictions`, if given, receives every image's predicted
+    class in the order of the batches."""
     model.eval()
-    sums = None
+    sums, seen = None, 0
     for images, labels in batches:
         logits = model(images)
         if sums is None:
             sums = torch.zeros(3, dtype=accumulator_dtype(logits.device), device=logits.device)
+        predicted = logits.argmax(1)
+        if predictions is not None:
+            predictions[seen:seen + len(labels)] = predicted
+        seen += len(labels)
         sums[0] += F.cross_entropy(logits, labels, reduction="sum")
-        sums[1] += (logits.argmax(1) == labels).sum()
+        sums[1] += (predicted == labels).sum()
         sums[2] += len(labels)
     loss, correct, count = sums.tolist()
     return {f"{prefix}_loss": loss / count, f"{prefix}_acc": 100.0 * correct / count}

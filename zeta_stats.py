@@ -39,3 +39,22 @@ def running_zetas(drops: Sequence[float], convention: str = "paper") -> np.ndarr
     if convention == "reference":
         sums = np.concatenate([[np.nan], sums[:-1]])
     return sums / t
+
+
+def drop_standard_errors(batch_drops: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per epoch, the standard error of r, the mean of the drops of its k probe batches: their
+    sample standard deviation over √k; NaN for an epoch of one batch."""
+    errors = []
+    for drops in batch_drops:
+        values = np.asarray(drops, dtype=float)
+        errors.append(values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan)
+    return np.asarray(errors, dtype=float)
+
+
+def zeta_standard_errors(drop_errors: Sequence[float], convention: str = "paper") -> np.ndarray:
+    """The standard error of each ζ(t) of `running_zetas`, from the standard errors of the epochs'
+    r (see `drop_standard_errors`): the batches of different epochs are drawn independently, so
+    the variances of the averaged terms add, SE(ζ(t)) = √(Σ SE(r_τ)²) / t."""
+    variances = np.asarray(drop_errors, dtype=float) ** 2
+    t = np.arange(len(variances), dtype=float)
+    return np.sqrt(running_zetas(variances, convention) / np.where(t > 0, t, np.nan))

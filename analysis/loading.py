@@ -65,7 +65,7 @@ def meta_value(meta: dict, section: str, key: str) -> object:
 
 def run_table(name: str, record: records.RunRecord) -> pd.DataFrame:
     """The epoch rows of one run record with ζ recomputed and the run's identifying fields."""
-    frame = pd.DataFrame(record.rows, columns=records.COLUMNS).astype(float)
+    frame = pd.DataFrame(record.rows, columns=records.record_columns(record.rows)).astype(float)
     frame = frame.sort_values("epoch", ignore_index=True)
     frame["epoch"] = frame["epoch"].astype(int)
     if not frame.empty:
@@ -102,8 +102,9 @@ class LoadedRuns:
 def load_runs(folder: str | Path) -> LoadedRuns:
     """Read every `*.csv` run record directly in `folder`.
 
-    Other files (figures, hidden temporary files of a record being written) are ignored; a `.csv`
-    file that is not a readable record is reported in `unreadable` rather than stopping the load.
+    Other files (figures, hidden temporary files of a record being written, the compressed per-sample
+    scores and test predictions written next to a record) are ignored; a `.csv` file that is not a
+    readable record is reported in `unreadable` rather than stopping the load.
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -2,6 +2,7 @@
 subset, the command line of a tiny run, and ways to build, compare and interrupt runs in-process."""
 from __future__ import annotations
 
+import copy
 import pickle
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -21,6 +23,7 @@ import batching  # noqa: E402
 import command_line  # noqa: E402
 import config  # noqa: E402
 import datasets  # noqa: E402
+import noisy_data  # noqa: E402
 import experiments  # noqa: E402
 import label_noise  # noqa: E402
 import records  # noqa: E402
@@ -218,6 +221,23 @@ def as_format_1(state: dict, leave_out: tuple[str, ...] = ()) -> dict:
     return old
 
 
+def one_step_by_hand(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                     labels: torch.Tensor, dropout_seed: int) -> tuple[float, float]:
+    """Φ̃ before and after one optimizer step, taken on copies of the model and the optimizer (so
+    nothing needs restoring), with dropout seeded as the probe's stream is."""
+    model, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
+    optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
+    optimizer.load_state_dict(state)
+    torch.manual_seed(dropout_seed)
+    model.train()
+    before = F.cross_entropy(model(images), labels)
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = F.cross_entropy(model(images), labels)
+    return before.item(), after.item()
+
+
 def assert_bit_identical(a: dict, b: dict):
     assert a.keys() == b.keys()
     for key in a:
@@ -236,7 +256,7 @@ def small_dropout_net(num_classes: int = 10) -> nn.Module:
 
 def make_batches(root, numsamples=96, batch_size=32) -> batching.DeviceBatches:
     train, test = datasets.load_cifar(root)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
                                     corrupt_prob=0.5, probe_source="train", seed=0)
     return batching.DeviceBatches(data, torch.device("cpu"), batch_size, 50)
 

@@ -7,6 +7,7 @@ import torch
 
 import batching
 import datasets
+import noisy_data
 import label_noise
 import streams
 import susceptibility
@@ -35,9 +36,9 @@ def test_zero_noise_keeps_every_label():
 
 
 def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_rest():
-    subset, rest = datasets.choose_subset(1000, 300, streams.numpy_rng(3, "subset"))
-    again, _ = datasets.choose_subset(1000, 300, streams.numpy_rng(3, "subset"))
-    other, _ = datasets.choose_subset(1000, 300, streams.numpy_rng(4, "subset"))
+    subset, rest = noisy_data.choose_subset(1000, 300, streams.numpy_rng(3, "subset"))
+    again, _ = noisy_data.choose_subset(1000, 300, streams.numpy_rng(3, "subset"))
+    other, _ = noisy_data.choose_subset(1000, 300, streams.numpy_rng(4, "subset"))
     assert len(subset) == 300 and len(rest) == 700
     assert len(np.union1d(subset, rest)) == 1000
     assert np.array_equal(subset, again) and not np.array_equal(subset, other)
@@ -46,7 +47,7 @@ def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_re
 @pytest.mark.parametrize("numsamples", [0, -5, 1001])
 def test_subset_out_of_range_is_a_clear_error(numsamples):
     with pytest.raises(label_noise.DataError, match="--numsamples .* choose 1 to 1000"):
-        datasets.choose_subset(1000, numsamples, streams.numpy_rng(0, "subset"))
+        noisy_data.choose_subset(1000, numsamples, streams.numpy_rng(0, "subset"))
 
 
 def test_streams_of_one_seed_are_independent_and_repeatable():
@@ -96,7 +97,7 @@ def test_missing_data_without_network_names_folder_and_archive(tmp_path, monkeyp
 
 def test_probe_set_defaults_to_the_training_subset_with_fresh_random_labels(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
                                     probe_source="train", seed=0)
     assert np.array_equal(data.probe_index, data.train_index)
     assert not np.array_equal(data.probe_labels, data.assigned_labels)
@@ -105,18 +106,18 @@ def test_probe_set_defaults_to_the_training_subset_with_fresh_random_labels(synt
 
 def test_heldout_probe_set_uses_images_outside_the_subset(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
                                     probe_source="heldout", seed=0)
     assert len(data.probe_index) == len(train) - 200
     assert not set(data.probe_index) & set(data.train_index)
     with pytest.raises(label_noise.DataError, match="heldout needs training images outside"):
-        datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
+        noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
                                  probe_source="heldout", seed=0)
 
 
 def test_noise_summary_counts_changed_labels(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.8,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.8,
                                     probe_source="train", seed=1)
     summary = data.noise_summary()
     assert summary["labels_changed"] == int((data.assigned_labels != train.labels).sum()) > 0
@@ -133,7 +134,7 @@ def test_batch_sizes_cover_every_image_even_a_lone_remainder():
 def test_a_folder_dataset_may_keep_one_image_to_train_on_beside_its_noisy_holdout():
     images = np.zeros((5, 3, 32, 32), dtype=np.uint8)
     train, test = datasets.ImageSet(images, np.arange(5)), datasets.ImageSet(images[:2], np.arange(2))
-    make = lambda holdout: datasets.make_noisy_data(
+    make = lambda holdout: noisy_data.make_noisy_data(
         train, test, num_classes=5, numsamples=None, corrupt_prob=0.0, probe_source="train", seed=0,
         noise_type=label_noise.GIVEN, noisy_holdout=holdout)
     assert len(make(4).train_index) == 1
@@ -142,7 +143,7 @@ def test_a_folder_dataset_may_keep_one_image_to_train_on_beside_its_noisy_holdou
 
 
 def test_a_subset_of_one_image_is_allowed():
-    subset, rest = datasets.choose_subset(1000, 1, streams.numpy_rng(0, "subset"))
+    subset, rest = noisy_data.choose_subset(1000, 1, streams.numpy_rng(0, "subset"))
     assert len(subset) == 1 and len(rest) == 999
 
 

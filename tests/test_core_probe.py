@@ -7,6 +7,7 @@ from torch.nn import functional as F
 
 import batching
 import datasets
+import noisy_data
 import susceptibility
 from conftest import assert_bit_identical, make_batches, small_dropout_net
 from models import create_model
@@ -126,7 +127,7 @@ def test_clean_and_noisy_metrics_equal_a_per_sample_recount(synthetic_cifar10):
 @pytest.mark.e2e
 def test_noisy_metrics_are_missing_when_no_label_is_wrong(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=64, corrupt_prob=0.0,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=64, corrupt_prob=0.0,
                                     probe_source="train", seed=0)
     batches = batching.DeviceBatches(data, torch.device("cpu"), 32, 50)
     model = create_model("cnn", 0.125)

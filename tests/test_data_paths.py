@@ -8,6 +8,7 @@ import batching
 import checkpoints
 import command_line
 import datasets
+import noisy_data
 import experiments
 import machine
 import records
@@ -68,7 +69,7 @@ def test_random_offsets_cover_all_81_positions_uniformly_and_flip_half():
 
 def loader_and_device(root, numsamples=40):
     train, test = datasets.load_cifar(root)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
                                     corrupt_prob=0.5, probe_source="train", seed=0)
     cpu = torch.device("cpu")
     return (batching.DeviceBatches(data, cpu, 16, 30),

@@ -8,6 +8,7 @@ import torch
 
 import checkpoints
 import datasets
+import noisy_data
 import experiments
 import label_noise
 import records
@@ -57,7 +58,7 @@ def test_asymmetric_noise_flips_only_the_listed_cifar10_classes_at_the_requested
 
 def test_asymmetric_noise_is_fixed_by_the_seed_and_leaves_symmetric_runs_unchanged(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
-    draw = lambda seed, kind="asymmetric": datasets.make_noisy_data(
+    draw = lambda seed, kind="asymmetric": noisy_data.make_noisy_data(
         train, test, num_classes=10, numsamples=None, corrupt_prob=0.5, probe_source="train",
         seed=seed, noise_type=kind).assigned_labels
     assert np.array_equal(draw(1), draw(1)) and not np.array_equal(draw(1), draw(2))
@@ -106,7 +107,7 @@ def test_real_subset_file_lines_up_with_the_real_subset(real_cifar10, real_cifar
     subset_file = real_cifar10n / "CIFAR-10_human_subset.npz"
     for noise_type, key in label_noise.CIFAR10N_KEYS.items():
         assert np.array_equal(label_noise.human_labels(subset_file, noise_type, train.labels), full[key][rows])
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=1000, corrupt_prob=0.5,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=1000, corrupt_prob=0.5,
                                     probe_source="train", seed=0, noise_type="cifar10n-worst",
                                     noise_file=subset_file)
     assert np.array_equal(data.assigned_labels, full["worse_label"][rows][data.train_index])

@@ -11,6 +11,7 @@ import batching
 import checkpoints
 import command_line
 import datasets
+import noisy_data
 import experiments
 import label_noise
 import models
@@ -25,10 +26,13 @@ SIGNAL_COLUMNS = ["noisy_holdout_loss", "noisy_holdout_acc", "pred_changes", "ne
                   "neg_margin_precision", "neg_margin_recall"]
 
 
-def observe_epoch(signals: TrainingSignals, logits: list[list[float]], assigned: list[int]) -> dict:
-    signals.start_epoch()
+def observe_epoch(signals: TrainingSignals, logits: list[list[float]], assigned: list[int],
+                  losses: list[float] | None = None) -> dict:
+    """One epoch in which every sample is seen once, in one batch; returns the epoch's summary."""
+    signals.start_epoch(int(signals.epochs_seen.max()))  # the epochs every sample has been seen so far
+    losses = torch.tensor(losses if losses is not None else [0.0] * len(assigned))
     signals.observe(torch.arange(len(assigned)), torch.tensor(logits, dtype=torch.float32),
-                    torch.tensor(assigned))
+                    torch.tensor(assigned), losses)
     return signals.summary()
 
 
@@ -96,15 +100,15 @@ def fake_dataset(size: int, seed: int = 0) -> datasets.ImageSet:
     return datasets.ImageSet(np.zeros((size, 3, 1, 1), dtype=np.uint8), labels)
 
 
-def noisy_data(train, holdout: int, **overrides) -> datasets.NoisyData:
+def drawn(train, holdout: int, **overrides) -> noisy_data.NoisyData:
     options = dict(num_classes=10, numsamples=len(train) // 2, corrupt_prob=0.5, probe_source="heldout",
                    seed=7, noisy_holdout=holdout)
-    return datasets.make_noisy_data(train, fake_dataset(10), **{**options, **overrides})
+    return noisy_data.make_noisy_data(train, fake_dataset(10), **{**options, **overrides})
 
 
 def test_holdout_is_disjoint_from_training_and_probe_sets_and_leaves_them_as_they_were():
     train = fake_dataset(20000)
-    data, plain = noisy_data(train, 5000), noisy_data(train, 0)
+    data, plain = drawn(train, 5000), drawn(train, 0)
     holdout = data.holdout.index
     assert len(holdout) == len(np.unique(holdout)) == 5000
     assert not set(holdout) & set(data.train_index) and not set(holdout) & set(data.probe_index)
@@ -114,7 +118,7 @@ def test_holdout_is_disjoint_from_training_and_probe_sets_and_leaves_them_as_the
 
 
 def test_holdout_labels_follow_the_symmetric_noise_rate():
-    data = noisy_data(fake_dataset(60000), 20000)
+    data = drawn(fake_dataset(60000), 20000)
     assert np.array_equal(data.holdout.true_labels, fake_dataset(60000).labels[data.holdout.index])
     wrong = (data.holdout.labels != data.holdout.true_labels).mean()
     assert wrong == pytest.approx(0.5 * 0.9, abs=0.012)
@@ -123,7 +127,7 @@ def test_holdout_labels_follow_the_symmetric_noise_rate():
 
 
 def test_holdout_labels_follow_asymmetric_flips():
-    data = noisy_data(fake_dataset(40000), 10000, noise_type="asymmetric", corrupt_prob=0.6)
+    data = drawn(fake_dataset(40000), 10000, noise_type="asymmetric", corrupt_prob=0.6)
     flips = label_noise.class_flips(10)
     true, noisy = data.holdout.true_labels, data.holdout.labels
     changed = noisy != true
@@ -136,14 +140,14 @@ def test_holdout_labels_of_cifar10n_are_the_human_labels_of_those_images(tmp_pat
     train = fake_dataset(3000)
     arrays = human_label_arrays(train.labels)
     np.savez(tmp_path / "human.npz", **arrays)
-    data = noisy_data(train, 500, noise_type="cifar10n-worst", noise_file=tmp_path / "human.npz")
+    data = drawn(train, 500, noise_type="cifar10n-worst", noise_file=tmp_path / "human.npz")
     assert np.array_equal(data.holdout.labels, arrays["worse_label"][data.holdout.index])
 
 
 def test_too_large_a_holdout_is_one_clear_error():
     with pytest.raises(label_noise.DataError, match="--noisy-holdout 600 needs that many training images "
                                                  "outside the --numsamples subset, but 500 are left"):
-        noisy_data(fake_dataset(1000), 600)
+        drawn(fake_dataset(1000), 600)
 
 
 def tiny_run(data_dir: Path, out: Path, *extra: str, epochs: int = 3) -> list[str]:
@@ -164,7 +168,8 @@ def test_a_run_records_every_signal_and_the_holdout_leaves_the_other_columns_bit
     for row in with_holdout[1:]:
         assert all(math.isfinite(row[column]) for column in SIGNAL_COLUMNS), row
     assert all(math.isnan(row[c]) for row in without for c in ("noisy_holdout_loss", "noisy_holdout_acc"))
-    unchanged = [c for c in records.COLUMNS if c not in ("noisy_holdout_loss", "noisy_holdout_acc", "seconds")]
+    unchanged = [c for c in records.COLUMNS
+                 if c not in ("noisy_holdout_loss", "noisy_holdout_acc", *records.TIMING_COLUMNS)]
     assert [[r[c] for c in unchanged] for r in with_holdout] == [[r[c] for c in unchanged] for r in without]
     meta = records.read_record(tmp_path / "with" / "results" / "s_cnn_3_0.05.csv").meta
     assert meta["data"]["noisy_holdout"]["size"] == 80
@@ -173,7 +178,7 @@ def test_a_run_records_every_signal_and_the_holdout_leaves_the_other_columns_bit
 @pytest.mark.e2e
 def test_watching_the_signals_leaves_training_bit_identical(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
                                     probe_source="train", seed=0)
     batches = batching.DeviceBatches(data, torch.device("cpu"), 32, 100)
     states = []
@@ -205,7 +210,7 @@ def test_an_interrupted_run_resumes_with_the_same_signals(synthetic_cifar10, tmp
     assert len(read_rows(tmp_path / "cut", epochs=4)) == 2
     monkeypatch.setattr(experiments, "summary_line", original)
     assert experiments.main([*cut, "--resume"]) == 0
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in records.TIMING_COLUMNS} for row in rows]
     resumed, whole = read_rows(tmp_path / "cut", epochs=4), read_rows(tmp_path / "whole", epochs=4)
     assert str(strip(resumed)) == str(strip(whole))  # str: NaN cells compare equal
     history = [checkpoints.load_checkpoint(out / "checkpoint" / "s_cnn_4_0.05.pt")["signals"]
@@ -247,6 +252,6 @@ def test_a_checkpoint_without_the_signals_history_resumes_and_says_they_start_af
     checkpoints.save_checkpoint(checkpoint, as_format_1(state, leave_out=("signals", "holdout")))
     capsys.readouterr()
     assert experiments.main([*argv, "--resume"]) == 0
-    assert "holds no prediction or margin history" in capsys.readouterr().err
+    assert "holds no last_prediction, margin_sum, epochs_seen, loss_sum" in capsys.readouterr().err
     rows = read_rows(tmp_path)
     assert len(rows) == 3 and math.isnan(rows[2]["pred_changes"])  # no previous prediction to compare

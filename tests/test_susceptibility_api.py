@@ -1,6 +1,5 @@
 """The Susceptibility API in one's own loop: the numbers experiments.py records, no trace on training
 with any optimizer, fp32 under autocast, checkpoint round trips, every input form, and bad input."""
-import copy
 import math
 
 import numpy as np
@@ -12,10 +11,12 @@ from torch.nn import functional as F
 import batching
 import checkpoints
 import datasets
+import noisy_data
 import experiments
 import records
 import susceptibility
 from conftest import (
+    one_step_by_hand,
     as_format_1,
     assert_bit_identical,
     built_run,
@@ -61,7 +62,7 @@ def test_api_in_a_user_style_loop_gives_the_phi_values_experiments_records(synth
 
     # A loop written by hand: the run's data, model, optimizer and schedule, ζ through the API.
     train, test = datasets.load_cifar(synthetic_cifar10)
-    data = datasets.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
                                     probe_source="train", seed=seed)
     batches = batching.DeviceBatches(data, torch.device("cpu"), batch_size, 1000)
     torch.manual_seed(susceptibility.derive_seed(seed, "init"))
@@ -85,23 +86,6 @@ def test_api_in_a_user_style_loop_gives_the_phi_values_experiments_records(synth
     assert zeta.phi_before == [row["phi_before"] for row in recorded]
     assert zeta.phi_after == [row["phi_after"] for row in recorded]
     assert nan_equal(zeta.zetas(), [row["susceptibility"] for row in recorded])
-
-
-def one_step_by_hand(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                     labels: torch.Tensor, dropout_seed: int) -> tuple[float, float]:
-    """Φ̃ before and after one optimizer step, taken on copies of the model and the optimizer (so
-    nothing needs restoring), with dropout seeded as the probe's stream is."""
-    model, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
-    optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
-    optimizer.load_state_dict(state)
-    torch.manual_seed(dropout_seed)
-    model.train()
-    before = F.cross_entropy(model(images), labels)
-    before.backward()
-    optimizer.step()
-    with torch.no_grad():
-        after = F.cross_entropy(model(images), labels)
-    return before.item(), after.item()
 
 
 def test_each_epochs_probe_draws_from_the_streams_experiments_always_used(synthetic_cifar10):

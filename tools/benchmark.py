@@ -32,6 +32,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets  # noqa: E402
+import noisy_data  # noqa: E402
 from batching import DeviceBatches, LoaderBatches  # noqa: E402
 from machine import channels_last_default  # noqa: E402
 from models import FAMILIES, create_model  # noqa: E402
@@ -40,12 +41,12 @@ from susceptibility import probe_step  # noqa: E402
 from training import evaluate, fast_network, train_one_epoch  # noqa: E402
 
 
-def synthetic_data(train_size: int, test_size: int, seed: int = 0) -> datasets.NoisyData:
+def synthetic_data(train_size: int, test_size: int, seed: int = 0) -> noisy_data.NoisyData:
     """Random CIFAR-shaped images with 50% symmetric label noise."""
     rng = np.random.default_rng(seed)
     image_set = lambda n: datasets.ImageSet(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
                                             rng.integers(0, 10, n))
-    return datasets.make_noisy_data(image_set(train_size), image_set(test_size), num_classes=10,
+    return noisy_data.make_noisy_data(image_set(train_size), image_set(test_size), num_classes=10,
                                     numsamples=None, corrupt_prob=0.5, probe_source="train", seed=seed)
 
 
