@@ -20,8 +20,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from grid import GridPoint, Sweep, SweepError
 from sweep_jobs import (ENDED_JOB_STATES, Progress, epochs_saved, mark_failed, record_outcome, recorded_state,
@@ -42,13 +44,13 @@ class ClusterRun:
     process: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __call__(self) -> str:
-        """Run the point to its end. The run ignores submitit's warning signal, which Slurm sends to
-        every process of the job: `checkpoint` stops it instead, the way Ctrl-C does."""
+        """Run the point to its end. The run starts with submitit's warning signal blocked, since
+        Slurm sends it to every process of the job: `checkpoint` stops the run instead, the way
+        Ctrl-C does. A warning that arrives meanwhile is handled once the run is known here."""
         import submitit
 
-        warning = signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]
-        self.process = start_process(self.point, self.cwd, threads_env(self.threads), own_session=False,
-                                     ignoring=(warning,))
+        with signals_blocked({signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]}):
+            self.process = start_process(self.point, self.cwd, threads_env(self.threads), own_session=False)
         try:
             while self.process.poll() is None:
                 time.sleep(RUN_POLL_SECONDS)
@@ -78,6 +80,17 @@ class ClusterRun:
         except ChildProcessError:  # the interrupted poll reaped it
             return
         self.process.returncode = os.waitstatus_to_exitcode(status)
+
+
+@contextmanager
+def signals_blocked(signals: set[signal.Signals]) -> Iterator[None]:
+    """Block the signals during the block, and in the programs started in it, which keep them blocked
+    for good; those that arrive here meanwhile are delivered after the block."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def executor_for(sweep: Sweep, options: argparse.Namespace):

@@ -128,14 +128,13 @@ def command(point: GridPoint) -> list[str]:
     return [sys.executable, str(EXPERIMENTS), *point.argv, "--resume"]
 
 
-def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str], own_session: bool = True,
-                  ignoring: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
+def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str],
+                  own_session: bool = True) -> subprocess.Popen:
     """Start a run, appending its output to its log file. A failure noted by an earlier attempt no
     longer holds.
 
     Here the run gets its own session, so that a terminal's Ctrl-C reaches only the sweep, which then
     stops its runs; in a cluster job it stays in the job's, where the scheduler signals it directly.
-    It ignores the signals `ignoring`.
     """
     point.log.parent.mkdir(parents=True, exist_ok=True)
     point.marker("failed").unlink(missing_ok=True)
@@ -144,14 +143,7 @@ def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str], own_se
         log.flush()
         return subprocess.Popen(command(point), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                                start_new_session=own_session,
-                                preexec_fn=(lambda: ignore_signals(ignoring)) if ignoring else None)
-
-
-def ignore_signals(signals: tuple[signal.Signals, ...]) -> None:
-    """Ignore the signals, in this process and in the programs it then executes."""
-    for signum in signals:
-        signal.signal(signum, signal.SIG_IGN)
+                                start_new_session=own_session)
 
 
 def record_outcome(point: GridPoint, returncode: int) -> str:

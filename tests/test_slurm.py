@@ -8,6 +8,7 @@ skipped, and the reason is printed once.
 import getpass
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,9 +29,9 @@ sys.path.insert(0, str(ROOT / "tools"))
 import slurm_cluster  # noqa: E402
 
 SLURM = ["--slurm", "--time", "10", "--gpus-per-run", "0", "--cpus-per-run", "1"]
-# Runs that are interrupted: epochs of a few seconds, so that a signal sent when the first epoch
-# has been saved reaches the run in the middle of the second.
-SLOW_EPOCHS = {"numsamples": 256, "batchsize": 16}
+# Runs that are interrupted: epochs of a second or more, so that a signal sent when the first epoch
+# has been saved reaches the run in the middle of the second (or, on a fast machine, the third).
+SLOW_EPOCHS = {"epochs": 3, "numsamples": 256, "batchsize": 16}
 INTERRUPTED = '[grid]\nmodel = "cnn"\nscale = 0.5\nlr = 0.05\n'
 WAIT_SECONDS = 240
 
@@ -89,6 +90,13 @@ def wait_until(condition, what: str, seconds: float = WAIT_SECONDS) -> None:
 
 def epochs(run: grid.GridPoint) -> int:
     return sweep_jobs.recorded_state(run)[1]
+
+
+def interrupted_after(run: grid.GridPoint) -> int:
+    """The epochs a run had saved when it was interrupted, as its log says, checked to be in the middle."""
+    saved, = re.findall(r"^interrupted: (\d+) of 3 epochs are saved", run.log.read_text(), re.MULTILINE)
+    assert 1 <= int(saved) < 3
+    return int(saved)
 
 
 def job_of(run: grid.GridPoint) -> str:
@@ -165,7 +173,7 @@ def test_a_job_interrupted_mid_epoch_is_requeued_and_its_run_continues_exactly(
     assert job_field(job_of(run), "Restarts") == "1"  # the same job, requeued
     log = run.log.read_text()
     assert log.count("=== ") == 2
-    assert "interrupted: 1 of 2 epochs are saved" in log and f"resuming {run.name}.csv: 1 of 2 epochs done" in log
+    assert f"resuming {run.name}.csv: {interrupted_after(run)} of 3 epochs done" in log
     assert same_record(run.record, uninterrupted)
 
 
@@ -180,13 +188,15 @@ def test_a_job_killed_mid_epoch_is_resumed_exactly_by_the_next_invocation(
     kill_every_process_of(job_of(run))
     wait_until(lambda: job_of(run) not in sweep_jobs.active_cluster_jobs(), "the killed job to end")
     assert "interrupted" not in run.log.read_text()  # killed, not stopped
+    saved = epochs(run)
+    assert 1 <= saved < 3
     assert sweep.main([str(path), "--dry-run"]) == 0
-    assert "resume after 1/2" in capsys.readouterr().out
+    assert f"resume after {saved}/3" in capsys.readouterr().out
 
     assert sweep.main([str(path), *SLURM, "--wait"]) == 0
     out = capsys.readouterr().out
     assert "1 runs: 1 to resume" in out and "all 1 runs finished" in out
-    assert f"resuming {run.name}.csv: 1 of 2 epochs done" in run.log.read_text()
+    assert f"resuming {run.name}.csv: {saved} of 3 epochs done" in run.log.read_text()
     assert same_record(run.record, uninterrupted)
     assert not [file.name for file in tmp_path.rglob("*.tmp")]
 
@@ -198,11 +208,11 @@ def test_a_job_killed_at_its_real_time_limit_is_resumed_exactly_by_the_next_invo
     cluster whose warning comes too late): Slurm stops the job at its limit, mid-run. The run is too
     long to end within two limits on any machine, so its rows are compared with as many of a local
     run's."""
-    path = write_sweep(tmp_path / "slurm", synthetic_cifar10, INTERRUPTED, epochs=1000, **SLOW_EPOCHS)
+    path = write_sweep(tmp_path / "slurm", synthetic_cifar10, INTERRUPTED, **{**SLOW_EPOCHS, "epochs": 1000})
     run, = grid.load_sweep(path).runs
     limited = [str(path), *SLURM, "--time", "1", "--slurm-option", "signal=URG@1", "--wait"]
     saved = []
-    for attempt in range(2):
+    for _ in range(2):
         assert sweep.main(limited) == 1
         out = capsys.readouterr().out
         saved.append(epochs(run))
@@ -212,7 +222,7 @@ def test_a_job_killed_at_its_real_time_limit_is_resumed_exactly_by_the_next_invo
     log = run.log.read_text()
     assert log.count("interrupted: ") == 2 and f"resuming {run.name}.csv: {saved[0]} of 1000 epochs done" in log
 
-    local = write_sweep(tmp_path / "local", synthetic_cifar10, INTERRUPTED, epochs=1000, **SLOW_EPOCHS)
+    local = write_sweep(tmp_path / "local", synthetic_cifar10, INTERRUPTED, **{**SLOW_EPOCHS, "epochs": 1000})
     reference, = grid.load_sweep(local).runs
     process = start_in_foreground([sys.executable, str(ROOT / "sweep.py"), str(local)])
     wait_until(lambda: epochs(reference) >= saved[1], f"{saved[1]} epochs of the local run", seconds=600)
@@ -234,11 +244,12 @@ def test_cancelling_one_job_leaves_the_others_running_and_a_rerun_resumes_only_i
     subprocess.run(["scancel", job_of(cancelled)], check=True)
     out, err = process.communicate(timeout=WAIT_SECONDS)
     assert process.returncode == 1, out + err
-    job = job_of(cancelled)
-    assert f"stopped {cancelled.name} (job {job} CANCELLED); 1 of 2 epochs are saved" in out
+    job, saved = job_of(cancelled), epochs(cancelled)
+    assert 1 <= saved < 3
+    assert f"stopped {cancelled.name} (job {job} CANCELLED); {saved} of 3 epochs are saved" in out
     assert f"done {other.name} (job {job_of(other)})" in out
     assert "1 of 2 runs finished, 0 failed, 1 unfinished" in out
-    assert f"unfinished {cancelled.name} (job {job} CANCELLED): 1 of 2 epochs are saved" in out
+    assert f"unfinished {cancelled.name} (job {job} CANCELLED): {saved} of 3 epochs are saved" in out
     assert "run the same command again to continue the unfinished runs" in out
     assert other.log.read_text().count("=== ") == 1  # never stopped
     other_log = other.log.read_text()
@@ -266,8 +277,8 @@ def test_a_run_with_a_bad_setting_is_reported_failed_with_its_log_line_and_the_o
 
 
 def test_ctrl_c_on_wait_cancels_the_array_and_says_what_is_kept(cluster, tmp_path, synthetic_cifar10):
-    path = write_sweep(tmp_path, synthetic_cifar10, INTERRUPTED.replace("0.05", "[0.05, 0.1]"), epochs=20,
-                       **SLOW_EPOCHS)
+    path = write_sweep(tmp_path, synthetic_cifar10, INTERRUPTED.replace("0.05", "[0.05, 0.1]"),
+                       **{**SLOW_EPOCHS, "epochs": 20})
     runs = grid.load_sweep(path).runs
     process = slurm_sweep(path)
     wait_until(lambda: any(epochs(run) >= 1 for run in runs), "a first epoch")
