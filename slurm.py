@@ -23,11 +23,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from grid import GridPoint, Sweep, SweepError
 from sweep_jobs import (ENDED_JOB_STATES, Progress, epochs_saved, mark_failed, record_outcome, recorded_state,
                         squeue, start_process, threads_env)
+
+if TYPE_CHECKING:
+    import submitit
 
 ROOT = Path(__file__).resolve().parent
 QUEUE_POLL_SECONDS = 2.0  # between two looks at the queue
@@ -58,7 +61,7 @@ class ClusterRun:
             self.stop_run()  # when this process is interrupted itself
         return record_outcome(self.point, self.process.returncode)
 
-    def checkpoint(self):
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on the warning signal: stop the run, then have the requeued job run
         this grid point again, which continues from the last saved epoch."""
         import submitit
@@ -74,10 +77,10 @@ class ClusterRun:
         """
         if self.process is None or self.process.returncode is not None:
             return
-        os.kill(self.process.pid, signal.SIGTERM)
         try:
+            os.kill(self.process.pid, signal.SIGTERM)
             _, status = os.waitpid(self.process.pid, 0)
-        except ChildProcessError:  # the interrupted poll reaped it
+        except (ProcessLookupError, ChildProcessError):  # the interrupted poll has reaped it
             return
         self.process.returncode = os.waitstatus_to_exitcode(status)
 
@@ -93,7 +96,7 @@ def signals_blocked(signals: set[signal.Signals]) -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def executor_for(sweep: Sweep, options: argparse.Namespace):
+def executor_for(sweep: Sweep, options: argparse.Namespace) -> submitit.AutoExecutor:
     """A submitit executor for the job array, with the resources each run gets.
 
     submitit requeues a job at its time limit at most as often as the longest run has epochs: enough
@@ -121,7 +124,8 @@ def executor_for(sweep: Sweep, options: argparse.Namespace):
     return executor
 
 
-def submit(executor, sweep: Sweep, runs: list[GridPoint], options: argparse.Namespace) -> list:
+def submit(executor: submitit.AutoExecutor, sweep: Sweep, runs: list[GridPoint],
+           options: argparse.Namespace) -> list[submitit.Job]:
     """Submit the runs as one job array. On Slurm, note each run's job id next to its log, by which
     later invocations find the job in the queue; submitit's local executors run jobs on this machine."""
     with executor.batch():
@@ -139,7 +143,7 @@ def submit(executor, sweep: Sweep, runs: list[GridPoint], options: argparse.Name
 # Watching the jobs (--wait)
 
 
-def watch(runs: list[GridPoint], jobs: list, progress: Progress) -> bool:
+def watch(runs: list[GridPoint], jobs: list[submitit.Job], progress: Progress) -> bool:
     """Report the jobs as they end; Ctrl-C cancels the rest. Returns False if interrupted."""
     pending = {job.job_id: (run, job) for run, job in zip(runs, jobs, strict=True)}
     try:
@@ -158,7 +162,7 @@ def watch(runs: list[GridPoint], jobs: list, progress: Progress) -> bool:
         return False
 
 
-def ended_jobs(jobs: list) -> dict[str, str]:
+def ended_jobs(jobs: list[submitit.Job]) -> dict[str, str]:
     """The jobs that have ended, by id, with Slurm's word for how (COMPLETED, CANCELLED, TIMEOUT, ...;
     "ended" where there is none). A Slurm job that squeue no longer lists ended long ago; a job of
     submitit's local executor knows itself. A failed look at the queue reports nothing."""
@@ -176,7 +180,7 @@ def ended_jobs(jobs: list) -> dict[str, str]:
             if state is None or state in ENDED_JOB_STATES}
 
 
-def job_outcome(run: GridPoint, job) -> str:
+def job_outcome(run: GridPoint, job: submitit.Job) -> str:
     """What an ended job's run came to: done; failed, as the job noted or as its Python error says;
     else interrupted (cancelled, preempted, killed at its time limit), its completed epochs saved."""
     if recorded_state(run)[0]:
@@ -189,7 +193,7 @@ def job_outcome(run: GridPoint, job) -> str:
     return "interrupted"
 
 
-def job_error(job) -> str | None:
+def job_error(job: submitit.Job) -> str | None:
     """The last line of the traceback that ended the job's Python process (which submitit keeps in
     the job's result file), or None if it ended otherwise."""
     try:
@@ -201,7 +205,7 @@ def job_error(job) -> str | None:
     return lines[-1] if outcome == "error" and lines else None
 
 
-def cancel(jobs: list) -> None:
+def cancel(jobs: list[submitit.Job]) -> None:
     """Cancel the jobs and wait until they have ended: their runs stop on Slurm's SIGTERM, keeping
     their completed epochs. A second Ctrl-C stops cancelling and waiting."""
     print(f"\ncancelling the {len(jobs)} jobs that have not ended, and waiting until they have ...",
