@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import submitit
 
 ROOT = Path(__file__).resolve().parent
-QUEUE_POLL_SECONDS = 2.0  # between two looks at the queue
+QUEUE_POLL_SECONDS = 5.0  # between two looks at the queue, which a cluster's users share
 RUN_POLL_SECONDS = 0.5  # between two looks, in a job, at its run's process
 
 

@@ -22,6 +22,7 @@ from test_sweep import write_sweep
 import experiments
 import grid
 import records
+import slurm
 import sweep
 import sweep_jobs
 
@@ -34,6 +35,7 @@ SLURM = ["--slurm", "--time", "10", "--gpus-per-run", "0", "--cpus-per-run", "1"
 SLOW_EPOCHS = {"epochs": 3, "numsamples": 256, "batchsize": 16}
 INTERRUPTED = '[grid]\nmodel = "cnn"\nscale = 0.5\nlr = 0.05\n'
 WAIT_SECONDS = 240
+POLL_SECONDS = 0.5  # between the looks of a sweep at the queue
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +63,11 @@ def say(config: pytest.Config, line: str) -> None:
 
 @pytest.fixture
 def cluster(slurm_cluster_folder, monkeypatch) -> Path:
-    """The cluster, idle, with Slurm's commands pointed at it and runs on one CPU thread (as the
-    local sweeps they are compared with); jobs a test leaves are cancelled after it."""
+    """The cluster, idle, with Slurm's commands pointed at it, short polls, and runs on one CPU thread
+    (as the local sweeps they are compared with); jobs a test leaves are cancelled after it."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf_path(slurm_cluster_folder)))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(slurm, "QUEUE_POLL_SECONDS", POLL_SECONDS)
     slurm_cluster.wait_until_idle(slurm_cluster_folder)
     yield slurm_cluster_folder
     subprocess.run(["scancel", "--user", getpass.getuser()], check=True)
@@ -104,17 +107,19 @@ def job_of(run: grid.GridPoint) -> str:
 
 
 def slurm_sweep(path: Path, *options: str) -> subprocess.Popen:
-    """sweep.py --slurm --wait on the sweep file, as a terminal starts it."""
-    return start_in_foreground([sys.executable, str(ROOT / "sweep.py"), str(path), *SLURM, "--wait", *options])
+    """sweep.py --slurm --wait on the sweep file, as a terminal starts it, with short polls."""
+    program = (f"import sys, slurm, sweep; slurm.QUEUE_POLL_SECONDS = {POLL_SECONDS}; "
+               f"sys.exit(sweep.main(sys.argv[1:]))")
+    return start_in_foreground([sys.executable, "-c", program, str(path), *SLURM, "--wait", *options])
 
 
 def kill_every_process_of(job_id: str) -> None:
     """SIGKILL at once every process of a job: those whose environment names it."""
-    variable = f"SLURM_JOB_ID={job_field(job_id, 'JobId')}"
+    variable = f"SLURM_JOB_ID={job_field(job_id, 'JobId')}".encode()
     processes = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and variable in (entry / "environ").read_bytes().decode(errors="replace").split("\0"):
+            if entry.name.isdigit() and variable in (entry / "environ").read_bytes().split(b"\0"):
                 processes.append(int(entry.name))
         except OSError:  # ended meanwhile
             pass
@@ -132,7 +137,7 @@ def job_field(job_id: str, name: str) -> str:
 def test_a_job_array_runs_at_most_max_parallel_jobs_and_finishes_as_a_local_sweep(
         cluster, tmp_path, synthetic_cifar10, capsys):
     grid_text = '[grid]\nmodel = "cnn"\nscale = 0.125\nlr = [0.1, 0.05]\n'
-    path = write_sweep(tmp_path / "slurm", synthetic_cifar10, grid_text)
+    path = write_sweep(tmp_path / "slurm", synthetic_cifar10, grid_text, epochs=1)
     runs = grid.load_sweep(path).runs
     process = slurm_sweep(path, "--max-parallel", "1")
     most_running, throttled = 0, False  # the most jobs seen running at once; a task held by the limit
@@ -148,7 +153,7 @@ def test_a_job_array_runs_at_most_max_parallel_jobs_and_finishes_as_a_local_swee
     assert "submitted 2 runs as job array" in out and "(at most 1 at once)" in out
     assert "all 2 runs finished" in out
 
-    local = write_sweep(tmp_path / "local", synthetic_cifar10, grid_text)
+    local = write_sweep(tmp_path / "local", synthetic_cifar10, grid_text, epochs=1)
     assert sweep.main([str(local), "--jobs", "2"]) == 0
     for run, local_run in zip(runs, grid.load_sweep(local).runs, strict=True):
         assert same_record(run.record, local_run.record), run.name
