@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             paths = checkpoints.run_paths(args)
             with records.exclusive_lock(paths.locks[0]), records.exclusive_lock(paths.locks[1]):
                 checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
+                for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
+                    records.remove_stale_temporaries(path)
                 run = start(args, argv, paths)
                 if len(run.rows) == run.config.epochs:
                     write_record(run, paths)

@@ -24,6 +24,7 @@ from typing import Iterator
 
 FORMAT_VERSION = 1
 SUFFIX = ".csv"
+TEMPORARY_BYTES = 8  # random bytes in the name of an atomic write's temporary file, written as hex
 
 # The evaluation passes, each recorded as <prefix>_loss and <prefix>_acc.
 TEST, NOISY_HOLDOUT = "test", "noisy_holdout"
@@ -94,7 +95,7 @@ def atomic_write(path: str | Path, write) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(TEMPORARY_BYTES)}.tmp")
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as f:
@@ -106,6 +107,22 @@ def atomic_write(path: str | Path, write) -> None:
         temporary.unlink(missing_ok=True)
         raise
     sync_folder(path.parent)
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Remove the temporary files that `atomic_write` of `path` left behind when its process was
+    killed mid-write (by SIGKILL, say, at a cluster's time limit).
+
+    Call it only while holding the lock of `path`: then no other process is writing it. The names
+    matched are those of `path`'s temporary files only, never another file's.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{{2 * TEMPORARY_BYTES}}}\.tmp")
+    if not path.parent.is_dir():
+        return
+    for entry in path.parent.iterdir():
+        if pattern.fullmatch(entry.name):
+            entry.unlink(missing_ok=True)
 
 
 def sync_folder(folder: Path) -> None:

@@ -36,7 +36,7 @@ from command_line import INTERRUPTED, USAGE
 from grid import GridPoint, Sweep, SweepError, load_sweep
 from interrupts import interrupts_stop_the_run
 from sweep_jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, Progress, active_cluster_jobs, describe,
-                        last_line, record_outcome, run_state, start_process, threads_env)
+                        epochs_saved, last_line, record_outcome, run_state, start_process, threads_env)
 
 POLL_SECONDS = 0.2
 
@@ -86,7 +86,7 @@ def run_locally(runs: list[GridPoint], jobs: int, progress: Progress) -> bool:
             active = [job for job in active if job.process.returncode is None]
             for job in ended:
                 outcome = record_outcome(job.run, job.process.returncode)
-                progress.report(job.run, outcome, time.monotonic() - job.started)
+                progress.report(job.run, outcome, f"{time.monotonic() - job.started:.0f} s")
         return True
     except KeyboardInterrupt:
         stop_processes([job.process for job in active])
@@ -224,21 +224,35 @@ def runs_to_start(sweep: Sweep, states: dict[str, str], retry_failed: bool) -> l
     return [run for run in sweep.runs if states[run.name] in wanted]
 
 
-def summarize(sweep: Sweep) -> int:
-    """The final report: failed runs with their logs; exit code 0 only if every run finished."""
+def summarize(sweep: Sweep, why_stopped: dict[str, str]) -> int:
+    """The final report: failed runs with their logs, unfinished ones with what they keep and, where
+    known, why they stopped (`why_stopped`, by run name); exit code 0 only if every run finished."""
     states = current_states(sweep)
     failed = [run for run in sweep.runs if states[run.name] == FAILED]
+    unfinished = [run for run in sweep.runs if states[run.name] in (RESUME, NEW, QUEUED)]
     finished = sum(state == FINISHED for state in states.values())
     if finished == len(sweep.runs):
         print(f"all {finished} runs finished; their records are in {sweep.results_dir}")
         return 0
-    print(f"{finished} of {len(sweep.runs)} runs finished, {len(failed)} failed")
+    print(f"{finished} of {len(sweep.runs)} runs finished, {len(failed)} failed, {len(unfinished)} unfinished")
     for run in failed:
         reason = run.marker("failed").read_text().strip()
         print(f"  failed {run.name} ({reason}); log {run.log}: {last_line(run.log)}")
+    for run in unfinished:
+        why = f" ({why_stopped[run.name]})" if run.name in why_stopped else ""
+        print(f"  unfinished {run.name}{why}: {unfinished_state(run, states[run.name])}")
     if failed:
         print("fix the cause, then rerun with --retry-failed")
+    if any(states[run.name] != QUEUED for run in unfinished):
+        print("run the same command again to continue the unfinished runs")
     return 1
+
+
+def unfinished_state(run: GridPoint, state: str) -> str:
+    """Where an unfinished run stands, in words."""
+    if state == QUEUED:
+        return describe(run, state)
+    return epochs_saved(run)
 
 
 def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int:
@@ -246,10 +260,10 @@ def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int
     states = current_states(sweep)
     print(plan_line(sweep, states), flush=True)
     todo = runs_to_start(sweep, states, options.retry_failed)
+    progress = Progress(len(sweep.runs), sum(state == FINISHED for state in states.values()))
     if todo:
         executor = slurm.executor_for(sweep, options) if options.slurm else None
         ensure_data(todo)
-        progress = Progress(len(sweep.runs), sum(state == FINISHED for state in states.values()))
         if executor is not None:
             jobs = slurm.submit(executor, sweep, todo, options)
             if not options.wait:
@@ -264,7 +278,7 @@ def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int
         if not completed:
             print(f"interrupted; continue with: python sweep.py {shlex.join(argv)}", file=sys.stderr)
             return INTERRUPTED
-    return summarize(sweep)
+    return summarize(sweep, progress.why_stopped)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import csv
 import getpass
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -18,10 +19,14 @@ import command_line
 import config
 import records
 from command_line import DIVERGED, INTERRUPTED
-from grid import GridPoint
+from grid import GridPoint, SweepError
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments.py"
 FINISHED, QUEUED, FAILED, RESUME, NEW = "finished", "queued", "failed", "resume", "new"
+# How Slurm names a job that has ended. squeue names a job that has not by its state (PENDING,
+# RUNNING, ...) or by a flag that outranks it (COMPLETING, REQUEUED, ...).
+ENDED_JOB_STATES = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+                              "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,14 +77,28 @@ def run_state(point: GridPoint, active_jobs: set[str]) -> str:
     return NEW
 
 
-def active_cluster_jobs() -> set[str]:
-    """Ids of this user's pending and running Slurm jobs (array tasks one by one); none without Slurm."""
+def squeue(*options: str) -> dict[str, str]:
+    """This user's Slurm jobs that squeue lists with `options` (by default those not ended), by id,
+    array tasks one by one, with their states; none where Slurm is not installed.
+
+    Raises SweepError if squeue fails: a run whose job cannot be seen might be started twice.
+    """
+    command = ["squeue", "--noheader", "--array", "--user", getpass.getuser(), "--format=%i %T", *options]
     try:
-        listing = subprocess.run(["squeue", "--noheader", "--array", "--user", getpass.getuser(),
-                                  "--format=%i"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return set()
-    return set(listing.stdout.split()) if listing.returncode == 0 else set()
+        listing = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return {}
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SweepError(f"cannot ask Slurm which jobs are queued ({error})") from None
+    if listing.returncode != 0:
+        said = listing.stderr.strip().splitlines() or [f"exit code {listing.returncode}"]
+        raise SweepError(f"cannot ask Slurm which jobs are queued ({said[-1]})")
+    return dict(line.split(maxsplit=1) for line in listing.stdout.splitlines() if line.strip())
+
+
+def active_cluster_jobs() -> set[str]:
+    """Ids of this user's Slurm jobs that have not ended (array tasks one by one); none without Slurm."""
+    return set(squeue())
 
 
 def describe(point: GridPoint, state: str) -> str:
@@ -109,9 +128,14 @@ def command(point: GridPoint) -> list[str]:
     return [sys.executable, str(EXPERIMENTS), *point.argv, "--resume"]
 
 
-def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start a run in its own session (so a terminal's Ctrl-C reaches only the sweep), appending
-    its output to its log file. A failure noted by an earlier attempt no longer holds."""
+def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str],
+                  own_session: bool = True) -> subprocess.Popen:
+    """Start a run, appending its output to its log file. A failure noted by an earlier attempt no
+    longer holds.
+
+    Here the run gets its own session, so that a terminal's Ctrl-C reaches only the sweep, which then
+    stops its runs; in a cluster job it stays in the job's, where the scheduler signals it directly.
+    """
     point.log.parent.mkdir(parents=True, exist_ok=True)
     point.marker("failed").unlink(missing_ok=True)
     with open(point.log, "a") as log:
@@ -119,14 +143,18 @@ def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str]) -> sub
         log.flush()
         return subprocess.Popen(command(point), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                                start_new_session=True)
+                                start_new_session=own_session)
 
 
 def record_outcome(point: GridPoint, returncode: int) -> str:
-    """Mark a point whose process failed; returns done, interrupted or failed."""
+    """Mark a point whose process failed; returns done, interrupted or failed.
+
+    A run ended by SIGTERM or SIGINT itself was stopped, not failed: a scheduler may send a second
+    SIGTERM while the run, stopped by the first, is ending (with its completed epochs saved).
+    """
     if returncode == 0:
         return "done"
-    if returncode == INTERRUPTED:
+    if returncode in (INTERRUPTED, -signal.SIGTERM, -signal.SIGINT):
         return "interrupted"
     if returncode == DIVERGED:
         return mark_failed(point, "diverged: a loss became non-finite; try a lower lr")
@@ -149,12 +177,19 @@ class Progress:
 
     def __init__(self, total: int, finished: int):
         self.total, self.finished = total, finished
+        self.why_stopped: dict[str, str] = {}  # by run name: how the job of a stopped run ended
 
-    def report(self, point: GridPoint, outcome: str, seconds: float | None = None) -> None:
-        took = "" if seconds is None else f" ({seconds:.0f} s)"
+    def report(self, point: GridPoint, outcome: str, note: str) -> None:
+        """A run ended: done, failed or interrupted; `note` says how long it took or which job ran it."""
+        detail = f" ({note})" if note else ""
         if outcome == "interrupted":
-            print(f"        stopped {point.name}{took}; its completed epochs are saved", flush=True)
+            print(f"        stopped {point.name}{detail}; {epochs_saved(point)}", flush=True)
             return
         self.finished += 1
-        detail = f"; log {point.log}" if outcome == "failed" else ""
-        print(f"[{self.finished}/{self.total}] {outcome} {point.name}{took}{detail}", flush=True)
+        log = f"; log {point.log}" if outcome == "failed" else ""
+        print(f"[{self.finished}/{self.total}] {outcome} {point.name}{detail}{log}", flush=True)
+
+
+def epochs_saved(point: GridPoint) -> str:
+    """How much of a run is on disk, in words."""
+    return f"{recorded_state(point)[1]} of {point.args.epochs} epochs are saved"

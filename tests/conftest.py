@@ -244,6 +244,29 @@ def assert_bit_identical(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
+# The fixed part of the sweep files of tests: tiny CNN runs on the CPU.
+TINY = """
+[fixed]
+data_dir = "{data}"
+epochs = {epochs}
+numsamples = {numsamples}
+batchsize = {batchsize}
+eval_batchsize = 100
+device = "cpu"
+"""
+
+
+def write_sweep(folder: Path, data: Path, grid: str, epochs: int = 2, name: str = "g", numsamples: int = 64,
+                batchsize: int = 32) -> Path:
+    """A sweep file of tiny CPU runs on `data`, writing under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    folders = f'[sweep]\nresults_dir = "{folder / "results"}"\ncheckpoint_dir = "{folder / "checkpoints"}"\n'
+    path.write_text(folders + TINY.format(data=data, epochs=epochs, numsamples=numsamples, batchsize=batchsize)
+                    + grid)
+    return path
+
+
 # --------------------------------------------------------------------------------------------------
 # Small networks, batches and datasets
 

@@ -13,26 +13,7 @@ import grid
 import records
 import sweep
 import sweep_jobs
-from conftest import ROOT, interrupt_at_epoch, start_in_background, start_in_foreground
-
-TINY = """
-[fixed]
-data_dir = "{data}"
-epochs = {epochs}
-numsamples = 64
-batchsize = 32
-eval_batchsize = 100
-device = "cpu"
-"""
-
-
-def write_sweep(folder: Path, data: Path, grid: str, epochs: int = 2, name: str = "g") -> Path:
-    """A sweep file of tiny CPU runs on `data`, writing under `folder`."""
-    path = folder / f"{name}.toml"
-    folders = f'[sweep]\nresults_dir = "{folder / "results"}"\ncheckpoint_dir = "{folder / "checkpoints"}"\n'
-    path.write_text(folders + TINY.format(data=data, epochs=epochs) + grid)
-    return path
-
+from conftest import ROOT, interrupt_at_epoch, start_in_background, start_in_foreground, write_sweep
 
 GRID = """
 [grid]
@@ -232,6 +213,18 @@ def test_failed_run_is_listed_with_its_log_and_retried_only_on_request(tmp_path,
     assert failing.log.read_text().count("=== ") == 2
 
 
+def test_a_run_ended_by_a_stop_signal_is_interrupted_and_one_killed_otherwise_failed(tmp_path, synthetic_cifar10):
+    """A scheduler's second SIGTERM can end a run that the first one stopped; SIGKILL (the kernel's
+    out-of-memory killer, say) and a crash are failures."""
+    run = grid.load_sweep(write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS)).runs[0]
+    run.log.parent.mkdir(parents=True)
+    for returncode in (130, -signal.SIGTERM, -signal.SIGINT):
+        assert sweep_jobs.record_outcome(run, returncode) == "interrupted"
+        assert not run.marker("failed").exists()
+    assert sweep_jobs.record_outcome(run, -signal.SIGKILL) == "failed"
+    assert run.marker("failed").read_text() == f"exit code {-signal.SIGKILL}\n"
+
+
 @pytest.mark.parametrize("start", [start_in_foreground, start_in_background],
                          ids=["ctrl-c", "sigint-to-a-background-job"])
 @pytest.mark.e2e
@@ -253,6 +246,15 @@ def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path
     assert all(sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME for run in runs)
 
 
+def fake_squeue(tmp_path: Path, monkeypatch, script: str) -> None:
+    """Put an squeue that runs the shell `script` first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\n{script}")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
 @pytest.mark.e2e
 def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10, monkeypatch, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nlr = [0.1, 0.05]\n')
@@ -260,11 +262,7 @@ def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10,
     queued.log.parent.mkdir(parents=True)
     queued.marker("job").write_text("4242_0\n")
     stale.marker("job").write_text("4141_1\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text("#!/bin/sh\necho 4242_0\necho 4242_3\n")
-    (bin_dir / "squeue").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_squeue(tmp_path, monkeypatch, "echo 4242_0 RUNNING\necho 4242_3 PENDING\n")
     sweep_grid = grid.load_sweep(path)
     assert sweep.main([str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -272,6 +270,20 @@ def test_runs_queued_on_slurm_are_not_started_again(tmp_path, synthetic_cifar10,
     assert any(line.startswith("new") and line.endswith(stale.name) for line in lines)
     assert lines[-1].endswith("2 runs: 1 to start, 1 queued on the cluster")
     assert [run.name for run in sweep.runs_to_start(sweep_grid, sweep.current_states(sweep_grid), True)] == [stale.name]
+
+
+def test_a_sweep_that_cannot_see_the_queue_starts_nothing(tmp_path, synthetic_cifar10, monkeypatch, capsys):
+    """A run whose job cannot be seen in the queue might be running: starting it again could run it twice."""
+    path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS)
+    run = grid.load_sweep(path).runs[0]
+    run.log.parent.mkdir(parents=True)
+    run.marker("job").write_text("4242_0\n")
+    fake_squeue(tmp_path, monkeypatch, "echo 'squeue: error: Unable to contact slurm controller' >&2\nexit 1\n")
+    assert sweep.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("sweep.py: error: cannot ask Slurm which jobs are queued (squeue: error: Unable to contact "
+                   "slurm controller)\n")
+    assert not run.log.exists()
 
 
 @pytest.mark.e2e
@@ -284,7 +296,7 @@ def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifa
     assert sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert "submitted 2 runs as job array" in out and "all 2 runs finished" in out
-    assert all(len(finished_rows(run)) == 1 and run.marker("job").exists() for run in runs)
+    assert all(len(finished_rows(run)) == 1 and not run.marker("job").exists() for run in runs)
     assert sweep.main(argv) == 0
     assert "2 runs: 2 finished" in capsys.readouterr().out
 
