@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python tools/authors_comparison.py run /path/to/tracking-memorization \\
         docs/records/authors_comparison --runs 5 --data-dir ../shared/data
     python tools/authors_comparison.py compare docs/records/authors_comparison \\
-        --figure docs/figures/authors_comparison/curves
+        --figure docs/figures/authors_comparison/curves.png
     python tools/authors_comparison.py compare docs/records/authors_comparison --markdown
 
 `run` takes a checkout of the authors' repository (mahf93/tracking-memorization) where the user put
@@ -49,7 +49,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import records  # noqa: E402
-from analysis.figures import save_formats  # noqa: E402
 from analysis.naming import model_name  # noqa: E402
 from analysis.reports import mean_std_text  # noqa: E402
 
@@ -561,6 +560,15 @@ def plot_study(study: Study):
     return figure
 
 
+def save_figure(figure, path: Path) -> None:
+    """Write `figure` to `path`, in the format its suffix names, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        figure.savefig(path, dpi=150)
+    except ValueError as error:  # an unknown format
+        raise HarnessError(f"--figure {path}: {error}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Command line
 
@@ -582,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         running.add_argument(f"--{field.name}", type=type(field.default), default=field.default, help="(both codes)")
     comparing = commands.add_parser("compare", help="compare the records of both sides")
     comparing.add_argument("out", type=Path, help="folder holding ours/ and authors/")
-    comparing.add_argument("--figure", type=Path, help="write the figure as <FIGURE>.png and .pdf")
+    comparing.add_argument("--figure", type=Path, help="write the figure there (.png, .pdf, .svg)")
     comparing.add_argument("--markdown", action="store_true", help="print the document's tables instead")
     return parser
 
@@ -600,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         study = load_study(args.out)
         print(markdown_report(study) if args.markdown else text_report(study))
         if args.figure:
-            print(f"figure: {', '.join(map(str, save_formats(plot_study(study), args.figure)))}")
+            save_figure(plot_study(study), args.figure)
+            print(f"figure: {args.figure}")
         return 0
     except HarnessError as error:
         print(f"authors_comparison.py: error: {error}", file=sys.stderr)
