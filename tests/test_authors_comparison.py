@@ -187,7 +187,7 @@ def record_values(out: Path, side: str, metric: str, epoch: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("metric", list(harness.METRICS))
-def test_the_gap_is_the_difference_of_means_over_the_pooled_spread_with_its_t_test(study, metric):
+def test_the_gap_is_the_difference_of_means_over_the_pooled_spread_with_its_t_test_and_interval(study, metric):
     _, out = study
     comparison = harness.per_epoch(harness.load_study(out))
     for epoch in (0, 1):
@@ -197,7 +197,27 @@ def test_the_gap_is_the_difference_of_means_over_the_pooled_spread_with_its_t_te
         assert (row["ours_mean"], row["authors_mean"]) == pytest.approx((ours.mean(), theirs.mean()))
         assert row["pooled_sd"] == pytest.approx(pooled)
         assert row["gap"] == pytest.approx((ours.mean() - theirs.mean()) / pooled)
-        assert row["p"] == pytest.approx(stats.ttest_ind(ours, theirs).pvalue)
+        test = stats.ttest_ind(ours, theirs)
+        assert row["p"] == pytest.approx(test.pvalue)
+        interval = test.confidence_interval(0.95)
+        assert (row["difference_low"], row["difference_high"]) == pytest.approx((interval.low, interval.high))
+
+
+def test_zeta_per_run_is_the_running_mean_our_records_hold_at_their_last_epoch(study):
+    _, out = study
+    summary = harness.run_summaries(harness.load_study(out)).loc["zeta"]
+    ours = [records.read_record(path).rows[-1]["susceptibility"] for path in (out / "ours").glob("*.csv")]
+    assert summary["ours_mean"] == pytest.approx(np.mean(ours))
+    assert summary["authors_mean"] == pytest.approx(np.mean([2.5 - 2.05, 2.6 - 2.05]))  # the stand-in's r at epoch 1
+
+
+def test_the_signs_of_the_gaps_are_counted_over_the_epochs(study):
+    _, out = study
+    rows = {row[0]: row[1:] for row in harness.sign_rows(harness.per_epoch(harness.load_study(out)))}
+    for metric, about in harness.METRICS.items():
+        higher = sum(record_values(out, "ours", metric, epoch).mean() > record_values(out, "authors", metric, epoch).mean()
+                     for epoch in (0, 1))
+        assert rows[about.label][0] == f"{higher} of 2"
 
 
 def test_compare_prints_every_epoch_and_draws_the_figure(study, tmp_path, capsys):

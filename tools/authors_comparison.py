@@ -20,8 +20,10 @@ The authors' code draws its label noise from the clock, and its weights, subset 
 unseeded, so its runs cannot be repeated: the two codes compare through the distributions of their
 runs. `compare` prints, for each epoch and for training accuracy, noisy-subset accuracy, test accuracy
 and r = Φ̃_before − Φ̃_after, both means, the pooled run-to-run standard deviation and the gap between
-the means in units of it; then the same for each run's average over the last epochs, with a
-two-sample t-test. `--figure` draws both sets of curves with their run-to-run range.
+the means in units of it; then the same, with a two-sample t-test and the 95 % interval of the
+difference, for one number per run (each metric's average over the last epochs, and the paper's ζ
+at the last epoch), and in how many epochs each side is ahead. `--figure` draws both sets of curves
+with their run-to-run range.
 
 The defaults of `run` are the setting of the study in docs/REPRODUCTION.md.
 """
@@ -68,14 +70,14 @@ METRICS = {
     "train_acc": Metric("training accuracy (%)", "training accuracy (%), noisy labels", 1),
     "train_noisy_acc": Metric("noisy-subset accuracy (%)", "noisy-subset training accuracy (%): memorization", 1),
     "test_acc": Metric("test accuracy (%)", "test accuracy (%)", 1),
-    "r": Metric("r = Φ̃ before − Φ̃ after", r"$r = \tilde\Phi_{\mathrm{before}} - \tilde\Phi_{\mathrm{after}}$ (nats)", 3),
+    "r": Metric("r = Φ̃ before − Φ̃ after", r"$r = \tilde\Phi_{\mathrm{before}} - \tilde\Phi_{\mathrm{after}}$ (nats)", 4),
 }
 # What the authors' experiments.py pickles for each epoch, in its order, as our record's columns.
 AUTHORS_FIELDS = ("epoch", "phi_before", "phi_after", "train_loss", "train_acc", "train_clean_loss",
                   "train_clean_acc", "train_noisy_loss", "train_noisy_acc", "test_loss", "test_acc")
 # Our settings that the authors' code has no flag for, set to what their code does.
 OUR_FIXED = {"optimizer": "sgd", "scheduler": "cosine", "noise_type": "symmetric", "probe_source": "train"}
-LAST_EPOCHS = 10  # the window of the per-run averages that `compare` tests
+LAST_EPOCHS = 10  # the window of the per-run averages that `compare` tests (the memorization phase)
 PARAMETERS_LINE = re.compile(r"^parameters: (\d+)$", re.MULTILINE)
 # Folders of a checkout that hold data or outputs, not code: left out of the temporary copy.
 NOT_CODE = ("data", "results", "checkpoint", ".git", "__pycache__")
@@ -435,8 +437,8 @@ def load_study(folder: Path) -> Study:
 
 def compare_sides(values: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """For each group of `keys`: each side's mean, standard deviation and run count, the pooled
-    standard deviation, the gap between the means (ours minus theirs) in units of it, and the
-    p-value of the two-sample t-test that this gap is."""
+    standard deviation, the gap between the means (ours minus theirs) in units of it, the p-value of
+    the two-sample t-test that this gap is, and the 95 % interval of the difference of the means."""
     summary = values.groupby([*keys, "side"])["value"].agg(["mean", "std", "count"]).unstack("side")
     summary.columns = [f"{side}_{statistic}" for statistic, side in summary.columns]
     n_ours, n_authors = summary["ours_count"], summary["authors_count"]
@@ -444,8 +446,11 @@ def compare_sides(values: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         / (n_ours + n_authors - 2)
     summary["pooled_sd"] = np.sqrt(pooled_variance)
     summary["gap"] = (summary["ours_mean"] - summary["authors_mean"]) / summary["pooled_sd"].where(summary["pooled_sd"] > 0)
-    t = summary["gap"] / np.sqrt(1 / n_ours + 1 / n_authors)
-    summary["p"] = 2 * stats.t.sf(t.abs(), n_ours + n_authors - 2)
+    standard_error = summary["pooled_sd"] * np.sqrt(1 / n_ours + 1 / n_authors)
+    degrees = n_ours + n_authors - 2
+    summary["p"] = 2 * stats.t.sf((summary["gap"] * summary["pooled_sd"] / standard_error).abs(), degrees)
+    difference, half_width = summary["ours_mean"] - summary["authors_mean"], stats.t.ppf(0.975, degrees) * standard_error
+    summary["difference_low"], summary["difference_high"] = difference - half_width, difference + half_width
     return summary
 
 
@@ -453,10 +458,32 @@ def per_epoch(study: Study) -> pd.DataFrame:
     return compare_sides(study.table, ["metric", "epoch"])
 
 
-def last_epochs(study: Study) -> pd.DataFrame:
-    """The comparison of each run's average over the last LAST_EPOCHS epochs."""
-    late = study.table[study.table["epoch"] >= study.setting.epochs - LAST_EPOCHS]
-    return compare_sides(late.groupby(["metric", "side", "run"], as_index=False)["value"].mean(), ["metric"])
+def summary_labels(epochs: int) -> dict[str, tuple[str, int]]:
+    """The rows of the per-run comparison, with their label and decimals."""
+    labels = {metric: (f"{about.label}, mean of the last {LAST_EPOCHS} epochs", about.digits)
+              for metric, about in METRICS.items()}
+    return labels | {"zeta": (f"ζ at the last epoch (mean of r over epochs 1 to {epochs - 1})", METRICS["r"].digits)}
+
+
+def run_summaries(study: Study) -> pd.DataFrame:
+    """The comparison of one number per run: each metric's average over the last LAST_EPOCHS
+    epochs, and ζ at the last epoch, the mean of r from epoch 1 on (the paper's running mean)."""
+    table = study.table
+    late = table[table["epoch"] >= study.setting.epochs - LAST_EPOCHS]
+    zeta = table[(table["metric"] == "r") & (table["epoch"] >= 1)].assign(metric="zeta")
+    per_run = pd.concat([late, zeta]).groupby(["metric", "side", "run"], as_index=False)["value"].mean()
+    return compare_sides(per_run, ["metric"])
+
+
+def sign_rows(comparison: pd.DataFrame) -> list[list[str]]:
+    """Per metric, in how many epochs our mean is the higher one, and in how many the t-test of
+    that epoch gives p < 0.05."""
+    rows = []
+    for metric, about in METRICS.items():
+        epochs = comparison.loc[metric]
+        rows.append([about.label, f"{int((epochs['gap'] > 0).sum())} of {len(epochs)}",
+                     f"{int((epochs['p'] < 0.05).sum())} of {len(epochs)}"])
+    return rows
 
 
 def selected_epochs(epochs: int) -> list[int]:
@@ -480,14 +507,15 @@ def epoch_rows(comparison: pd.DataFrame, metric: str, epochs: list[int]) -> list
             for epoch, row in comparison.loc[metric].loc[epochs].iterrows()]
 
 
-def window_rows(comparison: pd.DataFrame) -> list[list[str]]:
-    """The cells of the last-epochs comparison, one row per metric."""
+def summary_rows(comparison: pd.DataFrame, epochs: int) -> list[list[str]]:
+    """The cells of the per-run comparison (`run_summaries`), one row per summary."""
     rows = []
-    for metric, about in METRICS.items():
-        row, digits = comparison.loc[metric], about.digits
-        rows.append([about.label, mean_std_text(row.ours_mean, row.ours_std, digits),
+    for metric, (label, digits) in summary_labels(epochs).items():
+        row = comparison.loc[metric]
+        rows.append([label, mean_std_text(row.ours_mean, row.ours_std, digits),
                      mean_std_text(row.authors_mean, row.authors_std, digits), f"{row.pooled_sd:.{digits}f}",
-                     gap_text(row.gap), f"{row.p:.2g}"])
+                     gap_text(row.gap), f"{row.p:.2g}",
+                     f"{row.difference_low:+.{digits}f} to {row.difference_high:+.{digits}f}"])
     return rows
 
 
@@ -497,7 +525,8 @@ def headers(study: Study) -> tuple[str, str]:
 
 
 def text_report(study: Study) -> str:
-    """Every epoch of every metric, then the last-epochs comparison, as aligned text."""
+    """Every epoch of every metric, then the per-run comparison and the signs of the gaps, as
+    aligned text."""
     ours, authors = headers(study)
     comparison = per_epoch(study)
     lines = [study.setting.title()]
@@ -505,9 +534,12 @@ def text_report(study: Study) -> str:
         lines += ["", about.label, f"{'epoch':>5}  {ours:>16}  {authors:>24}  {'pooled sd':>9}  {'gap (sd)':>8}"]
         epochs = sorted(study.table["epoch"].unique())
         lines += [f"{e:>5}  {o:>16}  {a:>24}  {s:>9}  {g:>8}" for e, o, a, s, g in epoch_rows(comparison, metric, epochs)]
-    lines += ["", f"average over the last {LAST_EPOCHS} epochs of each run, mean ± sd over runs; p: two-sample t-test",
-              f"{'':<26}  {ours:>16}  {authors:>24}  {'pooled sd':>9}  {'gap (sd)':>8}  {'p':>5}"]
-    lines += [f"{m:<26}  {o:>16}  {a:>24}  {s:>9}  {g:>8}  {p:>5}" for m, o, a, s, g, p in window_rows(last_epochs(study))]
+    lines += ["", "one number per run, mean ± sd over runs; p: two-sample t-test; interval: 95 % of ours minus theirs",
+              f"{'':<60}  {ours:>16}  {authors:>24}  {'pooled sd':>9}  {'gap (sd)':>8}  {'p':>5}  {'interval':>20}"]
+    lines += [f"{m:<60}  {o:>16}  {a:>24}  {s:>9}  {g:>8}  {p:>5}  {i:>20}"
+              for m, o, a, s, g, p, i in summary_rows(run_summaries(study), study.setting.epochs)]
+    lines += ["", f"{'':<26}  {'epochs with ours higher':>23}  {'epochs with p < 0.05':>20}"]
+    lines += [f"{m:<26}  {h:>23}  {p:>20}" for m, h, p in sign_rows(comparison)]
     return "\n".join(lines)
 
 
@@ -517,8 +549,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_report(study: Study) -> str:
-    """The patches, the per-epoch table at the selected epochs and the last-epochs table, as the
-    document quotes them."""
+    """The patches, the per-epoch table at the selected epochs, the per-run table and the signs of
+    the gaps, as the document quotes them."""
     ours, authors = headers(study)
     comparison = per_epoch(study)
     epochs = selected_epochs(study.setting.epochs)
@@ -526,8 +558,10 @@ def markdown_report(study: Study) -> str:
     return "\n\n".join([
         "\n".join(f"- {patch.line()}" for patch in patches(study.workers)),
         markdown_table(["metric", "epoch", f"{ours}, mean", f"{authors}, mean", "pooled sd", "gap (sd)"], rows),
-        markdown_table([f"average over the last {LAST_EPOCHS} epochs", ours, authors, "pooled sd", "gap (sd)",
-                        "t-test p"], window_rows(last_epochs(study))),
+        markdown_table(["one number per run", ours, authors, "pooled sd", "gap (sd)", "t-test p",
+                        "95 % interval of the difference"], summary_rows(run_summaries(study), study.setting.epochs)),
+        markdown_table(["metric", "epochs where ours' mean is higher", "epochs with t-test p < 0.05"],
+                       sign_rows(comparison)),
     ])
 
 
@@ -549,7 +583,7 @@ def plot_study(study: Study):
             axes.plot(band.index, band["mean"], color=colours[side], linewidth=1.8,
                       label=f"{name}: mean and range of {counts[side]} runs")
         axes.set_title(f"({letter}) {about.title}")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         axes.grid(alpha=0.3)
         if metric == "r":
             axes.axhline(0, color="gray", linewidth=0.8)
