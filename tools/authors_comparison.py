@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import os
 import pickle
 import re
 import shutil
@@ -192,12 +191,17 @@ def code_digest(checkout: Path) -> str:
 
 
 def git_commit(checkout: Path) -> str | None:
-    """The commit a git checkout is at, or None for a plain folder."""
-    result = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+    """The commit a git checkout is at, or None for a plain folder (or where git is missing)."""
+    try:
+        result = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=False)
+    except OSError:
+        return None
     return result.stdout.strip() if result.returncode == 0 else None
 
 
 def check_checkout(checkout: Path) -> None:
+    """Raise HarnessError unless `checkout` holds the two files the patches change."""
     missing = [name for name in ("experiments.py", "dataset.py") if not (checkout / name).is_file()]
     if missing:
         raise HarnessError(f"{checkout} is not a checkout of the authors' repository "
@@ -205,6 +209,7 @@ def check_checkout(checkout: Path) -> None:
 
 
 def check_data_dir(data_dir: Path) -> None:
+    """Raise HarnessError unless `data_dir` is what both codes read CIFAR-10 from."""
     if not (data_dir / "cifar-10-batches-py").is_dir():
         raise HarnessError(f"{data_dir} holds no cifar-10-batches-py folder; give --data-dir the folder above it")
 
@@ -226,9 +231,9 @@ def patched_copy(checkout: Path, folder: Path, workers: int, data_dir: Path) -> 
 
 
 def run_script(python: str, script: Path, argv: list[str], cwd: Path, who: str) -> str:
-    """Run a Python script to its end and return its standard output; raise HarnessError with the
-    end of its error output if it fails."""
-    result = subprocess.run([python, str(script), *argv], cwd=cwd, capture_output=True, text=True)
+    """Run a Python script to its end and return its standard output; raise RunFailed with the end
+    of its error output if it fails."""
+    result = subprocess.run([python, str(script), *argv], cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
         raise RunFailed(f"{who} failed (exit {result.returncode}): {tail}")
