@@ -69,7 +69,8 @@ METRICS = {
     "train_acc": Metric("training accuracy (%)", "training accuracy (%), noisy labels", 1),
     "train_noisy_acc": Metric("noisy-subset accuracy (%)", "noisy-subset training accuracy (%): memorization", 1),
     "test_acc": Metric("test accuracy (%)", "test accuracy (%)", 1),
-    "r": Metric("r = Φ̃ before − Φ̃ after", r"$r = \tilde\Phi_{\mathrm{before}} - \tilde\Phi_{\mathrm{after}}$ (nats)", 4),
+    "r": Metric("r = Φ̃ before − Φ̃ after",
+                r"$r = \tilde\Phi_{\mathrm{before}} - \tilde\Phi_{\mathrm{after}}$ (nats)", 4),
 }
 # What the authors' experiments.py pickles for each epoch, in its order, as our record's columns.
 AUTHORS_FIELDS = ("epoch", "phi_before", "phi_after", "train_loss", "train_acc", "train_clean_loss",
@@ -428,7 +429,8 @@ def load_study(folder: Path) -> Study:
     for side in SIDES:
         paths = sorted((folder / side).glob(f"*{records.SUFFIX}"))
         if len(paths) < 2:
-            raise HarnessError(f"{folder / side} holds {len(paths)} run record(s); a comparison needs two or more per side")
+            raise HarnessError(f"{folder / side} holds {len(paths)} run record(s); a comparison needs two or "
+                               f"more per side")
         for path in paths:
             record = read_run(path)
             settings.add(setting_of(path, record, side))
@@ -450,11 +452,12 @@ def compare_sides(values: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     pooled_variance = ((n_ours - 1) * summary["ours_std"] ** 2 + (n_authors - 1) * summary["authors_std"] ** 2) \
         / (n_ours + n_authors - 2)
     summary["pooled_sd"] = np.sqrt(pooled_variance)
-    summary["gap"] = (summary["ours_mean"] - summary["authors_mean"]) / summary["pooled_sd"].where(summary["pooled_sd"] > 0)
+    difference = summary["ours_mean"] - summary["authors_mean"]
+    summary["gap"] = difference / summary["pooled_sd"].where(summary["pooled_sd"] > 0)
     standard_error = summary["pooled_sd"] * np.sqrt(1 / n_ours + 1 / n_authors)
     degrees = n_ours + n_authors - 2
-    summary["p"] = 2 * stats.t.sf((summary["gap"] * summary["pooled_sd"] / standard_error).abs(), degrees)
-    difference, half_width = summary["ours_mean"] - summary["authors_mean"], stats.t.ppf(0.975, degrees) * standard_error
+    summary["p"] = 2 * stats.t.sf((difference / standard_error.where(standard_error > 0)).abs(), degrees)
+    half_width = stats.t.ppf(0.975, degrees) * standard_error
     summary["difference_low"], summary["difference_high"] = difference - half_width, difference + half_width
     return summary
 
@@ -538,7 +541,8 @@ def text_report(study: Study) -> str:
     for metric, about in METRICS.items():
         lines += ["", about.label, f"{'epoch':>5}  {ours:>16}  {authors:>24}  {'pooled sd':>9}  {'gap (sd)':>8}"]
         epochs = sorted(study.table["epoch"].unique())
-        lines += [f"{e:>5}  {o:>16}  {a:>24}  {s:>9}  {g:>8}" for e, o, a, s, g in epoch_rows(comparison, metric, epochs)]
+        lines += [f"{e:>5}  {o:>16}  {a:>24}  {s:>9}  {g:>8}"
+                  for e, o, a, s, g in epoch_rows(comparison, metric, epochs)]
     lines += ["", "one number per run, mean ± sd over runs; p: two-sample t-test; interval: 95 % of ours minus theirs",
               f"{'':<60}  {ours:>16}  {authors:>24}  {'pooled sd':>9}  {'gap (sd)':>8}  {'p':>5}  {'interval':>20}"]
     lines += [f"{m:<60}  {o:>16}  {a:>24}  {s:>9}  {g:>8}  {p:>5}  {i:>20}"
@@ -559,7 +563,8 @@ def markdown_report(study: Study) -> str:
     ours, authors = headers(study)
     comparison = per_epoch(study)
     epochs = selected_epochs(study.setting.epochs)
-    rows = [[about.label, *cells] for metric, about in METRICS.items() for cells in epoch_rows(comparison, metric, epochs)]
+    rows = [[about.label, *cells] for metric, about in METRICS.items()
+            for cells in epoch_rows(comparison, metric, epochs)]
     return "\n\n".join([
         "\n".join(f"- {patch.line()}" for patch in patches(study.workers)),
         markdown_table(["metric", "epoch", f"{ours}, mean", f"{authors}, mean", "pooled sd", "gap (sd)"], rows),
