@@ -1,4 +1,4 @@
-"""tools/authors_comparison.py: it runs a stand-in of the authors' code (their command line, their
+"""tools/authors_comparison.py (with authors_setting.py and authors_study.py): it runs a stand-in of the authors' code (their command line, their
 results file, the lines its patches change) and ours, converts their results to our records,
 compares both sides as documented, refuses what it cannot compare, and docs/REPRODUCTION.md quotes
 what the committed study's records give."""
@@ -19,6 +19,8 @@ from models import create_model
 sys.path.insert(0, str(ROOT / "tools"))
 
 import authors_comparison as harness  # noqa: E402
+import authors_setting as setting  # noqa: E402
+import authors_study as compared  # noqa: E402
 
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
 STUDY = ROOT / "docs" / "records" / "authors_comparison"
@@ -152,7 +154,7 @@ def test_the_authors_results_become_our_records_with_their_values_and_empty_cell
         assert list(pd.read_csv(path, comment="#").columns) == records.COLUMNS
         record = records.read_record(path)
         assert record.meta["status"]["finished"]
-        assert record.meta["authors_code"]["patches"] == [patch.name for patch in harness.patches(0)]
+        assert record.meta["authors_code"]["patches"] == [patch.name for patch in setting.patches(0)]
         assert record.meta["args"] == {"model": "resnet", "scale": 0.125, "numsamples": 48, "corruptprob": 0.5,
                                        "epochs": 2, "lr": 0.05, "batchsize": 16, "seed": seed}
         for epoch, row in enumerate(record.rows):
@@ -186,10 +188,10 @@ def record_values(out: Path, side: str, metric: str, epoch: int) -> np.ndarray:
     return np.array([row["phi_before"] - row["phi_after"] if metric == "r" else row[metric] for row in rows])
 
 
-@pytest.mark.parametrize("metric", list(harness.METRICS))
+@pytest.mark.parametrize("metric", list(setting.METRICS))
 def test_the_gap_is_the_difference_of_means_over_the_pooled_spread_with_its_t_test_and_interval(study, metric):
     _, out = study
-    comparison = harness.per_epoch(harness.load_study(out))
+    comparison = compared.per_epoch(compared.load_study(out))
     for epoch in (0, 1):
         ours, theirs = record_values(out, "ours", metric, epoch), record_values(out, "authors", metric, epoch)
         pooled = np.sqrt((ours.var(ddof=1) + theirs.var(ddof=1)) / 2)  # two runs a side
@@ -205,7 +207,7 @@ def test_the_gap_is_the_difference_of_means_over_the_pooled_spread_with_its_t_te
 
 def test_zeta_per_run_is_the_running_mean_our_records_hold_at_their_last_epoch(study):
     _, out = study
-    summary = harness.run_summaries(harness.load_study(out)).loc["zeta"]
+    summary = compared.run_summaries(compared.load_study(out)).loc["zeta"]
     ours = [records.read_record(path).rows[-1]["susceptibility"] for path in (out / "ours").glob("*.csv")]
     assert summary["ours_mean"] == pytest.approx(np.mean(ours))
     assert summary["authors_mean"] == pytest.approx(np.mean([2.5 - 2.05, 2.6 - 2.05]))  # the stand-in's r at epoch 1
@@ -213,9 +215,9 @@ def test_zeta_per_run_is_the_running_mean_our_records_hold_at_their_last_epoch(s
 
 def test_the_signs_of_the_gaps_are_counted_over_the_epochs(study):
     _, out = study
-    rows = {row[0]: row[1:] for row in harness.sign_rows(harness.per_epoch(harness.load_study(out)))}
-    for metric, about in harness.METRICS.items():
-        means = {side: [record_values(out, side, metric, epoch).mean() for epoch in (0, 1)] for side in harness.SIDES}
+    rows = {row[0]: row[1:] for row in compared.sign_rows(compared.per_epoch(compared.load_study(out)))}
+    for metric, about in setting.METRICS.items():
+        means = {side: [record_values(out, side, metric, epoch).mean() for epoch in (0, 1)] for side in setting.SIDES}
         higher = sum(ours > theirs for ours, theirs in zip(means["ours"], means["authors"]))
         assert rows[about.label][0] == f"{higher} of 2"
 
@@ -224,17 +226,17 @@ def test_compare_prints_every_epoch_and_draws_the_figure(study, tmp_path, capsys
     _, out = study
     assert harness.main(["compare", str(out), "--figure", str(tmp_path / "figures" / "curves.png")]) == 0
     printed = capsys.readouterr().out
-    for metric in harness.METRICS.values():
+    for metric in setting.METRICS.values():
         assert f"\n{metric.label}\nepoch" in printed
-    theirs = harness.per_epoch(harness.load_study(out)).loc[("train_acc", 1)]
+    theirs = compared.per_epoch(compared.load_study(out)).loc[("train_acc", 1)]
     assert f"{theirs['authors_mean']:.1f}" == "26.0"  # the stand-in's 21 and 31
     assert (tmp_path / "figures" / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("left_out", [patch.name for patch in harness.patches(0)])
+@pytest.mark.parametrize("left_out", [patch.name for patch in setting.patches(0)])
 def test_each_patch_is_needed_by_the_stand_in(left_out, synthetic_cifar10, tmp_path, monkeypatch):
     checkout = write_stand_in(tmp_path / "checkout", our_parameters("resnet", 0.125))
-    monkeypatch.setattr(harness, "patches", lambda workers, all_patches=harness.patches:
+    monkeypatch.setattr(harness, "patches", lambda workers, all_patches=setting.patches:
                         tuple(p for p in all_patches(workers) if p.name != left_out))
     assert run_harness(checkout, tmp_path / "records", synthetic_cifar10) != 0
     assert not (tmp_path / "records").exists()
@@ -275,7 +277,7 @@ def test_compare_refuses_a_side_with_fewer_than_two_runs(study, tmp_path, capsys
 
 def copy_records(out: Path, folder: Path, edit=lambda text: text) -> None:
     """Copy both sides' records from `out` into `folder`, passing their text through `edit`."""
-    for side in harness.SIDES:
+    for side in setting.SIDES:
         (folder / side).mkdir()
         for path in (out / side).glob("*.csv"):
             (folder / side / path.name).write_text(edit(path.read_text()))
@@ -307,26 +309,26 @@ def document_section() -> str:
     return text.split(HEADING + "\n", 1)[1].split("\n## ", 1)[0]
 
 
-def committed_study() -> harness.Study:
-    return harness.load_study(STUDY)
+def committed_study() -> compared.Study:
+    return compared.load_study(STUDY)
 
 
 def test_the_committed_study_has_three_or_more_runs_a_side_into_memorization():
     study = committed_study()
-    assert min(harness.run_counts(study).values()) >= 3
-    assert study.setting == harness.Setting()  # ResNet-18 x1/4, 2,000 images, 50 % noise, 60 epochs
+    assert min(compared.run_counts(study).values()) >= 3
+    assert study.setting == setting.Setting()  # ResNet-18 x1/4, 2,000 images, 50 % noise, 60 epochs
     assert study.setting.epochs >= 40
 
 
 def test_the_sections_tables_and_patches_are_what_the_committed_records_give():
     lines = set(document_section().splitlines())
-    missing = [line for line in harness.markdown_report(committed_study()).splitlines() if line not in lines]
+    missing = [line for line in compared.markdown_report(committed_study()).splitlines() if line not in lines]
     assert not missing, f"not in the section {HEADING!r} of docs/REPRODUCTION.md: {missing}"
 
 
 def test_the_sections_verdict_quotes_only_numbers_of_its_tables():
     verdict = document_section().split("### Verdict\n", 1)[1]
-    tables = harness.markdown_report(committed_study())
+    tables = compared.markdown_report(committed_study())
     quoted = set(re.findall(r"[-+]?\d+\.\d+", verdict))
     assert quoted
     assert not {number for number in quoted if number not in tables}
