@@ -68,10 +68,27 @@ def random_labels(count: int, num_classes: int, seed: int) -> np.ndarray:
 
 
 def snapshot_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """A deep copy of the optimizer's per-parameter state (momentum buffers, Adam moments, steps)."""
-    return {param: {key: value.clone() if torch.is_tensor(value) else value
+    """The optimizer's per-parameter state (momentum buffers, Adam moments, steps): for each entry
+    the object it holds and, for a tensor, a copy of its values."""
+    return {param: {key: (value, value.clone() if torch.is_tensor(value) else value)
                     for key, value in state.items()}
             for param, state in optimizer.state.items()}
+
+
+def restore_optimizer_state(optimizer: torch.optim.Optimizer, snapshot: dict) -> None:
+    """Put the optimizer's per-parameter state back as `snapshot_optimizer_state` found it: each
+    tensor gets its values back in place (so that anyone else holding it, such as the checkpoint
+    dictionary an optimizer was loaded from, sees it unchanged), entries the step added go."""
+    for param in [param for param in optimizer.state if param not in snapshot]:
+        del optimizer.state[param]
+    for param, entries in snapshot.items():
+        state = optimizer.state[param]
+        for key in [key for key in state if key not in entries]:
+            del state[key]
+        for key, (held, values) in entries.items():
+            if torch.is_tensor(held):
+                held.copy_(values)
+            state[key] = held
 
 
 @contextmanager
@@ -98,8 +115,8 @@ def restored_afterwards(model: nn.Module, optimizer: torch.optim.Optimizer) -> I
             param.grad = grad
         for module, training in saved_modes:
             module.training = training
-        optimizer.state.clear()
-        optimizer.state.update(saved_state)
+        with torch.no_grad():
+            restore_optimizer_state(optimizer, saved_state)
         for group, saved in zip(optimizer.param_groups, saved_groups):
             group.update(saved)
 
@@ -127,17 +144,23 @@ def own_random_stream(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def probe_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+               labels: torch.Tensor, seed: int, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Φ̃ before and after one step of `optimizer` on a random-label batch, leaving no trace.
 
     The network stays in train mode (BatchNorm uses batch statistics), the step uses the current
     learning rate, momentum and weight decay, and both losses are returned as device tensors so
-    the caller decides when to synchronize.
+    the caller decides when to synchronize. With `num_classes`, the labels' class count, a network
+    with fewer outputs is refused in one line (and left as it was).
     """
     with restored_afterwards(model, optimizer), own_random_stream(seed, images.device):
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        before = F.cross_entropy(model(images), labels)
+        logits = model(images)
+        if num_classes is not None and logits.shape[-1] < num_classes:
+            raise ValueError(f"the model gives {logits.shape[-1]} class scores, but the probe's random labels "
+                             f"are drawn from {num_classes} classes; set num_classes to the model's number "
+                             f"of outputs")
+        before = F.cross_entropy(logits, labels)
         before.backward()
         optimizer.step()
         with torch.no_grad():
@@ -225,7 +248,8 @@ class UnlabeledImages:
     (image, ...) tuples (read `batch_size` items per epoch), or an iterable of image batches such as
     a DataLoader (read once and kept in memory). `augment`, if given, maps a batch as stored to the
     network's input; its random draws, and those of the Dataset's own transforms, come from the
-    probe's seeded stream.
+    probe's seeded stream. A batch that is still uint8 then reaches the network scaled to floats in
+    [0, 1].
     """
 
     def __init__(self, images, num_classes: int, batch_size: int, seed: int,
@@ -244,6 +268,7 @@ class UnlabeledImages:
             raise ValueError(f"batch_size must be an integer from 1 to the {count} unlabeled images, "
                              f"got {batch_size!r}; give more images or a smaller batch_size")
         self.augment = augment
+        self.num_classes = classes
         self.probe_labels = torch.as_tensor(random_labels(count, classes, seed))
 
     @staticmethod
@@ -278,6 +303,8 @@ class UnlabeledImages:
                 batch = torch.stack([first_tensor(self.images[i]) for i in pick.tolist()])
             if self.augment is not None:
                 batch = self.augment(batch)
+        if batch.dtype == torch.uint8:  # images as stored: scaled to floats in [0, 1] for the network
+            batch = batch.float().div_(255)
         return batch, self.probe_labels[pick]
 
 
@@ -320,6 +347,8 @@ class Susceptibility:
         self.generator_device = torch.device(generator_device)
         self.full_precision = full_precision
         self.batches_per_epoch = count
+        # The class count of the random labels, checked against the network's outputs.
+        self.num_classes = getattr(batches, "num_classes", None) or int(batches.probe_labels.max()) + 1
         self.batch_phi_before: list[list[float]] = []  # per epoch, the loss before the step on each batch
         self.batch_phi_after: list[list[float]] = []   # and after it
         self.phi_before: list[float] = []  # per epoch, the mean over its batches
@@ -352,7 +381,8 @@ class Susceptibility:
                 images, labels = self.batches.probe_batch(
                     torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, *key))
                 losses += probe_step(model, optimizer, images.to(device), labels.to(device),
-                                     seed=derive_seed(self.seed, ProbeStream.DROPOUT, *key))
+                                     seed=derive_seed(self.seed, ProbeStream.DROPOUT, *key),
+                                     num_classes=self.num_classes)
         values = torch.stack(losses).tolist()  # one read from the device per epoch
         self.record(values[0::2], values[1::2])
         return self.phi_before[-1] - self.phi_after[-1]

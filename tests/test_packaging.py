@@ -50,12 +50,22 @@ def test_a_clean_install_imports_the_api_from_anywhere(tmp_path):
 
 
 @pytest.mark.e2e
-def test_the_example_loop_prints_zeta_every_epoch(tmp_path):
-    data_dir = SHARED_DATA if (SHARED_DATA / "cifar-10-batches-py").is_dir() else tmp_path
+def test_the_example_loop_prints_memorization_and_zeta_every_epoch(tmp_path, synthetic_cifar10):
+    data_dir = SHARED_DATA if (SHARED_DATA / "cifar-10-batches-py").is_dir() else synthetic_cifar10
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "own_training_loop.py"), str(data_dir), "2"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
-    epochs = re.findall(r"^epoch (\d+) .* r ([-+]\d+\.\d+)\s+zeta (\S+)$", result.stdout, re.MULTILINE)
+    assert "synthetic" not in result.stdout
+    epochs = re.findall(r"^epoch (\d+) .* memorization \(wrong labels fitted\)\s+[\d.]+% .* r ([-+]\d+\.\d+)\s+zeta (\S+)$",
+                        result.stdout, re.MULTILINE)
     assert [int(epoch) for epoch, _, _ in epochs] == [0, 1]
     (_, r0, zeta0), (_, r1, zeta1) = epochs
     assert math.isnan(float(zeta0)) and float(zeta1) == pytest.approx(float(r1), abs=1e-4)
+
+
+def test_the_example_loop_refuses_a_folder_without_cifar_batches(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "own_training_loop.py"), str(tmp_path), "1"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (f"own_training_loop.py: error: {tmp_path} holds no cifar-10-batches-py folder; give "
+                             f"the folder above it, or no folder for synthetic images\n")

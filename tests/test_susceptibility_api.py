@@ -190,6 +190,52 @@ def test_measure_leaves_modes_and_gradients_as_they_were():
     assert optimizer.state == {}
 
 
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_the_optimizer_state_tensors_anyone_holds_are_left_as_they_were(optimizer_name):
+    """An optimizer loaded from a checkpoint dictionary shares its state tensors with that dictionary:
+    the probe restores their values in place, so the dictionary, and every optimizer loaded from it
+    afterwards, sees the state as it was."""
+    torch.manual_seed(0)
+    model = small_dropout_net()
+    images, labels = synthetic_set(32)
+    trained = OPTIMIZERS[optimizer_name](model.parameters())
+    F.cross_entropy(model(images), labels).backward()
+    trained.step()
+    checkpoint = {"optimizer": trained.state_dict()}
+    held = [value for state in checkpoint["optimizer"]["state"].values() for value in state.values()
+            if torch.is_tensor(value)]
+    before = [value.clone() for value in held]
+    drops = []
+    for _ in range(3):
+        optimizer = OPTIMIZERS[optimizer_name](model.parameters())
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        drops.append(Susceptibility(images, num_classes=10, batch_size=16).measure(model, optimizer))
+        assert all(torch.equal(value, original) for value, original in zip(held, before))
+    assert drops[0] == drops[1] == drops[2] != 0
+
+
+def test_uint8_images_without_augment_are_probed_as_floats_in_0_1():
+    torch.manual_seed(0)
+    model = small_dropout_net()
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    pixels = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    as_stored = Susceptibility(pixels, num_classes=10, batch_size=16, seed=4).measure(model, optimizer)
+    scaled = Susceptibility(pixels.float() / 255, num_classes=10, batch_size=16, seed=4).measure(model, optimizer)
+    assert as_stored == scaled
+
+
+def test_more_classes_than_the_model_has_outputs_is_one_clear_error():
+    torch.manual_seed(0)
+    model = small_dropout_net(num_classes=10)
+    optimizer = OPTIMIZERS["sgd"](model.parameters())
+    weights = [p.clone() for p in model.parameters()]
+    images, _ = synthetic_set(64)
+    with pytest.raises(ValueError, match="the model gives 10 class scores, but the probe's random labels are "
+                                         "drawn from 20 classes; set num_classes"):
+        Susceptibility(images, num_classes=20, batch_size=64, seed=1).measure(model, optimizer)
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights)) and optimizer.state == {}
+
+
 def test_the_probe_steps_at_the_learning_rate_the_scheduler_set_now():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))  # no dropout: r is exactly 0 at lr 0
