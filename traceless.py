@@ -1,0 +1,88 @@
+"""Run a block on a model and leave no trace: what it changed in the model and its optimizer is put
+back bit for bit, and it runs on random streams of its own.
+
+Part of the installable metric (see `susceptibility`), so it needs nothing but torch.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+def snapshot_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's per-parameter state (momentum buffers, Adam moments, steps): for each entry
+    the object it holds and, for a tensor, a copy of its values."""
+    return {param: {key: (value, value.clone() if torch.is_tensor(value) else value)
+                    for key, value in state.items()}
+            for param, state in optimizer.state.items()}
+
+
+def restore_optimizer_state(optimizer: torch.optim.Optimizer, snapshot: dict) -> None:
+    """Put the optimizer's per-parameter state back as `snapshot_optimizer_state` found it: each
+    tensor gets its values back in place (so that anyone else holding it, such as the checkpoint
+    dictionary an optimizer was loaded from, sees it unchanged), entries the step added go."""
+    for param in [param for param in optimizer.state if param not in snapshot]:
+        del optimizer.state[param]
+    for param, entries in snapshot.items():
+        state = optimizer.state[param]
+        for key in [key for key in state if key not in entries]:
+            del state[key]
+        for key, (held, values) in entries.items():
+            if torch.is_tensor(held):
+                held.copy_(values)
+            state[key] = held
+
+
+@contextmanager
+def restored_afterwards(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Run a block, then put back bit for bit what it changed in `model` and `optimizer`.
+
+    Covers weights, every buffer (BatchNorm running statistics and batch counters), gradients, the
+    train/eval mode of every module, the optimizer's per-parameter state and hyper-parameters, all
+    restored in memory.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    saved_tensors = [t.detach().clone() for t in tensors]
+    saved_grads = [p.grad for p in model.parameters()]
+    saved_modes = [(module, module.training) for module in model.modules()]
+    saved_state = snapshot_optimizer_state(optimizer)
+    saved_groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, saved in zip(tensors, saved_tensors):
+                tensor.copy_(saved)
+        for param, grad in zip(model.parameters(), saved_grads):
+            param.grad = grad
+        for module, training in saved_modes:
+            module.training = training
+        with torch.no_grad():
+            restore_optimizer_state(optimizer, saved_state)
+        for group, saved in zip(optimizer.param_groups, saved_groups):
+            group.update(saved)
+
+
+def seed_device_stream(seed: int, device: torch.device) -> None:
+    """Seed the global random stream of `device` alone (not every device, as torch.manual_seed does)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    elif device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+    else:
+        torch.get_device_module(device.type).manual_seed(seed)
+
+
+@contextmanager
+def own_random_stream(seed: int, device: torch.device) -> Iterator[None]:
+    """Give a block its own seeded global RNG (dropout, stochastic depth) on the CPU and on `device`,
+    and restore the caller's afterwards; the streams of other devices are not touched."""
+    accelerators = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(devices=accelerators, device_type=device.type if accelerators else "cuda"):
+        for stream_device in [torch.device("cpu"), *accelerators]:
+            seed_device_stream(seed, stream_device)
+        yield
