@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from traceless import own_random_stream, restored_afterwards
+from traceless import ieee_fp32, own_random_stream, restored_afterwards
 from zeta_stats import drop_standard_errors, running_zetas, zeta_standard_errors
 
 STATE_FORMAT = 2  # 1: one loss before and after per epoch; 2: one per batch, several batches per epoch
@@ -242,28 +242,33 @@ class Susceptibility:
     forward pass on each of `batches_per_epoch` batches (default 1, the paper's) and leaves model,
     buffers, gradients, train/eval modes, optimizer state and the caller's random streams exactly as
     they were. With several batches, each is probed from the same state, r is their mean and
-    `standard_error` its uncertainty. With `full_precision` (default) the probe runs with autocast
-    switched off, since r is a small difference of two nearly equal losses that a bf16 backward
-    pass changes markedly.
+    `standard_error` its uncertainty. r is a small difference of two nearly equal losses, which
+    reduced precision changes markedly, so by default the probe computes in IEEE fp32: with
+    `full_precision` it runs with autocast switched off, and with `ieee_fp32` its convolutions and
+    matrix products run without TF32 (which cuDNN uses for fp32 convolutions by default on NVIDIA
+    GPUs since Ampere) or implicit bf16, the caller's settings restored afterwards (see
+    `traceless.ieee_fp32`). Either set to False lets the caller's choice reach the probe.
     """
 
     def __init__(self, images, num_classes: int, *, batch_size: int = 128, seed: int = 0,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 full_precision: bool = True, batches_per_epoch: int = 1):
-        self._setup(UnlabeledImages(images, num_classes, batch_size, seed, augment), seed,
-                   torch.device("cpu"), full_precision, batches_per_epoch)
+                 full_precision: bool = True, ieee_fp32: bool = True, batches_per_epoch: int = 1):
+        self._setup(UnlabeledImages(images, num_classes, batch_size, seed, augment), seed, torch.device("cpu"),
+                    batches_per_epoch, full_precision=full_precision, ieee_fp32=ieee_fp32)
 
     @classmethod
     def from_probe_batches(cls, batches: ProbeBatches, *, seed: int, generator_device: torch.device,
-                           full_precision: bool = True, batches_per_epoch: int = 1) -> Susceptibility:
+                           full_precision: bool = True, ieee_fp32: bool = True,
+                           batches_per_epoch: int = 1) -> Susceptibility:
         """A probe drawing its batches from `batches.probe_batch(generator)`, where each epoch's
         generator lives on `generator_device`: for a data pipeline that keeps the unlabeled set itself."""
         probe = cls.__new__(cls)
-        probe._setup(batches, seed, generator_device, full_precision, batches_per_epoch)
+        probe._setup(batches, seed, generator_device, batches_per_epoch, full_precision=full_precision,
+                     ieee_fp32=ieee_fp32)
         return probe
 
-    def _setup(self, batches: ProbeBatches, seed: int, generator_device: torch.device,
-               full_precision: bool, batches_per_epoch: int) -> None:
+    def _setup(self, batches: ProbeBatches, seed: int, generator_device: torch.device, batches_per_epoch: int, *,
+               full_precision: bool, ieee_fp32: bool) -> None:
         count = integer(batches_per_epoch)
         if count is None or count < 1:
             raise ValueError(f"batches_per_epoch must be an integer of at least 1, got {batches_per_epoch!r}")
@@ -271,6 +276,7 @@ class Susceptibility:
         self.seed = checked_seed(seed)
         self.generator_device = torch.device(generator_device)
         self.full_precision = full_precision
+        self.ieee_fp32 = ieee_fp32
         self.batches_per_epoch = count
         # The class count of the random labels, checked against the network's outputs.
         self.num_classes = getattr(batches, "num_classes", None) or int(batches.probe_labels.max()) + 1
@@ -300,7 +306,8 @@ class Susceptibility:
         """
         epoch, losses = self.epoch, []
         device = next(model.parameters()).device
-        with torch.autocast(device.type, enabled=False) if self.full_precision else nullcontext():
+        with (torch.autocast(device.type, enabled=False) if self.full_precision else nullcontext(),
+              ieee_fp32() if self.ieee_fp32 else nullcontext()):
             for batch in range(self.batches_per_epoch):
                 key = self.streams(epoch, batch)
                 images, labels = self.batches.probe_batch(

@@ -1,15 +1,49 @@
 """Run a block on a model and leave no trace: what it changed in the model and its optimizer is put
-back bit for bit, and it runs on random streams of its own.
+back bit for bit, and it runs on random streams and fp32 precision settings of its own.
 
 Part of the installable metric (see `susceptibility`), so it needs nothing but torch.
 """
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 from torch import nn
+
+# The settings that decide how fp32 convolutions, matrix products and RNNs compute, each with its
+# IEEE fp32 value: TF32 on NVIDIA GPUs (cuDNN convolutions run in TF32 by default) and bf16 or TF32
+# in oneDNN on CPUs are the alternatives. torch 2.9 set them per backend and operation; earlier
+# versions had only the two TF32 switches.
+IEEE_FP32 = ({f"{backend}.fp32_precision": "ieee" for backend in
+              ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")}
+             if hasattr(torch.backends.cudnn, "conv")
+             else {"cuda.matmul.allow_tf32": False, "cudnn.allow_tf32": False})
+
+
+def fp32_precision() -> dict[str, str | bool]:
+    """The fp32 precision settings of `IEEE_FP32` as they stand, by their names under torch.backends."""
+    return {name: operator.attrgetter(name)(torch.backends) for name in IEEE_FP32}
+
+
+def set_fp32_precision(settings: dict[str, str | bool]) -> None:
+    """Set fp32 precision settings named as in `IEEE_FP32`."""
+    for name, value in settings.items():
+        owner, _, attribute = name.rpartition(".")
+        setattr(operator.attrgetter(owner)(torch.backends), attribute, value)
+
+
+@contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """Compute fp32 convolutions and matrix products in IEEE fp32 inside the block, on every backend;
+    the caller's settings are restored afterwards exactly as they were."""
+    saved = fp32_precision()
+    set_fp32_precision(IEEE_FP32)
+    try:
+        yield
+    finally:
+        set_fp32_precision(saved)
 
 
 def snapshot_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
