@@ -105,6 +105,7 @@ def seed_device_stream(seed: int, device: torch.device) -> None:
     if device.type == "cpu":
         torch.default_generator.manual_seed(seed)
     elif device.type == "cuda":
+        torch.cuda.init()  # its default generators exist once CUDA is initialized
         index = device.index if device.index is not None else torch.cuda.current_device()
         torch.cuda.default_generators[index].manual_seed(seed)
     else:

@@ -76,3 +76,28 @@ def test_the_probe_computes_in_ieee_fp32_and_leaves_the_callers_precision_as_it_
     expected = traceless.IEEE_FP32 if ieee_fp32 else callers
     assert len(model.seen) == 2 and all(seen == expected for seen in model.seen)
     assert precision_readings() == before
+
+
+# --------------------------------------------------------------------------------------------------
+# Random streams of the device alone
+
+
+class UninitializedCuda:
+    """torch.cuda before and after its initialization, on a machine without a GPU: the default
+    generators exist only once `init` has run."""
+
+    def __init__(self, monkeypatch, count: int = 2):
+        self.generators = [torch.Generator() for _ in range(count)]
+        monkeypatch.setattr(torch.cuda, "default_generators", ())
+        monkeypatch.setattr(torch.cuda, "init", self.init)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+
+    def init(self) -> None:
+        torch.cuda.default_generators = tuple(self.generators)
+
+
+@pytest.mark.parametrize("device, seeded", [("cuda:0", 0), ("cuda", 1)])
+def test_a_cuda_stream_is_seeded_before_cuda_is_initialized(monkeypatch, device, seeded):
+    cuda = UninitializedCuda(monkeypatch)
+    traceless.seed_device_stream(7, torch.device(device))
+    assert [generator.initial_seed() == 7 for generator in cuda.generators] == [i == seeded for i in range(2)]
