@@ -8,6 +8,7 @@ numbers from the generators they are given, so a run's batches follow from its s
 from __future__ import annotations
 
 import functools
+import signal
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -161,7 +162,11 @@ def batch_slices(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]
 
 
 class PilTransformSet(torch.utils.data.Dataset):
-    """Images of a uint8 array through torchvision PIL transforms, returned with their position."""
+    """Images of a uint8 array through torchvision PIL transforms, returned with their position.
+
+    A position may come as (position, seed): the worker process reading it first seeds torch's
+    random stream, which the transforms draw from (see `LoaderBatches.train_batches`).
+    """
 
     def __init__(self, images: np.ndarray, transform):
         self.images = images
@@ -170,10 +175,33 @@ class PilTransformSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, position: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
+        if isinstance(position, tuple):
+            position, seed = position
+            torch.manual_seed(seed)
         return self.transform(Image.fromarray(self.images[position].transpose(1, 2, 0))), position
+
+
+class PassBatches:
+    """The batch sampler of a DataLoader kept from pass to pass: each pass yields the batches set for it."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def ignore_stop_signals(worker: int) -> None:
+    """Leave Ctrl-C and SIGTERM, which reach the whole process group, to the main process, which ends
+    the run cleanly and then the workers; a worker killed by them would end it with an error."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class HostProbeSet:
@@ -209,6 +237,7 @@ class LoaderBatches:
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.workers = workers
+        self.loaders: dict[PilTransformSet, torch.utils.data.DataLoader] = {}
         self.train_set = PilTransformSet(data.images[data.train_index], augment)
         self.test_set = PilTransformSet(data.test.images, transforms.Compose(normalize_pil))
         self.holdout_set = PilTransformSet(data.images[data.holdout.index], transforms.Compose(normalize_pil))
@@ -222,17 +251,36 @@ class LoaderBatches:
         self.test_labels = torch.as_tensor(data.test.labels).to(device)
         self.holdout_labels = torch.as_tensor(data.holdout.labels).to(device)
 
-    def loader(self, dataset, batches, generator: torch.Generator | None = None):
-        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.workers,
-                                           generator=generator,
-                                           pin_memory=self.device.type == "cuda")
+    def loader(self, dataset: PilTransformSet) -> torch.utils.data.DataLoader:
+        """The DataLoader of `dataset`, made once: its worker processes serve every pass (pinning
+        batches in memory for asynchronous copies to a GPU). Its own generator keeps the seed it
+        draws for workers from the global random stream; `passes` reseeds them instead."""
+        if dataset not in self.loaders:
+            self.loaders[dataset] = torch.utils.data.DataLoader(
+                dataset, batch_sampler=PassBatches(), num_workers=self.workers, generator=torch.Generator(),
+                persistent_workers=self.workers > 0, worker_init_fn=ignore_stop_signals,
+                pin_memory=self.device.type == "cuda")
+        return self.loaders[dataset]
+
+    def passes(self, dataset: PilTransformSet, batches: list[list[int]], base_seed: int | None = None):
+        """One pass of the DataLoader of `dataset` over `batches`. With `base_seed`, worker k's
+        random stream is seeded with base_seed + k before its first batch, as a DataLoader seeds
+        the workers it starts; batches go to the workers in turn, so worker k's first batch is batch k."""
+        loader = self.loader(dataset)
+        if base_seed is not None:
+            batches = [[(batch[0], base_seed + k), *batch[1:]] if k < self.workers else batch
+                       for k, batch in enumerate(batches)]
+        loader.batch_sampler.batches = batches
+        return loader
 
     def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
-        """One shuffled pass; the generator fixes the order and the workers' augmentation seeds."""
+        """One shuffled pass; the generator fixes the order and the seeds of the workers'
+        augmentation (drawn as a DataLoader given the generator would draw them)."""
         order = torch.randperm(len(self.train_set), generator=generator)
         batches = [b.tolist() for b in batch_slices(order, self.batch_size)]
-        for images, positions in self.loader(self.train_set, batches, generator):
-            positions = positions.to(self.device)
+        base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator)) if self.workers else None
+        for images, positions in self.passes(self.train_set, batches, base_seed):
+            positions = positions.to(self.device, non_blocking=True)
             yield TrainBatch(images.to(self.device, non_blocking=True), self.assigned[positions],
                              self.true[positions], positions)
 
@@ -256,8 +304,8 @@ class LoaderBatches:
         """A dataset's images in order, normalized only, with their labels."""
         order = torch.arange(len(dataset))
         batches = [b.tolist() for b in order.split(self.eval_batch_size)]
-        for images, positions in self.loader(dataset, batches):
-            yield images.to(self.device, non_blocking=True), labels[positions.to(self.device)]
+        for images, positions in self.passes(dataset, batches):
+            yield images.to(self.device, non_blocking=True), labels[positions.to(self.device, non_blocking=True)]
 
     def train_batch_count(self) -> int:
         return len(batch_sizes(len(self.train_set), self.batch_size))

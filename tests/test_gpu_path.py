@@ -7,6 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+import batching
+import datasets
+import noisy_data
 import traceless
 from conftest import small_dropout_net
 from susceptibility import Susceptibility
@@ -101,3 +104,40 @@ def test_a_cuda_stream_is_seeded_before_cuda_is_initialized(monkeypatch, device,
     cuda = UninitializedCuda(monkeypatch)
     traceless.seed_device_stream(7, torch.device(device))
     assert [generator.initial_seed() == 7 for generator in cuda.generators] == [i == seeded for i in range(2)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The DataLoader path: worker processes kept from pass to pass
+
+
+def loader_path(root, workers: int) -> batching.LoaderBatches:
+    train, test = datasets.load_cifar(root)
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=100, corrupt_prob=0.5,
+                                      probe_source="train", seed=0)
+    return batching.LoaderBatches(data, torch.device("cpu"), 16, 30, workers)
+
+
+def fresh_loader_pass(batches: batching.LoaderBatches, generator: torch.Generator) -> list[tuple]:
+    """A training pass as a DataLoader made for it alone with the epoch's generator gives it: the
+    order drawn first, then worker processes started and seeded from the generator."""
+    order = torch.randperm(len(batches.train_set), generator=generator)
+    sampler = [b.tolist() for b in batching.batch_slices(order, batches.batch_size)]
+    loader = torch.utils.data.DataLoader(batches.train_set, batch_sampler=sampler, num_workers=batches.workers,
+                                         generator=generator)
+    return [(images, positions) for images, positions in loader]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("workers", [2, 3])
+def test_kept_worker_processes_augment_every_pass_as_fresh_ones_would(synthetic_cifar10, workers):
+    kept = loader_path(synthetic_cifar10, workers)
+    for epoch in range(3):
+        ours = list(kept.train_batches(torch.Generator().manual_seed(epoch)))
+        theirs = fresh_loader_pass(kept, torch.Generator().manual_seed(epoch))
+        assert len(ours) == len(theirs) == 7
+        for batch, (images, positions) in zip(ours, theirs):
+            assert torch.equal(batch.images, images) and torch.equal(batch.index, positions)
+    workers_of = lambda: kept.loaders[kept.train_set]._iterator._workers
+    started = list(workers_of())
+    list(kept.train_batches(torch.Generator().manual_seed(9)))
+    assert len(started) == workers and workers_of() == started  # the same processes, every pass
