@@ -279,10 +279,14 @@ class LoaderBatches:
         order = torch.randperm(len(self.train_set), generator=generator)
         batches = [b.tolist() for b in batch_slices(order, self.batch_size)]
         base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator)) if self.workers else None
-        for images, positions in self.passes(self.train_set, batches, base_seed):
-            positions = positions.to(self.device, non_blocking=True)
-            yield TrainBatch(images.to(self.device, non_blocking=True), self.assigned[positions],
-                             self.true[positions], positions)
+        for batch in self.passes(self.train_set, batches, base_seed):
+            images, positions = self.on_device(*batch)
+            yield TrainBatch(images, self.assigned[positions], self.true[positions], positions)
+
+    def on_device(self, images: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of the loader on the compute device, copied without making the host wait (on a
+        GPU the loader gives it in pinned memory, from which copies run asynchronously)."""
+        return images.to(self.device, non_blocking=True), positions.to(self.device, non_blocking=True)
 
     @property
     def probe_labels(self) -> torch.Tensor:
@@ -304,8 +308,9 @@ class LoaderBatches:
         """A dataset's images in order, normalized only, with their labels."""
         order = torch.arange(len(dataset))
         batches = [b.tolist() for b in order.split(self.eval_batch_size)]
-        for images, positions in self.passes(dataset, batches):
-            yield images.to(self.device, non_blocking=True), labels[positions.to(self.device, non_blocking=True)]
+        for batch in self.passes(dataset, batches):
+            images, positions = self.on_device(*batch)
+            yield images, labels[positions]
 
     def train_batch_count(self) -> int:
         return len(batch_sizes(len(self.train_set), self.batch_size))

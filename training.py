@@ -1,7 +1,8 @@
 """One training epoch and one test pass, with clean/noisy bookkeeping kept on the device, and the
 optimizers and learning-rate schedules a run can use.
 
-Metrics are accumulated as device tensors and read once per epoch, so no step waits for the host.
+Metrics are accumulated as device tensors and read once per epoch, so no step waits for the host,
+and summed in an order fixed on every device.
 """
 from __future__ import annotations
 
@@ -96,28 +97,50 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
     `progress`, if given, is advanced once per batch; `signals`, if given, sees every batch's logits
     and losses (the caller starts its epoch).
     """
-    model.train()
-    sums = None
-    for batch in batches:
-        logits = model(batch.images)
-        per_sample = F.cross_entropy(logits, batch.assigned, reduction="none")
-        optimizer.zero_grad(set_to_none=True)
-        per_sample.mean().backward()
-        optimizer.step()
-        if sums is None:
-            sums = torch.zeros(2, 3, dtype=accumulator_dtype(logits.device), device=logits.device)
-        hits = (logits.detach().argmax(1) == batch.assigned).to(sums.dtype)
-        if signals is not None:
-            signals.observe(batch.index, logits.detach(), batch.assigned, per_sample.detach())
-        noisy = (batch.assigned != batch.true).long()
-        sums.index_add_(0, noisy, torch.stack([per_sample.detach().to(sums.dtype), hits,
-                                               torch.ones_like(hits)], 1))
-        if progress is not None:
-            progress.update(1)
-    metrics = split_sums(sums)
+    metrics = split_sums(training_sums(model, optimizer, batches, progress, signals))
     if not math.isfinite(metrics["train_loss"]):
         raise NonFiniteLoss("training loss", metrics["train_loss"])
     return metrics
+
+
+def training_sums(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[TrainBatch],
+                  progress: Iterator | None = None, signals: TrainingSignals | None = None) -> torch.Tensor:
+    """The training pass of `train_one_epoch`, leaving its [loss sum, correct, count] rows per group
+    on the device, unread."""
+    model.train()
+    sums = None
+    for batch in batches:
+        if sums is None:
+            device = batch.images.device
+            sums = torch.zeros(2, 3, dtype=accumulator_dtype(device), device=device)
+        train_step(model, optimizer, batch, sums, signals)
+        if progress is not None:
+            progress.update(1)
+    return sums
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, sums: torch.Tensor,
+               signals: TrainingSignals | None = None) -> None:
+    """One optimizer step on `batch`, adding its losses, hits and sample count per group to `sums`."""
+    logits = model(batch.images)
+    per_sample = F.cross_entropy(logits, batch.assigned, reduction="none")
+    optimizer.zero_grad(set_to_none=True)
+    per_sample.mean().backward()
+    optimizer.step()
+    hits = (logits.detach().argmax(1) == batch.assigned).to(sums.dtype)
+    if signals is not None:
+        signals.observe(batch.index, logits.detach(), batch.assigned, per_sample.detach())
+    values = torch.stack([per_sample.detach().to(sums.dtype), hits, torch.ones_like(hits)], 1)
+    sums += group_sums(values, batch.assigned != batch.true)
+
+
+def group_sums(values: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    """The rows of `values` (one per sample) summed over the clean samples (row CLEAN) and over the
+    noisy ones (row NOISY): sums over the batch, which add in a fixed order on every device, where
+    `index_add_` into two rows adds in whatever order a GPU's atomic operations happen to run."""
+    zero = values.new_zeros(())
+    return torch.stack([torch.where(noisy[:, None], zero, values).sum(0),
+                        torch.where(noisy[:, None], values, zero).sum(0)])
 
 
 @torch.no_grad()
@@ -126,6 +149,14 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     """Mean cross-entropy and accuracy (percent) on labelled data, network in eval mode, as
     `<prefix>_loss` and `<prefix>_acc`. `predictions`, if given, receives every image's predicted
     class in the order of the batches."""
+    loss, correct, count = evaluation_sums(model, batches, predictions).tolist()
+    return {f"{prefix}_loss": loss / count, f"{prefix}_acc": 100.0 * correct / count}
+
+
+@torch.no_grad()
+def evaluation_sums(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    predictions: torch.Tensor | None = None) -> torch.Tensor:
+    """The evaluation pass of `evaluate`, leaving its [loss sum, correct, count] on the device, unread."""
     model.eval()
     sums, seen = None, 0
     for images, labels in batches:
@@ -139,5 +170,4 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         sums[0] += F.cross_entropy(logits, labels, reduction="sum")
         sums[1] += (predicted == labels).sum()
         sums[2] += len(labels)
-    loss, correct, count = sums.tolist()
-    return {f"{prefix}_loss": loss / count, f"{prefix}_acc": 100.0 * correct / count}
+    return sums

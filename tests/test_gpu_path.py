@@ -1,18 +1,34 @@
 """The GPU path, checked on any machine: the probe's fp32 precision, the seeding of device streams,
 device and --amp choices, and the per-batch work run on fake CUDA tensors, with no host
 synchronization per batch."""
+import contextlib
 import operator
+import sys
+from typing import Iterator
 
 import pytest
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import batching
 import datasets
+import experiments
 import noisy_data
+import susceptibility
 import traceless
-from conftest import small_dropout_net
-from susceptibility import Susceptibility
+import training
+from conftest import ROOT, built_run, run_args, small_dropout_net
+from models import create_model
+from signals import TrainingSignals
+from susceptibility import Susceptibility, probe_step
+from training import fast_network
+
+sys.path.insert(0, str(ROOT / "tools"))
+from host_syncs import HostSynchronizations  # noqa: E402
+
+aten = torch.ops.aten
 
 
 def reading(read) -> object:
@@ -141,3 +157,153 @@ def test_kept_worker_processes_augment_every_pass_as_fresh_ones_would(synthetic_
     started = list(workers_of())
     list(kept.train_batches(torch.Generator().manual_seed(9)))
     assert len(started) == workers and workers_of() == started  # the same processes, every pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Host synchronizations and order-dependent sums on the per-batch path
+
+
+def epoch_of(data_dir, tmp_path, images: int) -> experiments.Run:
+    """A run of the tiny CNN with dropout-free batches of 4 images, ready for its first epoch."""
+    return built_run(run_args(data_dir, tmp_path, "--numsamples", str(images), "--batchsize", "4",
+                              "--noisy-holdout", "8", "--extra-probes", "heldout", "--extra-probe-batches", "2"))
+
+
+@pytest.mark.e2e
+def test_an_epoch_waits_for_the_device_as_often_with_40_batches_as_with_10(synthetic_cifar10, tmp_path):
+    counts = []
+    for images in (40, 160):
+        run = epoch_of(synthetic_cifar10, tmp_path / str(images), images)
+        assert run.batches.train_batch_count() == images // 4
+        with HostSynchronizations(run.device) as syncs:
+            experiments.probe_train_and_test(run, 0)
+        counts.append(syncs.where)
+    assert counts[0] == counts[1] and 0 < counts[0].total() < 40, counts  # per epoch, never per batch
+
+
+class RepeatedAccumulation(TorchDispatchMode):
+    """Notes the accumulations that add two values into one element: a GPU adds those in the order
+    its atomic operations happen to run, so that their sums change from run to run."""
+
+    def __init__(self):
+        super().__init__()
+        self.found = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        packet = func.overloadpacket
+        if packet in (aten.index_add, aten.index_add_):
+            targets = args[2]
+        elif packet in (aten.index_put, aten.index_put_, aten._index_put_impl_) and \
+                (args[3] if len(args) > 3 else kwargs.get("accumulate", False)):
+            targets = torch.stack(torch.broadcast_tensors(*args[1]), -1).reshape(-1, len(args[1]))
+        else:
+            targets = None
+        if targets is not None and len(torch.unique(targets, dim=0)) < len(targets):
+            self.found.append(packet.__name__)
+        return func(*args, **kwargs)
+
+
+@pytest.mark.e2e
+def test_no_sum_of_the_per_batch_path_adds_into_one_element_twice(synthetic_cifar10, tmp_path):
+    run = epoch_of(synthetic_cifar10, tmp_path, 40)
+    with RepeatedAccumulation() as accumulations:
+        experiments.probe_train_and_test(run, 0)
+    assert accumulations.found == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-batch work on fake CUDA tensors, which need no GPU: a tensor on the wrong device, a value
+# read on the host or a random draw from another device's generator shows up here as it would on a GPU
+
+CUDA = torch.device("cuda")
+STAND_IN_SEED = 24_601  # the seed of the CPU generator that stands for a CUDA one
+
+
+class GeneratorDevices(TorchDispatchMode):
+    """Notes each random draw whose generator lives on another device than the numbers it draws (an
+    error on a GPU). Fake tensors cannot have a CUDA generator without a GPU, so a CPU generator
+    seeded with `STAND_IN_SEED` stands for one."""
+
+    def __init__(self):
+        super().__init__()
+        self.mismatched = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        generator = kwargs.get("generator")
+        if generator is not None:
+            home = CUDA if generator.initial_seed() == STAND_IN_SEED else generator.device
+            drawn = (result[0] if isinstance(result, tuple) else result).device
+            if drawn.type != home.type:
+                self.mismatched.append(f"{func} draws on {drawn} from a {home.type} generator")
+        return result
+
+
+def zero_gradients(loss: torch.Tensor, *args, **kwargs) -> None:
+    """Stands for `loss.backward()`, which needs a GPU for fake CUDA tensors: every parameter that
+    `loss` depends on gets a zero gradient on its own device."""
+    nodes, seen = [loss.grad_fn], set()
+    while nodes:
+        node = nodes.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):
+            node.variable.grad = torch.zeros_like(node.variable)
+        nodes.extend(following for following, _ in node.next_functions)
+
+
+@contextlib.contextmanager
+def fake_cuda(monkeypatch) -> Iterator[GeneratorDevices]:
+    """Fake CUDA tensors, with autograd's backward pass and the probe's CUDA random streams stood in
+    for; yields the check of generator devices. Tensors made before stay real, and turn fake when
+    they meet fake ones."""
+    monkeypatch.setattr(torch.Tensor, "backward", zero_gradients)
+    monkeypatch.setattr(susceptibility, "own_random_stream", lambda seed, device: contextlib.nullcontext())
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), GeneratorDevices() as draws:
+            yield draws
+    finally:
+        batching.normalization_constants.cache_clear()  # it kept fake tensors
+
+
+def small_data(root) -> noisy_data.NoisyData:
+    train, test = datasets.load_cifar(root)
+    return noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=40, corrupt_prob=0.5,
+                                      probe_source="train", seed=0, noisy_holdout=12)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_probe_and_test_run_on_cuda_without_a_wait_per_batch(synthetic_cifar10, monkeypatch, optimizer):
+    data, network = small_data(synthetic_cifar10), fast_network(create_model("resnet", 0.125), channels_last=True)
+    generator = torch.Generator().manual_seed(STAND_IN_SEED)
+    with fake_cuda(monkeypatch) as draws:
+        batches = batching.DeviceBatches(data, CUDA, 16, 24)
+        optimizer = training.OPTIMIZERS[optimizer](network.to(CUDA).parameters(), 0.1)
+        signals = TrainingSignals(len(data.train_index), CUDA, batches.assigned != batches.true)
+        predictions = torch.zeros(len(data.test), dtype=torch.int64, device=CUDA)
+        training.training_sums(network, optimizer, batches.train_batches(generator))  # makes what is made once
+        with HostSynchronizations(CUDA) as syncs:
+            sums = training.training_sums(network, optimizer, batches.train_batches(generator), signals=signals)
+            before, after = probe_step(network, optimizer, *batches.probe_batch(generator), seed=0, num_classes=10)
+            tests = [training.evaluation_sums(network, batches.test_batches(), predictions),
+                     training.evaluation_sums(network, batches.holdout_batches())]
+    results = [sums, before, after, *tests, *signals.state_dict().values()]
+    assert {tensor.device.type for tensor in results} == {"cuda"}
+    assert syncs.where == {} and draws.mismatched == []
+
+
+@pytest.mark.e2e
+def test_loader_batches_go_to_the_gpu_without_a_wait(synthetic_cifar10, monkeypatch):
+    data = small_data(synthetic_cifar10)
+    batch = next(iter(batching.LoaderBatches(data, torch.device("cpu"), 16, 24, 0).train_batches(
+        torch.Generator().manual_seed(0))))
+    with fake_cuda(monkeypatch):
+        on_gpu = batching.LoaderBatches(data, CUDA, 16, 24, 0)
+        with HostSynchronizations(CUDA) as syncs:
+            images, positions = on_gpu.on_device(batch.images, batch.index)
+            labels = on_gpu.assigned[positions], on_gpu.test_labels[positions]
+    assert {tensor.device.type for tensor in [images, positions, *labels]} == {"cuda"} and syncs.where == {}
