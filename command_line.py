@@ -27,8 +27,10 @@ USAGE, DIVERGED, INTERRUPTED = 2, 3, 130
 REPRODUCIBILITY = (
     "The same arguments give identical run records (wall times aside) on the same CPU model and "
     "thread count (OMP_NUM_THREADS): the CPU's instruction set and the number of threads decide "
-    "which kernels run and so the last digits, which training then amplifies. A run resumed on the "
-    "same machine ends as an uninterrupted one. On a GPU the last digits may differ between runs.")
+    "which kernels run and so the last digits, which training then amplifies. On a CUDA GPU they do "
+    "on the same GPU model with the same CUDA and cuDNN versions, with deterministic kernels (the "
+    "default; --no-deterministic gives them up for speed). A run resumed on the same machine ends as "
+    "an uninterrupted one.")
 
 
 class UsageError(Exception):
@@ -216,13 +218,21 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in [
     Flag("--resume", RUN, dict(action="store_true", help="continue the run from its checkpoint")),
     Flag("--overwrite", RUN, dict(action="store_true", help="discard an existing run and start over")),
     Flag("--amp", SPEED, dict(action="store_true",
-                              help="bf16 autocast of the forward passes of training and evaluation (CUDA only); "
+                              help="bf16 autocast of the forward passes of training and evaluation, on CUDA GPUs "
+                                   "and CPUs that compute bf16 natively (refused where it would be emulated); "
                                    "weights, optimizer and the susceptibility probe stay fp32")),
     Flag("--channels-last", SPEED, dict(action=argparse.BooleanOptionalAction, default=None,
                                         help="channels-last memory format of the convolutions (default: on for the "
                                              "CPU, where it is faster, off on other devices; a resumed run keeps its "
                                              "choice)")),
     Flag("--compile", SPEED, dict(action="store_true", help="torch.compile the network")),
+    Flag("--deterministic", SPEED, dict(action=argparse.BooleanOptionalAction, default=True,
+                                        help="on a CUDA GPU, deterministic kernels (cuDNN, cuBLAS, index and "
+                                             "scatter operations), so that the same seed gives the same record; "
+                                             "--no-deterministic lets cuDNN pick the fastest kernels, which "
+                                             "change the last digits from run to run. The CPU's kernels are "
+                                             "deterministic either way; a resumed run may change it, with a "
+                                             "warning")),
 ]}
 # Flags that say what to do with an existing run, not what the run is: never stored with it.
 ACTIONS = ("resume", "overwrite")

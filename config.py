@@ -15,9 +15,10 @@ import command_line
 import datasets
 import label_noise
 
-# Settings that change where files go or how fast the run is, but not what it computes.
+# Settings that change where files go or how fast the run is, but not what it computes (beyond the
+# last digits: `deterministic`, compared on --resume as the machine's facts are).
 OPERATIONAL = {"device", "workers", "eval_batchsize", "data_dir", "results_dir", "checkpoint_dir",
-               "filename", "modelfilename"}
+               "filename", "modelfilename", "deterministic"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class RunConfig:
     amp: bool
     channels_last: bool        # the device's default, or the resumed run's own choice, when left out
     compile: bool
+    deterministic: bool        # deterministic CUDA kernels (no effect on the CPU)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

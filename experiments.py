@@ -18,7 +18,6 @@ import shlex
 import sys
 import time
 
-import torch
 from tqdm import tqdm
 
 import checkpoints
@@ -30,10 +29,11 @@ from checkpoints import Paths
 from command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
 from interrupts import interrupts_deferred, interrupts_stop_the_run
 from label_noise import DataError
-from machine import channels_last_default, select_device
+from machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
 from run import Run, build_run
 from streams import Stream
 from susceptibility import derive_seed, torch_generator
+from traceless import seed_global_streams
 from training import NonFiniteLoss, evaluate, train_one_epoch, without_subsets
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -49,7 +49,7 @@ def probe_train_and_test(run: Run, epoch: int) -> dict:
     for probe in run.extra_probes.values():
         probe.measure(run.probe_network, run.optimizer)
     extra_probed = time.perf_counter()
-    torch.manual_seed(derive_seed(config.seed, Stream.TRAIN_DROPOUT, epoch))
+    seed_global_streams(derive_seed(config.seed, Stream.TRAIN_DROPOUT, epoch), run.device)
     train_generator = torch_generator(config.seed, run.generator_device, Stream.TRAIN, epoch)
     run.signals.start_epoch(epoch)
     with tqdm(total=run.batches.train_batch_count(), desc=epoch_label(epoch, config.epochs), leave=False,
@@ -180,9 +180,12 @@ def test_predictions(run: Run) -> dict[str, list]:
 def start(args, argv: list[str], paths: Paths) -> Run:
     """Resolve the configuration and build the run, loading its checkpoint when resuming, or saying
     that there is none."""
+    prepare_determinism(args.deterministic)  # before CUDA starts
     device = select_device(args.device)
-    if args.amp and device.type != "cuda":
-        raise UsageError(f"--amp (bf16 autocast) needs a CUDA device, not {device}; leave it out")
+    refusal = amp_refusal(device) if args.amp else None
+    if refusal:
+        raise UsageError(refusal)
+    configure_device(device, args.deterministic)
     checkpoint = None
     if args.resume and paths.checkpoint.exists():
         checkpoint = checkpoints.load_checkpoint(paths.checkpoint, device)

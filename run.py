@@ -14,6 +14,7 @@ from models import create_model
 from signals import TrainingSignals
 from streams import Stream
 from susceptibility import Susceptibility, derive_seed
+from traceless import seed_device_stream
 from training import OPTIMIZERS, SCHEDULERS, fast_network
 
 
@@ -84,7 +85,7 @@ def build_run(config: RunConfig, command: list[str], device: torch.device,
     """Data, labels, model, optimizer and schedule of a fresh run, all fixed by the seed."""
     data = drawn_data(config, train, test)
     batches = data_batches(config, data, device)
-    torch.manual_seed(derive_seed(config.seed, Stream.INIT))
+    seed_device_stream(derive_seed(config.seed, Stream.INIT), torch.device("cpu"))  # the model is made there
     model = create_model(config.model, config.scale, config.num_classes).to(device)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config.lr)
     scheduler = SCHEDULERS[config.scheduler](optimizer, config.epochs)

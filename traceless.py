@@ -112,12 +112,17 @@ def seed_device_stream(seed: int, device: torch.device) -> None:
         torch.get_device_module(device.type).manual_seed(seed)
 
 
+def seed_global_streams(seed: int, device: torch.device) -> None:
+    """Seed torch's global random stream on the CPU and on `device`, and no other device's."""
+    for stream_device in dict.fromkeys([torch.device("cpu"), device]):
+        seed_device_stream(seed, stream_device)
+
+
 @contextmanager
 def own_random_stream(seed: int, device: torch.device) -> Iterator[None]:
     """Give a block its own seeded global RNG (dropout, stochastic depth) on the CPU and on `device`,
     and restore the caller's afterwards; the streams of other devices are not touched."""
     accelerators = [] if device.type == "cpu" else [device]
     with torch.random.fork_rng(devices=accelerators, device_type=device.type if accelerators else "cuda"):
-        for stream_device in [torch.device("cpu"), *accelerators]:
-            seed_device_stream(seed, stream_device)
+        seed_global_streams(seed, device)
         yield

@@ -3,7 +3,9 @@ device and --amp choices, and the per-batch work run on fake CUDA tensors, with 
 synchronization per batch."""
 import contextlib
 import operator
+import os
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -13,13 +15,16 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import batching
+import command_line
 import datasets
 import experiments
+import machine
 import noisy_data
+import records
 import susceptibility
 import traceless
 import training
-from conftest import ROOT, built_run, run_args, small_dropout_net
+from conftest import ROOT, built_run, record_path, run_args, small_dropout_net
 from models import create_model
 from signals import TrainingSignals
 from susceptibility import Susceptibility, probe_step
@@ -307,3 +312,147 @@ def test_loader_batches_go_to_the_gpu_without_a_wait(synthetic_cifar10, monkeypa
             images, positions = on_gpu.on_device(batch.images, batch.index)
             labels = on_gpu.assigned[positions], on_gpu.test_labels[positions]
     assert {tensor.device.type for tensor in [images, positions, *labels]} == {"cuda"} and syncs.where == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices, --amp, determinism and the facts a record keeps
+
+
+class GpuStandIn:
+    """torch.cuda as on a machine with `count` GPUs of one model, for the choices made before any
+    kernel runs."""
+
+    def __init__(self, monkeypatch, name: str = "NVIDIA A100-SXM4-40GB", capability: tuple = (8, 0),
+                 count: int = 1):
+        answers = {"is_available": lambda: True, "device_count": lambda: count,
+                   "get_device_name": lambda device=None: name, "get_device_capability": lambda device=None: capability}
+        for attribute, answer in answers.items():
+            monkeypatch.setattr(torch.cuda, attribute, answer)
+
+
+@pytest.fixture
+def cuda_settings(monkeypatch):
+    """Put torch's determinism and precision settings and the cuBLAS variable back after a test."""
+    monkeypatch.delenv(machine.CUBLAS_CONFIG, raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, traceless.fp32_precision())
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:3]
+    traceless.set_fp32_precision(saved[3])
+
+
+def determinism_settings() -> tuple:
+    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark, os.environ.get(machine.CUBLAS_CONFIG))
+
+
+def refused(argv: list[str], out: Path, capsys) -> str:
+    """The one line of a command line refused with exit code 2, having written nothing under `out`."""
+    assert experiments.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert [path for path in out.rglob("*") if path.is_file()] == []
+    return err
+
+
+GPU_REFUSALS = {
+    "gpu-beyond-those-present": (dict(count=2), ["--device", "cuda:2"],
+                                 "--device cuda:2: this machine has 2 CUDA GPUs, cuda:0 to cuda:1; use one"),
+    "amp-on-a-gpu-that-emulates-bf16": (dict(name="Tesla V100-SXM2-16GB", capability=(7, 0)), ["--device", "cuda", "--amp"],
+                                        "--amp needs a GPU that computes bf16 natively (compute capability 8.0 or "
+                                        "later); the Tesla V100-SXM2-16GB (7.0) emulates it"),
+}
+
+
+@pytest.mark.parametrize("gpus, extra, message", GPU_REFUSALS.values(), ids=GPU_REFUSALS.keys())
+def test_a_gpu_choice_this_machine_cannot_serve_is_one_line(synthetic_cifar10, tmp_path, cuda_settings, monkeypatch,
+                                                            capsys, gpus, extra, message):
+    GpuStandIn(monkeypatch, **gpus)
+    assert message in refused(run_args(synthetic_cifar10, tmp_path, *extra), tmp_path, capsys)
+
+
+def test_amp_on_a_cpu_that_emulates_bf16_is_one_line(synthetic_cifar10, tmp_path, cuda_settings, monkeypatch,
+                                                      capsys):
+    monkeypatch.setattr(machine, "cpu_has_native_bf16", lambda: False)
+    err = refused(run_args(synthetic_cifar10, tmp_path, "--amp"), tmp_path, capsys)
+    assert "--amp needs a CPU that computes bf16 natively (AVX512-BF16 or AMX)" in err
+
+
+@pytest.mark.e2e
+def test_amp_runs_on_a_cpu_with_native_bf16_and_the_record_says_so(synthetic_cifar10, tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "cpu_has_native_bf16", lambda: True)
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--amp", "--numsamples", "64", epochs=1)) == 0
+    record = records.read_record(record_path(tmp_path, epochs=1))
+    assert record.meta["args"]["amp"] and record.meta["environment"]["bf16"] == "native"
+
+
+def test_bf16_is_native_where_the_hardware_computes_it(monkeypatch):
+    GpuStandIn(monkeypatch, capability=(7, 5))
+    assert machine.bf16_support(torch.device("cuda")) == "emulated"
+    GpuStandIn(monkeypatch, capability=(9, 0))
+    assert machine.bf16_support(torch.device("cuda")) == "native"
+    cpu_says = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert machine.bf16_support(torch.device("cpu")) == ("native" if cpu_says else "emulated")
+
+
+@pytest.mark.parametrize("deterministic", [True, False], ids=["deterministic", "no-deterministic"])
+def test_a_cuda_run_uses_deterministic_kernels_unless_told_otherwise(cuda_settings, deterministic):
+    machine.prepare_determinism(deterministic)
+    machine.configure_device(torch.device("cuda"), deterministic)
+    workspace = machine.DETERMINISTIC_CUBLAS[0] if deterministic else None
+    assert determinism_settings() == (deterministic, deterministic, not deterministic, workspace)
+    assert traceless.fp32_precision() == machine.TRAINING_FP32_PRECISION
+
+
+def test_the_cpu_keeps_torchs_determinism_settings(cuda_settings):
+    before = determinism_settings()
+    machine.configure_device(torch.device("cpu"), True)
+    assert determinism_settings() == before
+
+
+def test_a_cublas_setting_that_breaks_determinism_is_refused(cuda_settings, monkeypatch):
+    monkeypatch.setenv(machine.CUBLAS_CONFIG, ":0:0")
+    with pytest.raises(command_line.UsageError, match=r"CUBLAS_WORKSPACE_CONFIG=:0:0 makes cuBLAS non-deterministic"):
+        machine.configure_device(torch.device("cuda"), True)
+
+
+def test_cublas_is_set_up_before_cuda_starts(synthetic_cifar10, tmp_path, cuda_settings, monkeypatch, capsys):
+    def select_device(name: str) -> torch.device:
+        raise command_line.UsageError(f"{machine.CUBLAS_CONFIG} was {os.environ.get(machine.CUBLAS_CONFIG)}")
+
+    monkeypatch.setattr(experiments, "select_device", select_device)
+    assert f"{machine.CUBLAS_CONFIG} was :4096:8" in refused(run_args(synthetic_cifar10, tmp_path), tmp_path, capsys)
+
+
+def test_the_record_tells_two_gpu_runs_apart_and_a_resume_names_what_changed(cuda_settings, monkeypatch):
+    GpuStandIn(monkeypatch, name="NVIDIA H100 80GB HBM3", capability=(9, 0))
+    machine.prepare_determinism(True)
+    machine.configure_device(torch.device("cuda"), True)
+    facts = machine.environment(torch.device("cuda:0"))
+    assert facts["device_name"] == "NVIDIA H100 80GB HBM3" and facts["compute_capability"] == "9.0"
+    assert facts["cuda"] == torch.version.cuda and facts["cudnn"] == torch.backends.cudnn.version()
+    assert facts["bf16"] == "native" and facts["fp32_precision"]["cudnn.conv.fp32_precision"] == "tf32"
+    assert (facts["deterministic_algorithms"], facts["cudnn_benchmark"], facts["cublas_workspace_config"]) == \
+        (True, False, ":4096:8")
+    earlier = {**facts, "cudnn": 90100, "deterministic_algorithms": False}
+    assert machine.environment_changes(earlier, facts) == [f"cudnn 90100, now {facts['cudnn']}",
+                                                           "deterministic_algorithms False, now True"]
+
+
+@pytest.mark.e2e
+def test_an_epoch_seeds_the_random_stream_of_no_other_device(synthetic_cifar10, tmp_path, monkeypatch):
+    """torch.manual_seed would reseed every GPU's stream."""
+    seeded = []
+    for module in (torch.cuda, torch.mps):
+        for name in ("manual_seed", "manual_seed_all"):
+            monkeypatch.setattr(module, name, lambda seed: seeded.append(seed), raising=False)
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64", epochs=1)) == 0
+    assert seeded == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("flags, recorded", [((), True), (("--no-deterministic",), False)])
+def test_the_determinism_choice_is_recorded(synthetic_cifar10, tmp_path, flags, recorded):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, *flags, "--numsamples", "64", epochs=1)) == 0
+    assert records.read_record(record_path(tmp_path, epochs=1)).meta["args"]["deterministic"] is recorded
