@@ -34,7 +34,7 @@ from run import Run, build_run
 from streams import Stream
 from susceptibility import derive_seed, torch_generator
 from traceless import seed_global_streams
-from training import NonFiniteLoss, evaluate, train_one_epoch, without_subsets
+from training import NonFiniteLoss, clock, compile_seconds, evaluate, train_one_epoch, without_subsets
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 
@@ -42,13 +42,13 @@ DESCRIPTION = __doc__.split("\n\n")[0]
 def probe_train_and_test(run: Run, epoch: int) -> dict:
     """One epoch: the probes, the training pass, the test (and hold-out) passes and the schedule's
     step; returns the epoch's row of the run record."""
-    config, started = run.config, time.perf_counter()
+    config, started, compiled = run.config, clock(), compile_seconds()
     lr = run.optimizer.param_groups[0]["lr"]
     run.probe.measure(run.probe_network, run.optimizer)
-    probed = time.perf_counter()
+    probed = clock()
     for probe in run.extra_probes.values():
         probe.measure(run.probe_network, run.optimizer)
-    extra_probed = time.perf_counter()
+    extra_probed = clock()
     seed_global_streams(derive_seed(config.seed, Stream.TRAIN_DROPOUT, epoch), run.device)
     train_generator = torch_generator(config.seed, run.generator_device, Stream.TRAIN, epoch)
     run.signals.start_epoch(epoch)
@@ -64,8 +64,9 @@ def probe_train_and_test(run: Run, epoch: int) -> dict:
     run.scheduler.step()
     row = {"epoch": epoch, "lr": lr, "phi_before": run.probe.phi_before[epoch],
            "phi_after": run.probe.phi_after[epoch], **train, **test, **run.signals.summary(),
-           "seconds": time.perf_counter() - started, "probe_seconds": probed - started,
+           "seconds": clock() - started, "probe_seconds": probed - started,
            "extra_probe_seconds": extra_probed - probed if run.extra_probes else math.nan,
+           "compile_seconds": compile_seconds() - compiled if config.compile else math.nan,
            "susceptibility": run.probe.zeta, **batch_columns(run)}
     check_finite(row)
     return row
@@ -151,13 +152,19 @@ def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> 
 def save_epoch(run: Run, paths: Paths, row: dict) -> None:
     """Add an epoch's row and write the per-sample scores, the test predictions, the checkpoint and
     the record; Ctrl-C and SIGTERM wait until all are written, so an epoch is saved whole or not at
-    all (the record, written last, counts the saved epochs)."""
+    all (the record, written last, counts the saved epochs). The row gets the time the first three
+    took (`save_seconds`; the checkpoint's copy of the row, written before, lacks it). It stays on
+    the critical path: written while the next epoch ran, a checkpoint would not be on disk when a
+    SIGKILL (a scheduler's hard limit, an out-of-memory kill) ended that epoch, which would then
+    lose two epochs."""
     with interrupts_deferred():
+        started = time.perf_counter()
         run.rows.append(row)
         records.write_table(paths.samples, sample_scores(run))
         records.write_table(paths.test_predictions, test_predictions(run))
         checkpoints.save_checkpoint(paths.checkpoint,
                                     checkpoints.checkpoint_state(run, len(run.rows) == run.config.epochs))
+        row["save_seconds"] = time.perf_counter() - started
         write_record(run, paths)
 
 

@@ -54,11 +54,13 @@ COLUMNS = [
     "neg_margin",        # % of training samples whose margin, averaged over epochs, is negative
     "neg_margin_precision", "neg_margin_recall",  # % of them with a wrong label; % of wrong labels caught
     *DETECTOR_COLUMNS,   # each per-sample score's AUROC and average precision for the wrong labels
-    "seconds",           # wall time of the epoch: probes, training and test
+    "seconds",           # wall time of the epoch: probes, training and test, without compiling (--compile)
     "probe_seconds",     # of which the probe that defines zeta
     "extra_probe_seconds",  # and the extra probes (--extra-probes)
+    "compile_seconds",   # time torch.compile spent compiling during the epoch (--compile)
+    "save_seconds",      # writing the epoch's checkpoint, per-sample scores and test predictions
 ]
-TIMING_COLUMNS = ("seconds", "probe_seconds", "extra_probe_seconds")
+TIMING_COLUMNS = ("seconds", "probe_seconds", "extra_probe_seconds", "compile_seconds", "save_seconds")
 # Files written next to a run's record `<name>.csv`: per training sample and per test image,
 # compressed CSV (which `pandas.read_csv` reads as it is), so that `*.csv` still finds the records.
 SAMPLES_SUFFIX, TEST_PREDICTIONS_SUFFIX = ".samples.csv.gz", ".test.csv.gz"

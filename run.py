@@ -35,7 +35,7 @@ class Run:
     rows: list[dict]
     meta: dict
     probe: Susceptibility = field(init=False)  # ζ, measured on the probe set at the start of each epoch
-    probe_network: torch.nn.Module = field(init=False)  # the network the probe runs: never bf16
+    probe_network: torch.nn.Module = field(init=False)  # the network the probe runs: never bf16 nor compiled
     extra_probes: dict[str, Susceptibility] = field(default_factory=dict)  # recorded beside ζ, by source
     test_predictions: torch.Tensor = field(init=False)  # each test image's predicted class, latest epoch
 
@@ -99,7 +99,7 @@ def build_run(config: RunConfig, command: list[str], device: torch.device,
     run.extra_probes = {source: Susceptibility.from_probe_batches(
         batches.extra_probes[source], seed=data.extra_probes[source].seed, generator_device=run.generator_device,
         batches_per_epoch=config.extra_probe_batches) for source in config.extra_probe_sources}
-    run.probe_network = (fast_network(model, channels_last=config.channels_last, compile=config.compile)
-                         if config.amp else network)
+    run.probe_network = (fast_network(model, channels_last=config.channels_last)
+                         if config.amp or config.compile else network)
     run.test_predictions = torch.zeros(len(data.test), dtype=torch.int64, device=device)
     return run

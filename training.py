@@ -7,6 +7,8 @@ and summed in an order fixed on every device.
 from __future__ import annotations
 
 import math
+import sys
+import time
 from typing import Iterable, Iterator
 
 import torch
@@ -63,7 +65,33 @@ def fast_network(model: nn.Module, *, bf16: bool = False, channels_last: bool = 
                  compile: bool = False) -> nn.Module:
     """The module that computes the forward pass: `model` itself unless a speed option is on."""
     network = FastForward(model, bf16, channels_last) if bf16 or channels_last else model
-    return torch.compile(network) if compile else network
+    return DynamicBatch(network) if compile else network
+
+
+class DynamicBatch(nn.Module):
+    """`torch.compile` of a network with the batch dimension dynamic from the first call: the last,
+    smaller batch of an epoch and the evaluation batches run the graphs compiled for training and
+    evaluation instead of a recompilation for their size."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.compiled = torch.compile(network)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.maybe_mark_dynamic(images, 0)
+        return self.compiled(images)
+
+
+def compile_seconds() -> float:
+    """Seconds torch.compile has spent compiling in this process so far (0 where it never ran)."""
+    dynamo = sys.modules.get("torch._dynamo")
+    return dynamo.utils.calculate_time_spent()["total_wall_time"] if dynamo else 0.0
+
+
+def clock() -> float:
+    """Seconds of a clock that stands still while torch.compile compiles: differences of its
+    readings are wall times without compilation."""
+    return time.perf_counter() - compile_seconds()
 
 
 def split_sums(sums: torch.Tensor) -> dict[str, float]:

@@ -2,15 +2,19 @@
 device and --amp choices, and the per-batch work run on fake CUDA tensors, with no host
 synchronization per batch."""
 import contextlib
+import functools
+import math
 import operator
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.eval_frame import OptimizedModule
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -456,3 +460,70 @@ def test_an_epoch_seeds_the_random_stream_of_no_other_device(synthetic_cifar10, 
 def test_the_determinism_choice_is_recorded(synthetic_cifar10, tmp_path, flags, recorded):
     assert experiments.main(run_args(synthetic_cifar10, tmp_path, *flags, "--numsamples", "64", epochs=1)) == 0
     assert records.read_record(record_path(tmp_path, epochs=1)).meta["args"]["deterministic"] is recorded
+
+
+# --------------------------------------------------------------------------------------------------
+# --compile, and the time an epoch spends compiling and saving
+
+
+def compiled_graphs(network: nn.Module, batch_sizes: list[int]) -> int:
+    """The graphs torch.compile makes (with its eager backend, which compiles nothing) for training
+    steps on batches of `batch_sizes`, then evaluation passes on batches of the same sizes."""
+    torch._dynamo.reset()
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
+    network.train()
+    for size in batch_sizes:
+        nn.functional.cross_entropy(network(torch.rand(size, 3, 32, 32)), torch.zeros(size, dtype=torch.int64)).backward()
+        optimizer.step()
+    network.eval()
+    with torch.no_grad():
+        for size in batch_sizes:
+            network(torch.rand(size, 3, 32, 32))
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+
+
+@pytest.mark.e2e
+def test_compile_makes_one_graph_for_training_and_one_for_evaluation_whatever_the_batch_size(monkeypatch):
+    compile_eagerly = functools.partial(torch.compile, backend="eager")
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    torch.manual_seed(0)
+    sizes = [32, 32, 20, 32]  # on a CPU, oneDNN's kernel choice for batches under 16 would add a graph
+    assert compiled_graphs(torch.compile(create_model("cnn", 0.125)), sizes) == 3  # one more for the last batch
+    assert compiled_graphs(fast_network(create_model("cnn", 0.125), compile=True), sizes) == 2
+
+
+def test_the_probe_runs_uncompiled_beside_a_compiled_network(synthetic_cifar10, tmp_path):
+    for extra in ([], ["--amp"]):
+        run = built_run(run_args(synthetic_cifar10, tmp_path, "--compile", "--numsamples", "64", *extra))
+        compiled = lambda network: any(isinstance(module, OptimizedModule) for module in network.modules())
+        assert compiled(run.network) and not compiled(run.probe_network)
+
+
+@pytest.mark.e2e
+def test_compile_time_is_recorded_apart_from_the_epochs_time(synthetic_cifar10, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda network, **options: network)  # its time is stood in for
+    compiling = [0.0]
+    for module in (training, experiments):
+        monkeypatch.setattr(module, "compile_seconds", lambda: compiling[0])
+    run = built_run(run_args(synthetic_cifar10, tmp_path, "--compile", "--numsamples", "64"))
+    measure = run.probe.measure
+
+    def compiling_probe(*args):
+        time.sleep(0.5)
+        compiling[0] += 0.5
+        return measure(*args)
+
+    monkeypatch.setattr(run.probe, "measure", compiling_probe)
+    started = time.perf_counter()
+    row = experiments.probe_train_and_test(run, 0)
+    wall = time.perf_counter() - started
+    assert row["compile_seconds"] == 0.5 and wall - 0.5 - 0.05 < row["seconds"] < wall - 0.5
+    assert 0 < row["probe_seconds"] < row["seconds"]
+
+
+@pytest.mark.e2e
+def test_the_time_spent_saving_each_epoch_is_recorded(synthetic_cifar10, tmp_path):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")) == 0
+    rows = records.read_record(record_path(tmp_path)).rows
+    assert all(0 < row["save_seconds"] < 60 for row in rows) and all(math.isnan(row["compile_seconds"]) for row in rows)
