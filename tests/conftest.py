@@ -30,6 +30,9 @@ import records  # noqa: E402
 from run import Run, build_run  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# The devices the bit-exactness tests run on: the CPU always, a CUDA GPU and Apple's MPS where present.
+DEVICES = ["cpu", *(name for name, present in (("cuda", torch.cuda.is_available()),
+                                                ("mps", torch.backends.mps.is_available())) if present)]
 
 
 def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -277,11 +280,11 @@ def small_dropout_net(num_classes: int = 10) -> nn.Module:
                          nn.MaxPool2d(4), nn.Dropout(0.3), nn.Flatten(), nn.Linear(8 * 64, num_classes))
 
 
-def make_batches(root, numsamples=96, batch_size=32) -> batching.DeviceBatches:
+def make_batches(root, numsamples=96, batch_size=32, device: str = "cpu") -> batching.DeviceBatches:
     train, test = datasets.load_cifar(root)
     data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=numsamples,
                                     corrupt_prob=0.5, probe_source="train", seed=0)
-    return batching.DeviceBatches(data, torch.device("cpu"), batch_size, 50)
+    return batching.DeviceBatches(data, torch.device(device), batch_size, 50)
 
 
 CLASS_COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230)]

@@ -9,7 +9,7 @@ import batching
 import datasets
 import noisy_data
 import susceptibility
-from conftest import assert_bit_identical, make_batches, small_dropout_net
+from conftest import DEVICES, assert_bit_identical, make_batches, small_dropout_net
 from models import create_model
 from susceptibility import probe_step
 from training import evaluate, train_one_epoch
@@ -20,7 +20,7 @@ def train_epochs(build_model, batches, epochs: int, with_probe: bool, seed: int 
     """Train with one global RNG seeding, optionally probing before every epoch; dropout masks then
     match only if the probe leaves the caller's random stream where it was."""
     torch.manual_seed(seed)
-    model = build_model()
+    model = build_model().to(batches.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     drops = []
     for epoch in range(epochs):
@@ -33,11 +33,12 @@ def train_epochs(build_model, batches, epochs: int, with_probe: bool, seed: int 
     return model, optimizer, drops
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("build_model", [lambda: create_model("resnet", 0.125), small_dropout_net],
                          ids=["resnet-batchnorm", "dropout"])
 @pytest.mark.e2e
-def test_probe_leaves_weights_batchnorm_and_optimizer_bit_identical(synthetic_cifar10, build_model):
-    batches = make_batches(synthetic_cifar10)
+def test_probe_leaves_weights_batchnorm_and_optimizer_bit_identical(synthetic_cifar10, build_model, device):
+    batches = make_batches(synthetic_cifar10, device=device)
     probed, probed_opt, drops = train_epochs(build_model, batches, 3, with_probe=True)
     plain, plain_opt, _ = train_epochs(build_model, batches, 3, with_probe=False)
     assert all(d != 0 for d in drops)  # the probe did take real steps

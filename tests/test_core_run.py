@@ -25,6 +25,7 @@ import records
 import sweep
 import training
 from conftest import (
+    DEVICES,
     ROOT,
     as_format_1,
     checkpoint_path,
@@ -95,9 +96,11 @@ def test_checkpoint_holds_the_final_model_labels_and_history(finished_run):
 
 
 @pytest.mark.e2e
-def test_same_arguments_give_identical_records_but_timings(synthetic_cifar10, finished_run, tmp_path):
-    assert experiments.main(run_args(synthetic_cifar10, tmp_path, epochs=3)) == 0
-    assert same_record(record_path(tmp_path, epochs=3), record_path(finished_run, epochs=3))
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_arguments_give_identical_records_but_timings(synthetic_cifar10, tmp_path, device):
+    for out in (tmp_path / "first", tmp_path / "second"):
+        assert experiments.main(run_args(synthetic_cifar10, out, "--device", device, epochs=3)) == 0
+    assert same_record(record_path(tmp_path / "first", epochs=3), record_path(tmp_path / "second", epochs=3))
 
 
 @pytest.mark.e2e
@@ -185,9 +188,11 @@ INTERRUPTIONS = {
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("signum, start, extra", INTERRUPTIONS.values(), ids=INTERRUPTIONS.keys())
 def test_interrupted_run_resumes_to_the_uninterrupted_record(slow_epoch_data, tmp_path, capsys, signum,
-                                                             start, extra):
+                                                             start, extra, device):
+    extra = [*extra, "--device", device]
     argv = run_args(slow_epoch_data, tmp_path / "cut", *extra, epochs=4)
     command = [sys.executable, str(ROOT / "experiments.py"), *argv]
     process = start(command)

@@ -6,6 +6,7 @@ import functools
 import math
 import operator
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -166,6 +167,19 @@ def test_kept_worker_processes_augment_every_pass_as_fresh_ones_would(synthetic_
     started = list(workers_of())
     list(kept.train_batches(torch.Generator().manual_seed(9)))
     assert len(started) == workers and workers_of() == started  # the same processes, every pass
+
+
+@pytest.mark.e2e
+def test_loader_workers_leave_stop_signals_to_the_main_process(synthetic_cifar10):
+    """Ctrl-C reaches the whole process group, a scheduler's SIGTERM every process of the job: the
+    main process ends the run cleanly, and then its workers."""
+    kept = loader_path(synthetic_cifar10, 2)
+    list(kept.train_batches(torch.Generator().manual_seed(0)))
+    for worker in kept.loaders[kept.train_set]._iterator._workers:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(worker.pid, signum)
+    time.sleep(0.5)
+    assert len(list(kept.train_batches(torch.Generator().manual_seed(1)))) == 7
 
 
 # --------------------------------------------------------------------------------------------------
