@@ -269,15 +269,15 @@ def test_cancelling_one_job_leaves_the_others_running_and_a_rerun_resumes_only_i
 
 def test_a_run_with_a_bad_setting_is_reported_failed_with_its_log_line_and_the_others_finish(
         cluster, tmp_path, synthetic_cifar10, capsys):
-    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\namp = [false, true]\n',
+    path = write_sweep(tmp_path, synthetic_cifar10, '[grid]\nmodel = "cnn"\nscale = 0.125\nnoisy_holdout = [0, 250]\n',
                        epochs=1)
     good, bad = grid.load_sweep(path).runs
     assert sweep.main([str(path), *SLURM, "--wait"]) == 1
     out = capsys.readouterr().out
     assert f"done {good.name}" in out and f"failed {bad.name} (job {job_of(bad)}); log {bad.log}" in out
     assert "1 of 2 runs finished, 1 failed, 0 unfinished" in out
-    assert (f"failed {bad.name} (exit code 2); log {bad.log}: experiments.py: error: --amp (bf16 autocast) "
-            f"needs a CUDA device, not cpu; leave it out") in out
+    assert (f"failed {bad.name} (exit code 2); log {bad.log}: experiments.py: error: --noisy-holdout 250 needs "
+            f"that many training images outside the --numsamples subset, but 236 are left") in out
     assert "fix the cause, then rerun with --retry-failed" in out
     assert sweep_jobs.run_state(bad, set()) == sweep_jobs.FAILED
 
