@@ -17,6 +17,7 @@ import math
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -168,6 +169,16 @@ def save_epoch(run: Run, paths: Paths, row: dict) -> None:
         write_record(run, paths)
 
 
+def holds_every_epoch(record: Path, epochs: int) -> bool:
+    """Whether `record` is a run record with all `epochs` rows. A finished run's record is rewritten
+    from its checkpoint only where it is not (its process ended between writing the two), since the
+    checkpoint's copy of the last row lacks the time the last save took."""
+    try:
+        return len(records.read_record(record).rows) == epochs
+    except (OSError, ValueError):
+        return False
+
+
 def sample_scores(run: Run) -> dict[str, list]:
     """Per training sample: its row in the dataset, assigned and true label (empty where unknown)
     and each score of `records.SAMPLE_SCORES` (empty where it has no value)."""
@@ -252,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                     records.remove_stale_temporaries(path)
                 run = start(args, argv, paths)
                 if len(run.rows) == run.config.epochs:
-                    write_record(run, paths)
+                    if not holds_every_epoch(paths.record, run.config.epochs):
+                        write_record(run, paths)
                     print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
                     return 0
                 return train(run, paths, argv)

@@ -541,3 +541,16 @@ def test_the_time_spent_saving_each_epoch_is_recorded(synthetic_cifar10, tmp_pat
     assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")) == 0
     rows = records.read_record(record_path(tmp_path)).rows
     assert all(0 < row["save_seconds"] < 60 for row in rows) and all(math.isnan(row["compile_seconds"]) for row in rows)
+
+
+@pytest.mark.e2e
+def test_a_finished_run_whose_record_lost_its_last_epoch_gets_it_back_from_the_checkpoint(synthetic_cifar10, tmp_path):
+    argv = run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")
+    assert experiments.main(argv) == 0
+    path = record_path(tmp_path)
+    whole = records.read_record(path)
+    records.write_record(path, records.RunRecord(whole.meta, whole.rows[:1]))  # killed before the record's rewrite
+    assert experiments.main([*argv, "--resume"]) == 0
+    repaired = records.read_record(path)
+    assert len(repaired.rows) == 2 and math.isnan(repaired.rows[1]["save_seconds"])
+    assert repaired.rows[1]["test_loss"] == whole.rows[1]["test_loss"]
