@@ -215,6 +215,9 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in [
     Flag("--checkpoint-dir", RUN, dict(default="checkpoint",
                                        help="folder of the checkpoint (model, optimizer and labels; kept after the "
                                             "last epoch)")),
+    Flag("--tensorboard", RUN, dict(default=None, metavar="DIR",
+                                    help="also write every record column as TensorBoard scalars into DIR/<run name>, "
+                                         "one step per epoch; a resumed run continues the same curves")),
     Flag("--resume", RUN, dict(action="store_true", help="continue the run from its checkpoint")),
     Flag("--overwrite", RUN, dict(action="store_true", help="discard an existing run and start over")),
     Flag("--amp", SPEED, dict(action="store_true",

@@ -18,7 +18,7 @@ import label_noise
 # Settings that change where files go or how fast the run is, but not what it computes (beyond the
 # last digits: `deterministic`, compared on --resume as the machine's facts are).
 OPERATIONAL = {"device", "workers", "eval_batchsize", "data_dir", "results_dir", "checkpoint_dir",
-               "filename", "modelfilename", "deterministic"}
+               "filename", "modelfilename", "deterministic", "tensorboard"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class RunConfig:
     device: str                # as given (`auto`); the device chosen is in the record's environment
     results_dir: str
     checkpoint_dir: str
+    tensorboard: str | None    # folder of TensorBoard event files, or None
     amp: bool
     channels_last: bool        # the device's default, or the resumed run's own choice, when left out
     compile: bool

@@ -34,6 +34,7 @@ from machine import amp_refusal, channels_last_default, configure_device, prepar
 from run import Run, build_run
 from streams import Stream
 from susceptibility import derive_seed, torch_generator
+from tensorboard_log import TensorBoardLog
 from traceless import seed_global_streams
 from training import NonFiniteLoss, clock, compile_seconds, evaluate, train_one_epoch, without_subsets
 
@@ -229,10 +230,14 @@ def start(args, argv: list[str], paths: Paths) -> Run:
 def train(run: Run, paths: Paths, argv: list[str]) -> int:
     """The epoch loop; returns the process exit code."""
     print(opening_line(run))
+    board = TensorBoardLog(run.config.tensorboard, run.meta["run"]["name"], run.rows) \
+        if run.config.tensorboard else None
     try:
         for epoch in range(len(run.rows), run.config.epochs):
             row = probe_train_and_test(run, epoch)
             save_epoch(run, paths, row)
+            if board:
+                board.add_row(row)
             tqdm.write(summary_line(row, run.config.epochs))
     except NonFiniteLoss as error:
         reason = f"non-finite {error.quantity} in epoch {len(run.rows)} ({error})"
@@ -246,6 +251,9 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"\n{interruption_message(run, paths, argv)}", file=sys.stderr)
         return INTERRUPTED
+    finally:
+        if board:
+            board.close()
     print(f"done: {paths.record} and the final model in {paths.checkpoint}")
     return 0
 

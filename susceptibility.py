@@ -9,6 +9,9 @@ the running mean of r over epochs.
     for epoch in range(epochs):
         r = zeta.measure(model, optimizer)   # before the epoch's training
         ...                                  # train as usual; zeta.zeta is the running ζ
+
+This file is long because it stands alone: with zeta_stats.py it is what `pip install .` installs,
+so the metric, its unlabeled-image handling and its state travel together into any training loop.
 """
 from __future__ import annotations
 

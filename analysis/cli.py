@@ -5,9 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.figures import FIGURE_FORMATS, plot_regions, save_formats, write_figures
+from analysis.detectors import has_detectors
+from analysis.figures import FIGURE_FORMATS, plot_detectors, plot_regions, save_formats, write_figures
+from analysis.probes import probes_with_batches
 from analysis.loading import ZETA_COLUMNS, load_runs, populations, select_population, zeta_mismatches
-from analysis.reports import seed_populations_report, selection_report, signals_report
+from analysis.reports import (detectors_report, probes_report, seed_populations_report, selection_report,
+                              signals_report)
 from analysis.seeds import seed_populations
 from analysis.selection import select_models, tau_across_runs, tau_along_epochs
 
@@ -61,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         print(selection_report(selection, across, along))
         print()
         print(signals_report(table, args.epoch, args.convention))
+        if probes_with_batches(table):
+            print()
+            print(probes_report(table, args.epoch, args.convention))
+        if has_detectors(table):
+            print()
+            print(detectors_report(table))
         per_seed = seed_populations(table, args.epoch, args.convention) if args.per_seed else None
         if per_seed is not None:
             print()
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.figures:
             paths = write_figures(table, selection, args.figures, args.epoch, args.convention,
                                   args.curves, tuple(args.formats), args.compare)
+            if has_detectors(table):
+                paths += save_formats(plot_detectors(table), Path(args.figures) / "detectors", tuple(args.formats))
             for seed, seed_selection in (per_seed.selections.items() if per_seed else ()):
                 paths += save_formats(plot_regions(seed_selection, f"seed {seed}"),
                                       Path(args.figures) / f"regions_seed{seed}", tuple(args.formats))

@@ -1,5 +1,5 @@
 """The paper's figures from the runs' table: each run's curves, ζ against memorization, the four
-regions and the signals. The only part of the analysis that needs matplotlib."""
+regions, the signals, and the per-sample detectors of wrong labels. The only part of the analysis that needs matplotlib."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +11,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from analysis.detectors import MEASURES
 from analysis.loading import (ACCURACY_CURVES, describe_epoch, filter_runs, known, run_curves, runs_at_epoch,
                               zeta_column)
 from analysis.naming import model_name, optimizer_name, run_title
@@ -219,3 +220,34 @@ def draw_region_table(axes, regions: pd.DataFrame) -> None:
     axes.axis("off")
     axes.table(cellText=cells, colLabels=["region", "train acc", "ζ", "runs", "test acc (%)"],
                loc="center", cellLoc="center")
+
+
+SCORE_LABELS = {"aum": "AUM (low margin)", "csl": "cumulative loss", "forgetting": "forgetting events",
+                "learned_at": "learned late or never", "changes": "prediction changes"}
+
+
+def plot_detectors(table: pd.DataFrame) -> Figure:
+    """Each per-sample score's AUROC (left) and average precision (right) for finding the wrong
+    labels, over the epochs: the mean over the runs with a band of ± one standard deviation, chance
+    level marked (AUROC 0.5; precision the mean share of wrong labels)."""
+    figure = Figure(figsize=(11, 4.6), layout="constrained")
+    panels = figure.subplots(1, 2, sharex=True)
+    for axes, (measure, label) in zip(panels, MEASURES.items()):
+        columns = {f"{score}_{measure}": score for score in SCORE_LABELS}
+        grouped = table.groupby("epoch")[list(columns)]
+        mean, spread = grouped.mean(), grouped.std()
+        for column, score in columns.items():
+            line, = axes.plot(mean.index, mean[column], label=SCORE_LABELS[score])
+            axes.fill_between(mean.index, mean[column] - spread[column], mean[column] + spread[column],
+                              color=line.get_color(), alpha=0.15, linewidth=0)
+        chance = 0.5 if measure == "auroc" else table.drop_duplicates("run")["fraction_wrong"].mean()
+        axes.axhline(chance, color="gray", linestyle=":", linewidth=1, label="chance")
+        axes.set(xlabel="epoch (0-based, as in the record)", ylabel=label, ylim=(0, 1))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    figure.legend(*panels[0].get_legend_handles_labels(), loc="outside lower center", ncol=6, fontsize="small",
+                  frameon=False)
+    runs = table["run"].nunique()
+    figure.suptitle(f"Which labels are wrong: per-sample scores as detectors, mean ± std over {runs} runs",
+                    fontsize="medium")
+    return figure

@@ -30,6 +30,7 @@ RUN_FIELDS = {
     "ground_truth": ("noise", "ground_truth"),
     "dataset": ("data", "dataset"),
     "train_size": ("data", "train_size"),
+    "test_size": ("data", "test_size"),
     "num_classes": ("data", "num_classes"),
     "fraction_wrong": ("noise", "fraction_wrong"),
     "finished": ("status", "finished"),

@@ -6,9 +6,13 @@ import pandas as pd
 
 from analysis.loading import describe_epoch
 from analysis.seeds import SeedPopulations
-from analysis.selection import (SELECTION_RULES, Correlation, ModelSelection, correlation_warnings,
-                                selection_warnings)
+from analysis.selection import (SELECTION_RULES, Correlation, ModelSelection, correlation_warnings, kendall,
+                                select_models, selection_warnings)
 from analysis.signal_rules import LABEL_WAVE_PATIENCE, LABEL_WAVE_WINDOW, compare_signals, compare_stopping
+from analysis.detectors import detector_table
+from analysis.loading import runs_at_epoch
+from analysis.probes import MAIN, batch_columns, probes_with_batches, uncertain_regions, zeta_with_errors
+from analysis.uncertainty import bounds_text
 
 
 def mean_std_text(mean: float, std: float, digits: int = 2) -> str:
@@ -65,8 +69,8 @@ def styled(frame: pd.DataFrame):
 
 def selection_report(selection: ModelSelection, across: Correlation, along: pd.DataFrame) -> str:
     """The text that the shell entry point prints: regions, rule picks, per-run values and τ."""
-    runs = selection.runs.join(along[["tau", "pvalue"]].add_suffix("_along_epochs"))
-    picks = selection.picks.rename(index=SELECTION_RULES)
+    runs = selection.runs.drop(columns="test_size").join(along[["tau", "pvalue"]].add_suffix("_along_epochs"))
+    picks = with_test_interval(selection.picks).rename(index=SELECTION_RULES)
     lines = [
         f"{len(selection.runs)} runs at {describe_epoch(selection.epoch)}; "
         f"zeta by the {selection.convention} convention",
@@ -87,6 +91,14 @@ def selection_report(selection: ModelSelection, across: Correlation, along: pd.D
                      f"{', '.join(selection.left_out)}")
     lines += [f"warning: {warning}" for warning in selection_warnings(selection) + correlation_warnings(across, along)]
     return "\n".join(lines)
+
+
+def with_test_interval(picks: pd.DataFrame) -> pd.DataFrame:
+    """Picks with the 95 % binomial interval of their test accuracy in place of the test-set size."""
+    intervals = [bounds_text(acc, size) for acc, size in zip(picks["test_acc"], picks["test_size"])]
+    picks = picks.drop(columns="test_size")
+    picks.insert(picks.columns.get_loc("test_acc") + 1, "test_acc_95", intervals)
+    return picks
 
 
 def signals_report(table: pd.DataFrame, epoch: int | None, convention: str) -> str:
@@ -132,3 +144,41 @@ def seed_populations_report(populations_: SeedPopulations, along: pd.DataFrame) 
         "",
         along_summary(along),
     ])
+
+
+def probes_report(table: pd.DataFrame, epoch: int | None, convention: str) -> str:
+    """For records that keep each probe batch's r: ζ of each such probe with its standard error,
+    τ between it and memorization across runs, and the runs whose region the standard error of the
+    ζ that splits the regions leaves open."""
+    lines = [f"zeta of each probe from all its batches, with its standard error, at {describe_epoch(epoch)}:"]
+    per_probe = {}
+    for probe in probes_with_batches(table):
+        values = zeta_with_errors(table, probe, epoch, convention)
+        per_probe[f"{probe} ({len(batch_columns(table, probe))} batches)"] = values["zeta"].map(
+            lambda value: "–" if pd.isna(value) else f"{value:.4f}") + values["zeta_se"].map(
+            lambda error: "" if pd.isna(error) else f" ± {error:.4f}")
+        tau = kendall(values["zeta"], runs_at_epoch(table, epoch)["train_noisy_acc"].reindex(values.index))
+        lines.append(f"  {probe}: Kendall tau(zeta, noisy-subset accuracy) {tau.tau:.3f} "
+                     f"(p = {p_value_text(tau.pvalue)}, {tau.n} runs)")
+    lines += ["", pd.DataFrame(per_probe).to_string()]
+    if MAIN in probes_with_batches(table):
+        selection = select_models(table, epoch, convention)
+        open_runs = uncertain_regions(selection, zeta_with_errors(table, MAIN, epoch, convention)["zeta_se"])
+        lines += ["", f"runs within two standard errors of the mean zeta ({selection.zeta_mean:.4f}), whose "
+                      f"region is therefore not settled: {len(open_runs)}"]
+        if len(open_runs):
+            lines.append(format_table(open_runs))
+    return "\n".join(lines)
+
+
+def detectors_report(table: pd.DataFrame) -> str:
+    """The per-sample scores as detectors of the wrong labels: AUROC and average precision at each
+    run's last and best-test epoch, mean ± std over the runs and per seed."""
+    overall = detector_table(table)
+    text = overall.assign(value=[mean_std_text(m, s, 3) for m, s in zip(overall["mean"], overall["std"])])
+    wide = text["value"].unstack("measure")
+    per_seed = detector_table(table, by_seed=True)
+    seeds = per_seed.assign(value=per_seed["mean"].map(lambda v: f"{v:.3f}"))["value"].unstack(["seed", "measure"])
+    return "\n".join([
+        "Per-sample scores as detectors of the wrong labels (mean ± std over the runs with ground truth):",
+        wide.to_string(), "", "The same per seed (mean over its runs):", seeds.to_string()])

@@ -69,7 +69,7 @@ def tau_along_epochs(table: pd.DataFrame, convention: str = "paper") -> pd.DataF
 class ModelSelection:
     """The four-region study of one epoch: each run's region, the regions' test accuracy, each rule's pick."""
 
-    runs: pd.DataFrame       # per run: train_acc, zeta, test_acc, train_noisy_acc, region
+    runs: pd.DataFrame       # per run: train_acc, zeta, test_acc, train_noisy_acc, test_size, region
     train_acc_mean: float
     zeta_mean: float
     regions: pd.DataFrame    # per region 1-4: REGIONS' columns, count, test_acc_mean, test_acc_std
@@ -127,7 +127,8 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
     values = pd.DataFrame({"train_acc": snapshot["train_acc"],
                            "zeta": snapshot[zeta_column(convention)],
                            "test_acc": snapshot["test_acc"],
-                           "train_noisy_acc": snapshot["train_noisy_acc"]})
+                           "train_noisy_acc": snapshot["train_noisy_acc"],
+                           "test_size": snapshot["test_size"]})
     runs = values.dropna(subset=["train_acc", "zeta", "test_acc"])
     if runs.empty:
         raise ValueError(f"no run has training accuracy, zeta and test accuracy at {describe_epoch(epoch)}")

@@ -9,6 +9,7 @@ import pandas as pd
 
 import records
 from analysis.loading import runs_at_epoch, zeta_column
+from analysis.uncertainty import bounds_text
 from analysis.selection import best_run, kendall, select_models
 
 
@@ -37,6 +38,7 @@ def signal_values(table: pd.DataFrame, epoch: int | None, convention: str) -> pd
     snapshot = runs_at_epoch(table, epoch)
     values = snapshot[[column for column in SIGNALS if column != "zeta"] + ["test_acc"]].copy()
     values.insert(1, "zeta", snapshot[zeta_column(convention)])
+    values["test_size"] = snapshot["test_size"]
     return values
 
 
@@ -47,6 +49,7 @@ def compare_signals(table: pd.DataFrame, epoch: int | None = None, convention: s
     Rules: the paper's Region 1 rule, each signal alone (highest training and hold-out accuracy,
     lowest ζ, prediction changes and negative-margin fraction) and the oracle (highest test
     accuracy). A good signal has τ of the sign of its direction: positive where higher is better.
+    `test_acc_95` is the 95 % binomial interval of each pick's test accuracy.
     """
     values = signal_values(table, epoch, convention)
     rows = {}
@@ -65,6 +68,9 @@ def compare_signals(table: pd.DataFrame, epoch: int | None = None, convention: s
                       "run": best_run(values.dropna(subset=["test_acc"]), "test_acc"),
                       "test_acc": values["test_acc"].max()}
     frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.insert(frame.columns.get_loc("test_acc") + 1, "test_acc_95",
+                 [bounds_text(row["test_acc"], values["test_size"].get(row["run"], np.nan))
+                  for _, row in frame.iterrows()])
     frame.index.name = "rule"
     return frame
 

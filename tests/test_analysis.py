@@ -270,12 +270,12 @@ region
 3            low   low  not trainable, resists memorization      1         50.00            –
 4            low  high                              neither      2         25.00         7.07
 
-                                          run train_acc   zeta test_acc train_noisy_acc  region
+                                          run train_acc   zeta test_acc test_acc_95 train_noisy_acc  region
 rule
-Region 1, highest training accuracy in it   a     90.00 1.0000    70.00               –       1
-training accuracy alone, highest            b     95.00 5.0000    60.00               –       2
-zeta alone, lowest                          d     40.00 0.5000    50.00               –       3
-oracle, highest test accuracy               c     70.00 2.0000    75.00               –       1
+Region 1, highest training accuracy in it   a     90.00 1.0000    70.00           –               –       1
+training accuracy alone, highest            b     95.00 5.0000    60.00           –               –       2
+zeta alone, lowest                          d     40.00 0.5000    50.00           –               –       3
+oracle, highest test accuracy               c     70.00 2.0000    75.00           –               –       1
 
     train_acc   zeta test_acc train_noisy_acc  region tau_along_epochs pvalue_along_epochs
 run
@@ -310,7 +310,7 @@ def test_shell_entry_point_prints_the_table_and_tau(selection_table, tmp_path, c
     assert printed[:len(expected)] == expected
     rest = {tuple(line[:2]): line for line in printed[len(expected):]}
     assert rest[("Model", "selection")][:4] == ["Model", "selection", "by", "each"]
-    assert rest[("train", "acc")][-6:-3] == ["highest", "b", "60.00"]  # the pick and its test accuracy
+    assert rest[("train", "acc")][-7:-3] == ["highest", "b", "60.00", "–"]  # the pick, its test accuracy, no test size
     assert rest[("Early", "stopping")] and rest[("last", "epoch")][2:4] == ["6", "50.83"]
 
 

@@ -88,7 +88,7 @@ def test_notebook_runs_headless_and_saves_every_figure(results_folder, monkeypat
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     names = [path.stem for path in sorted(results_folder.glob("*.csv")) if path.name != "broken.csv"]
-    stems = [f"curves_{name}" for name in names] + ["zeta_vs_memorization", "regions", "signals"]
+    stems = [f"curves_{name}" for name in names] + ["zeta_vs_memorization", "regions", "signals", "detectors"]
     expected = {f"{stem}.{extension}" for stem in stems for extension in ("png", "pdf")}
     figure_dir = results_folder / "notebook_figures"  # not analysis' --figures folder: nothing overwritten
     assert {path.name for path in figure_dir.iterdir()} == expected

@@ -140,12 +140,17 @@ def test_the_documents_tables_are_what_the_committed_records_give(folder):
         assert not missing, f"{folder}, table {name}: not in docs/REPRODUCTION.md: {missing}"
 
 
-@pytest.mark.parametrize("where, heading", [(DOCUMENT, "## Verdicts"), (README, "## Reproduction at small scale")])
+# The paper's own numbers, which the claims table quotes beside ours (the authors' README, Clothing1M).
+PAPER_NUMBERS = {"61.80", "1.64", "57.89", "3.56", "51.25", "17.21", "51.42", "9.71"}
+
+
+@pytest.mark.parametrize("where, heading", [(DOCUMENT, "## Verdicts"), (README, "## Reproduction at small scale"),
+                                            (DOCUMENT, "## The paper's claims, and what this project finds")])
 def test_the_headline_numbers_are_in_the_tables_of_the_committed_records(where, heading):
     headlines = section(where.read_text(), heading)
     in_tables = {number for folder in QUOTED_TABLES for text in rendered(folder).values()
                  for number in DECIMAL.findall(text)}
-    quoted = DECIMAL.findall(headlines)
+    quoted = [number for number in DECIMAL.findall(headlines) if number not in PAPER_NUMBERS]
     assert quoted
     assert not set(quoted) - in_tables, f"{where.name}, {heading}: numbers no table gives: {set(quoted) - in_tables}"
 

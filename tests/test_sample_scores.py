@@ -141,3 +141,30 @@ def test_a_checkpoint_without_the_newer_histories_resumes_and_names_them(synthet
     assert experiments.main([*argv, "--resume"]) == 0
     assert ("holds no loss_sum, last_correct, forgetting, learned_at, prediction_changes history"
             in capsys.readouterr().err)
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_folder,) = folder.iterdir()
+    events = EventAccumulator(str(run_folder), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.e2e
+def test_tensorboard_holds_every_column_once_per_epoch_also_after_an_interrupt(synthetic_cifar10, tmp_path,
+                                                                                 monkeypatch):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed")
+    board = tmp_path / "board"
+    argv = run_args(synthetic_cifar10, tmp_path, "--numsamples", "200", "--tensorboard", str(board), epochs=3)
+    interrupt_at_epoch(monkeypatch, 2)
+    assert experiments.main(argv) == command_line.INTERRUPTED
+    monkeypatch.undo()
+    assert experiments.main([*argv, "--resume"]) == 0
+    rows = records.read_record(record_path(tmp_path, epochs=3)).rows
+    scalars = tensorboard_scalars(board)
+    for column in ("test_acc", "phi_before", "csl_auroc", "seconds"):
+        assert scalars[column] == [(row["epoch"], pytest.approx(row[column], rel=1e-6)) for row in rows], column
+    assert [step for step, _ in scalars["susceptibility"]] == [1, 2]  # undefined (empty) at epoch 0
+    assert experiments.main([*argv, "--overwrite"]) == 0  # a run started over replaces its curves
+    assert [step for step, _ in tensorboard_scalars(board)["test_acc"]] == [0, 1, 2]

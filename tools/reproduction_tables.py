@@ -19,7 +19,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import loading, naming, reports, seeds, selection, signal_rules  # noqa: E402
+from analysis import loading, naming, reports, seeds, selection, signal_rules, uncertainty  # noqa: E402
 
 SETTING = ["model", "scale", "optimizer", "lr_initial", "scheduler"]
 
@@ -133,13 +133,15 @@ def regions_table(table: pd.DataFrame) -> str:
 
 
 def picks_table(table: pd.DataFrame) -> str:
-    """Test accuracy of each rule's pick in each seed's population, and mean ± std over them."""
+    """Test accuracy of each rule's pick in each seed's population, with its 95 % binomial interval
+    on the test set, and the mean ± std over the populations."""
     populations = seeds.seed_populations(table)
     picks = populations.picks
+    test_size = int(table["test_size"].dropna().iloc[0])
     labels = {"region 1": "Region 1 (paper)", "train acc": "training accuracy alone", "zeta": "ζ alone",
               "noisy hold-out": "noisy hold-out accuracy", "prediction changes": "prediction changes",
               "negative margins": "negative-margin fraction", "oracle": "oracle (test accuracy)"}
-    rows = [[labels.get(rule, rule)] + [reports.mean_std_text(value, np.nan, 1) for value in picks.loc[rule]]
+    rows = [[labels.get(rule, rule)] + [uncertainty.interval_text(value, test_size) for value in picks.loc[rule]]
             + [spread(picks.loc[rule], 1)] for rule in picks.index]
     return markdown(["rule"] + list(picks.columns) + ["mean ± std"], rows)
 

@@ -10,8 +10,9 @@ folder dataset, a ResNet with a step schedule) and keeps their records and final
 keeps the text that `python -m analysis` and `tools/reproduction_tables.py` print for the committed
 populations and the PNG figures `analysis` draws for them. Everything goes through the command
 lines, so the same script records the old and the new code. `compare` reports every difference:
-epoch rows apart from the `seconds` column, header sections (a section only one side has is listed,
-not counted as a difference), final weights, printed text and figure bytes. It exits 1 on any
+the columns both records have, apart from wall times (a column only the new recording has is an
+addition, not a difference; one it lacks is), header sections (one only the new side has, of
+`ADDED_SECTIONS`, is an addition), final weights, printed text and figure bytes. It exits 1 on any
 difference. Runs use one torch thread; compare only recordings made on the same machine.
 
 It reads the real CIFAR-10 subset and its CIFAR-10N labels from ../shared/data (see --data-dir).
@@ -41,7 +42,7 @@ POPULATIONS = {
 }
 # Header sections that a recording may add without changing what a run computes.
 ADDED_SECTIONS = {"command"}
-TIMING_COLUMNS = {"seconds"}
+TIMING_COLUMNS = {"seconds", "probe_seconds", "extra_probe_seconds"}
 
 
 def base_args(name: str, data_dir: Path, out: Path, epochs: int = 2) -> list[str]:
@@ -170,6 +171,15 @@ def record_parts(path: Path, out: Path) -> tuple[dict, list[str], list[dict]]:
     return meta, header.split(","), rows
 
 
+def section_changes(old, new) -> list[str]:
+    """How a header section changed: the values of the keys both have that differ, and keys that are
+    gone (keys only the new section has are additions of the new code, not changes)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [f"{old} vs {new}"]
+    return [f"{key}: {old[key]!r} vs {new[key]!r}" if key in new else f"{key} is gone"
+            for key in old if key not in new or old[key] != new[key]]
+
+
 def compare_records(before: Path, after: Path) -> list[str]:
     differences = []
     names = sorted(p.name for p in (before / "records").glob("*.csv"))
@@ -178,15 +188,19 @@ def compare_records(before: Path, after: Path) -> list[str]:
     for name in names:
         meta_a, columns_a, rows_a = record_parts(before / "records" / name, before)
         meta_b, columns_b, rows_b = record_parts(after / "records" / name, after)
-        if columns_a != columns_b:
-            differences.append(f"{name}: columns differ")
-        if json.dumps(rows_a, sort_keys=True) != json.dumps(rows_b, sort_keys=True):
+        common = [column for column in columns_a if column in columns_b and column not in TIMING_COLUMNS]
+        if [c for c in columns_a if c in common] != [c for c in columns_b if c in common]:
+            differences.append(f"{name}: the columns both records have are in another order")
+        removed = [column for column in columns_a if column not in columns_b]
+        if removed:
+            differences.append(f"{name}: columns {', '.join(removed)} are gone")
+        if json.dumps([{c: row[c] for c in common} for row in rows_a]) != \
+                json.dumps([{c: row[c] for c in common} for row in rows_b]):
             differences.append(f"{name}: epoch rows differ")
         for section in sorted(set(meta_a) | set(meta_b)):
             if section in meta_a and section in meta_b:
-                if meta_a[section] != meta_b[section]:
-                    differences.append(f"{name}: header section {section!r} differs: "
-                                       f"{meta_a[section]} vs {meta_b[section]}")
+                differences += [f"{name}: header section {section!r}: {change}"
+                                for change in section_changes(meta_a[section], meta_b[section])]
             elif section not in ADDED_SECTIONS:
                 differences.append(f"{name}: header section {section!r} only on one side")
     return differences

@@ -1,0 +1,166 @@
+"""Print the tables of docs/REPRODUCTION.md's probe study, as markdown, from the records of the
+probe-study population (sweeps/probe_study.toml): how noisy one probe batch is, whether averaging
+batches helps, training images against held-out ones, what the probes cost, which samples the runs
+memorized, and paired comparisons of the picks on the same test images.
+
+    python tools/probe_study_tables.py docs/records/probe_study
+
+Every run carries two extra probes of several batches per epoch (`train_probe_r<j>`,
+`heldout_probe_r<j>`) beside the paper's one-batch probe that defines its ζ; ζ of k batches is
+formed from the first k. tests/test_reproduction.py checks that the document quotes these tables
+as they are printed here.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis import detectors, loading, probes, reports, selection, uncertainty  # noqa: E402
+from reproduction_tables import markdown, spread  # noqa: E402
+
+SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
+BATCH_COUNTS = (1, 2, 4)
+PICKS = {"region 1": "Region 1 (paper)", "lowest zeta above mean train acc": "lowest ζ above the mean training accuracy"}
+
+
+def zeta_table(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`table` with its ζ formed from the given batch columns."""
+    return probes.with_zeta_of(table, columns)
+
+
+def per_seed(table: pd.DataFrame, measure) -> pd.Series:
+    """`measure(runs of one seed)` for each seed, as a Series by seed."""
+    return pd.Series({int(seed): measure(runs) for seed, runs in table.groupby("seed")})
+
+
+def noise_table(table: pd.DataFrame) -> str:
+    """For each extra probe: the spread of r over the batches of an epoch against r itself, the
+    standard error of ζ at the last epoch, the spread of ζ between the runs of a seed, and the
+    split-half reliability of ζ (Kendall τ across runs between ζ of two batches and ζ of the two
+    others)."""
+    rows = []
+    for probe, label in SOURCES.items():
+        columns = probes.batch_columns(table, probe)
+        later = table[table["epoch"] >= 1]
+        batch_sd = later[columns].std(axis=1, ddof=1)
+        relative = batch_sd / later[columns].mean(axis=1).abs()
+        final = probes.zeta_with_errors(table, probe)
+        last = loading.runs_at_epoch(table)
+        between = final["zeta"].groupby(last["seed"]).std()
+        halves = len(columns) // 2
+        first_half = loading.runs_at_epoch(zeta_table(table, columns[:halves]))["zeta_paper"]
+        second_half = loading.runs_at_epoch(zeta_table(table, columns[halves:]))["zeta_paper"]
+        taus = per_seed(last.assign(a=first_half, b=second_half),
+                        lambda runs: selection.kendall(runs["a"], runs["b"]).tau)
+        rows.append([label, str(len(columns)), f"{batch_sd.median():.4f}", f"{relative.median():.2f}",
+                     f"{final['zeta_se'].median():.4f}", f"{between.mean():.4f}",
+                     f"{final['zeta_se'].median() / between.mean():.2f}", spread(taus, 2)])
+    header = ["probe", "batches", "sd of r over an epoch's batches (median)", "that sd / r (median)",
+              "SE of ζ, last epoch (median)", "sd of ζ between runs (mean over seeds)", "SE / sd between runs",
+              "split-half τ (mean ± std over seeds)"]
+    return markdown(header, rows)
+
+
+def rule_picks(runs: pd.DataFrame) -> dict[str, float]:
+    """Test accuracy of Region 1's pick and of the lowest ζ among the runs above the mean training
+    accuracy, in one seed's runs."""
+    chosen = selection.select_models(runs)
+    trainable = chosen.runs[chosen.runs["region"].isin([1, 2])]
+    return {"region 1": chosen.picks.loc["region 1", "test_acc"],
+            "lowest zeta above mean train acc": trainable.loc[trainable["zeta"].idxmin(), "test_acc"]}
+
+
+def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The table with ζ of each probe and batch count: the paper's probe, then k = 1, 2, 4 batches of
+    each extra probe."""
+    found = {"the paper's probe, 1 batch": table}
+    for probe, label in SOURCES.items():
+        columns = probes.batch_columns(table, probe)
+        for count in BATCH_COUNTS:
+            if count <= len(columns):
+                found[f"{label}, {count} batch{'es' * (count > 1)}"] = zeta_table(table, columns[:count])
+    return found
+
+
+def averaging_table(table: pd.DataFrame) -> str:
+    """Per probe and number of batches: τ(ζ, memorization) across each seed's runs and along each
+    run's epochs, and the test accuracy of each ζ rule's pick; mean ± std over seeds."""
+    rows = []
+    for label, zetas in variants(table).items():
+        across = per_seed(zetas, lambda runs: selection.tau_across_runs(runs).tau)
+        along = selection.tau_along_epochs(zetas)["tau"].median()
+        picks = per_seed(zetas, rule_picks).apply(pd.Series)
+        rows.append([label, spread(across, 2), f"{along:.2f}", *(spread(picks[rule], 1) for rule in PICKS)])
+    header = ["ζ from", "τ across runs", "τ along epochs (median)", *PICKS.values()]
+    return markdown(header, rows)
+
+
+def cost_table(table: pd.DataFrame) -> str:
+    """Seconds per probe batch against the epoch, per architecture (medians over its runs' epochs)."""
+    extra_batches = sum(len(probes.batch_columns(table, probe)) for probe in SOURCES)
+    rows = []
+    for model, epochs in table.groupby("model"):
+        per_batch = epochs["probe_seconds"].median()
+        extra = (epochs["extra_probe_seconds"] / extra_batches).median()
+        epoch = epochs["seconds"].median()
+        rows.append([str(model), f"{per_batch:.3f}", f"{extra:.3f}", f"{epoch:.2f}", f"{100 * per_batch / epoch:.1f} %"])
+    return markdown(["model", "paper's probe, s", "one extra batch, s", "epoch, s", "one batch / epoch"], rows)
+
+
+def detectors_table(table: pd.DataFrame) -> str:
+    """Each per-sample score as a detector of the wrong labels, mean ± std over all runs."""
+    summary = detectors.detector_table(table)
+    rows = []
+    for (moment, score), group in summary.groupby(level=["moment", "score"], observed=True, sort=False):
+        values = group.droplevel(["moment", "score"])
+        rows.append([moment, score, *(reports.mean_std_text(values.loc[m, "mean"], values.loc[m, "std"], 3)
+                                      for m in detectors.MEASURES)])
+    return markdown(["at", "score", "AUROC", "average precision"], rows)
+
+
+def paired_table(table: pd.DataFrame, folder: Path) -> str:
+    """Per seed: the picks of Region 1 and of training accuracy alone on the same test images, with
+    the exact McNemar test of their difference."""
+    rows = []
+    for seed, runs in table.groupby("seed"):
+        picks = selection.select_models(runs).picks
+        a, b = picks.loc["region 1", "run"], picks.loc["train acc", "run"]
+        if pd.isna(a):
+            rows.append([str(int(seed)), "–", "–", "–", "–"])
+            continue
+        compared = uncertainty.paired_comparison(uncertainty.test_predictions(folder, a),
+                                                 uncertainty.test_predictions(folder, b))
+        rows.append([str(int(seed)), f"{compared.accuracy_a:.1f}", f"{compared.accuracy_b:.1f}",
+                     f"{compared.only_a} / {compared.only_b}", reports.p_value_text(compared.pvalue)])
+    return markdown(["seed", "Region 1's pick", "training accuracy's pick", "right only with one / the other",
+                     "McNemar p"], rows)
+
+
+TABLES = {"noise": noise_table, "averaging": averaging_table, "cost": cost_table,
+          "detectors": detectors_table, "paired": paired_table}
+
+
+def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str]:
+    """The chosen tables (default: all) of the probe-study records in `folder`, by name."""
+    table = loading.select_population(loading.load_runs(folder).table)
+    return {name: (TABLES[name](table, Path(folder)) if name == "paired" else TABLES[name](table))
+            for name in (tables or TABLES)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser.add_argument("folder", help="folder of the probe-study records")
+    parser.add_argument("--tables", nargs="+", choices=list(TABLES), help="tables to print (default: all)")
+    args = parser.parse_args(argv)
+    for name, text in render(args.folder, args.tables).items():
+        print(f"<!-- {name} -->\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
