@@ -9,7 +9,7 @@ import batching
 import datasets
 import noisy_data
 import susceptibility
-from conftest import DEVICES, assert_bit_identical, make_batches, small_dropout_net
+from conftest import DEVICES, assert_bit_identical, make_batches, one_step_by_hand, small_dropout_net
 from models import create_model
 from susceptibility import probe_step
 from training import evaluate, train_one_epoch
@@ -57,20 +57,11 @@ def test_probe_takes_one_step_of_the_runs_own_optimizer(synthetic_cifar10):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     train_one_epoch(model, optimizer, batches.train_batches(susceptibility.torch_generator(0, batches.device, "t")))
     images, labels = batches.probe_batch(susceptibility.torch_generator(0, batches.device, "p"))
+    # The step by hand on copies, with the same momentum buffers and hyper-parameters (no dropout here).
+    expected_before, expected_after = one_step_by_hand(model, optimizer, images, labels, dropout_seed=0)
     before, after = probe_step(model, optimizer, images, labels, seed=0)
-    # Redo the step by hand on a copy, with the same momentum buffers and hyper-parameters.
-    twin = create_model("cnn", 0.125)
-    twin.load_state_dict(model.state_dict())
-    twin_opt = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    twin_opt.load_state_dict(optimizer.state_dict())
-    twin.train()
-    expected_before = F.cross_entropy(twin(images), labels)
-    expected_before.backward()
-    twin_opt.step()
-    with torch.no_grad():
-        expected_after = F.cross_entropy(twin(images), labels)
-    assert before.item() == pytest.approx(expected_before.item(), rel=1e-6)
-    assert after.item() == pytest.approx(expected_after.item(), rel=1e-6)
+    assert before.item() == pytest.approx(expected_before, rel=1e-6)
+    assert after.item() == pytest.approx(expected_after, rel=1e-6)
 
 
 def test_probe_batches_are_fixed_by_their_seed_and_use_the_fixed_random_labels(synthetic_cifar10):

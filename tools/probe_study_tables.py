@@ -12,7 +12,6 @@ as they are printed here.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import detectors, loading, probes, reports, selection, uncertainty  # noqa: E402
-from reproduction_tables import markdown, spread  # noqa: E402
+from reproduction_tables import markdown, print_tables, spread  # noqa: E402
 
 SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
 BATCH_COUNTS = (1, 2, 4)
@@ -153,13 +152,7 @@ def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    parser.add_argument("folder", help="folder of the probe-study records")
-    parser.add_argument("--tables", nargs="+", choices=list(TABLES), help="tables to print (default: all)")
-    args = parser.parse_args(argv)
-    for name, text in render(args.folder, args.tables).items():
-        print(f"<!-- {name} -->\n{text}\n")
-    return 0
+    return print_tables(argv, render, list(TABLES), __doc__.split("\n")[0], "folder of the probe-study records")
 
 
 if __name__ == "__main__":

@@ -192,14 +192,21 @@ def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str
     return {name: TABLES[name](table) for name in (tables or TABLES)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    parser.add_argument("folder", help="folder of run records of one population (same data)")
-    parser.add_argument("--tables", nargs="+", choices=list(TABLES), help="tables to print (default: all)")
+def print_tables(argv: list[str] | None, render, names: list[str], description: str, folder_help: str) -> int:
+    """The command line of a table tool: `render(folder, tables)` printed as markdown, each table
+    after an HTML comment naming it."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    parser.add_argument("folder", help=folder_help)
+    parser.add_argument("--tables", nargs="+", choices=names, help="tables to print (default: all)")
     args = parser.parse_args(argv)
     for name, text in render(args.folder, args.tables).items():
         print(f"<!-- {name} -->\n{text}\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return print_tables(argv, render, list(TABLES), __doc__.split("\n")[0],
+                        "folder of run records of one population (same data)")
 
 
 if __name__ == "__main__":
