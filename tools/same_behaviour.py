@@ -6,13 +6,14 @@
 
 `record` trains a set of small runs covering the paths of experiments.py (both data paths, SGD and
 Adam, a run interrupted and resumed, a noisy hold-out with a held-out probe set, CIFAR-10N noise, a
-folder dataset, a ResNet with a step schedule) and keeps their records and final weights; it then
+folder dataset, a ResNet with a step schedule, two probe batches with extra probes) and keeps their
+records, per-sample score files and final weights; it then
 keeps the text that `python -m analysis` and `tools/reproduction_tables.py` print for the committed
 populations and the PNG figures `analysis` draws for them. Everything goes through the command
 lines, so the same script records the old and the new code. `compare` reports every difference:
 the columns both records have, apart from wall times (a column only the new recording has is an
 addition, not a difference; one it lacks is), header sections (one only the new side has, of
-`ADDED_SECTIONS`, is an addition), final weights, printed text and figure bytes. It exits 1 on any
+`ADDED_SECTIONS`, is an addition), per-sample scores, final weights, printed text and figure bytes. It exits 1 on any
 difference. Runs use one torch thread; compare only recordings made on the same machine.
 
 It reads the real CIFAR-10 subset and its CIFAR-10N labels from ../shared/data (see --data-dir).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import gzip
 import json
 import os
 import shutil
@@ -42,7 +44,7 @@ POPULATIONS = {
 }
 # Header sections that a recording may add without changing what a run computes.
 ADDED_SECTIONS = {"command"}
-TIMING_COLUMNS = {"seconds", "probe_seconds", "extra_probe_seconds"}
+TIMING_COLUMNS = {"seconds", "probe_seconds", "extra_probe_seconds", "compile_seconds", "save_seconds"}
 
 
 def base_args(name: str, data_dir: Path, out: Path, epochs: int = 2) -> list[str]:
@@ -66,6 +68,8 @@ def cases(data: Path, folder: Path, noise_file: Path, out: Path) -> dict[str, li
                                                       "--batchsize", "16"],
         "resnet_step": base_args("resnet_step", data, out) + ["--model", "resnet", "--scheduler", "step",
                                                               "--no-channels-last"],
+        "probes": base_args("probes", data, out) + ["--noisy-holdout", "100", "--probe-batches", "2",
+                                                    "--extra-probes", "train,heldout"],
     }
 
 
@@ -226,14 +230,21 @@ def compare_files(before: Path, after: Path, pattern: str) -> list[str]:
     for missing in sorted(set(files) ^ set(other)):
         differences.append(f"{missing}: only in one recording")
     for path in sorted(set(files) & set(other)):
-        if not filecmp.cmp(before / path, after / path, shallow=False):
+        if not same_content(before / path, after / path):
             differences.append(f"{path}: differs")
     return differences
 
 
+def same_content(a: Path, b: Path) -> bool:
+    """Byte-equal files; gzip files compared by what they hold (their headers keep a write time)."""
+    if a.suffix == ".gz":
+        return gzip.decompress(a.read_bytes()) == gzip.decompress(b.read_bytes())
+    return filecmp.cmp(a, b, shallow=False)
+
+
 def compare(before: Path, after: Path) -> int:
     differences = (compare_records(before, after) + compare_weights(before, after)
-                   + compare_files(before, after, "texts/*.txt") + compare_files(before, after, "figures/**/*.png"))
+                   + compare_files(before, after, "records/*.csv.gz") + compare_files(before, after, "texts/*.txt") + compare_files(before, after, "figures/**/*.png"))
     for line in differences:
         print(line)
     checked = (len(list((before / "records").glob("*.csv"))), len(list(before.glob("texts/*.txt"))),
