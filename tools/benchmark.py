@@ -4,8 +4,9 @@
 
 Paths compared, on synthetic CIFAR-shaped data:
 - device:    the default; uint8 dataset on the compute device, vectorized augmentation there.
-- signals:   the default path with the per-sample training signals (prediction changes, margins)
-             updated every batch and summarized every epoch, as experiments.py does.
+- signals:   the default path with the per-sample scores (margins, losses, forgetting, prediction
+             changes, ...) updated every batch, summarized and written to a gzip CSV file every
+             epoch, as experiments.py does.
 - loader:    torch DataLoader with PIL transforms in worker processes (`--data-path loader`).
 - reference: the reference code's epoch: the DataLoader path plus per-sample Python bookkeeping
              and a probe undone through a checkpoint file.
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets  # noqa: E402
 import noisy_data  # noqa: E402
+import records  # noqa: E402
 from batching import DeviceBatches, LoaderBatches  # noqa: E402
 from machine import channels_last_default  # noqa: E402
 from models import FAMILIES, create_model  # noqa: E402
@@ -82,7 +84,7 @@ def fresh_model(args, device):
 def suite_epoch(batches, network, optimizer, device, epoch: int,
                 signals: TrainingSignals | None = None) -> tuple[float, float, float]:
     """Probe, train and test seconds of one epoch as experiments.py runs it (with `signals`, the
-    training time includes updating and summarizing them)."""
+    training time includes updating, summarizing and writing them)."""
     gen_device = device if isinstance(batches, DeviceBatches) else torch.device("cpu")
     with Timer(device) as probe:
         images, labels = batches.probe_batch(torch.Generator(gen_device).manual_seed(epoch))
@@ -93,9 +95,17 @@ def suite_epoch(batches, network, optimizer, device, epoch: int,
                         signals=signals)
         if signals is not None:
             signals.summary()
+            write_scores(signals)
     with Timer(device) as test:
         evaluate(network, batches.test_batches())
     return probe.seconds, train.seconds, test.seconds
+
+
+def write_scores(signals: TrainingSignals) -> None:
+    """Write the per-sample scores to a gzip CSV file, as experiments.py does after every epoch."""
+    with tempfile.TemporaryDirectory() as folder:
+        records.write_table(Path(folder) / "scores.csv.gz",
+                            {name: values.cpu().tolist() for name, values in signals.scores().items()})
 
 
 def reference_style_epoch(batches, network, optimizer, device, epoch: int) -> tuple[float, float, float]:
