@@ -20,7 +20,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import detectors, loading, probes, reports, selection, uncertainty  # noqa: E402
-from reproduction_tables import markdown, print_tables, spread  # noqa: E402
+from reproduction_tables import markdown, population, print_tables, spread  # noqa: E402
 
 SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
 BATCH_COUNTS = (1, 2, 4)
@@ -146,7 +146,7 @@ TABLES = {"noise": noise_table, "averaging": averaging_table, "cost": cost_table
 
 def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str]:
     """The chosen tables (default: all) of the probe-study records in `folder`, by name."""
-    table = loading.select_population(loading.load_runs(folder).table)
+    table = population(folder)
     return {name: (TABLES[name](table, Path(folder)) if name == "paired" else TABLES[name](table))
             for name in (tables or TABLES)}
 

@@ -186,20 +186,33 @@ TABLES = {
 }
 
 
+def population(folder: str | Path) -> pd.DataFrame:
+    """The epochs of the runs of the one population whose records are in `folder`."""
+    table = loading.load_runs(folder).table
+    if table.empty:
+        raise ValueError(f"no run records in {folder}")
+    return loading.select_population(table)
+
+
 def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str]:
     """The chosen tables (default: all) of the single population in `folder`, by name."""
-    table = loading.select_population(loading.load_runs(folder).table)
+    table = population(folder)
     return {name: TABLES[name](table) for name in (tables or TABLES)}
 
 
 def print_tables(argv: list[str] | None, render, names: list[str], description: str, folder_help: str) -> int:
     """The command line of a table tool: `render(folder, tables)` printed as markdown, each table
-    after an HTML comment naming it."""
+    after an HTML comment naming it; a folder without records is one line on stderr and exit 2."""
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument("folder", help=folder_help)
     parser.add_argument("--tables", nargs="+", choices=names, help="tables to print (default: all)")
     args = parser.parse_args(argv)
-    for name, text in render(args.folder, args.tables).items():
+    try:
+        rendered = render(args.folder, args.tables)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    for name, text in rendered.items():
         print(f"<!-- {name} -->\n{text}\n")
     return 0
 
