@@ -170,14 +170,20 @@ def save_epoch(run: Run, paths: Paths, row: dict) -> None:
         write_record(run, paths)
 
 
-def holds_every_epoch(record: Path, epochs: int) -> bool:
-    """Whether `record` is a run record with all `epochs` rows. A finished run's record is rewritten
-    from its checkpoint only where it is not (its process ended between writing the two), since the
-    checkpoint's copy of the last row lacks the time the last save took."""
+def recorded_rows(record: Path) -> list[dict]:
+    """The epoch rows of the run record at `record`; none where there is no readable record."""
     try:
-        return len(records.read_record(record).rows) == epochs
+        return records.read_record(record).rows
     except (OSError, ValueError):
-        return False
+        return []
+
+
+def keep_recorded_save_times(rows: list[dict], recorded: list[dict]) -> None:
+    """Give the rows restored from a checkpoint the save times their record holds: the
+    checkpoint's copy of its last row was written before that save was timed."""
+    for row, kept in zip(rows, recorded):
+        if math.isnan(row.get("save_seconds", math.nan)) and kept["epoch"] == row["epoch"]:
+            row["save_seconds"] = kept.get("save_seconds", math.nan)
 
 
 def sample_scores(run: Run) -> dict[str, list]:
@@ -270,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                 for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
                     records.remove_stale_temporaries(path)
                 run = start(args, argv, paths)
+                recorded = recorded_rows(paths.record)
+                keep_recorded_save_times(run.rows, recorded)
                 if len(run.rows) == run.config.epochs:
-                    if not holds_every_epoch(paths.record, run.config.epochs):
+                    if len(recorded) != run.config.epochs:  # its process ended between checkpoint and record
                         write_record(run, paths)
                     print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
                     return 0
