@@ -2,6 +2,8 @@
 prediction changes), their accuracy as detectors of wrong labels, and the files a run writes
 beside its record."""
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,9 @@ import experiments
 import records
 from conftest import checkpoint_path, interrupt_at_epoch, record_path, run_args
 from signals import TrainingSignals, auroc, average_precision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import benchmark  # noqa: E402
 
 
 def observe(signals: TrainingSignals, epoch: int, predicted: list[int], assigned: list[int],
@@ -168,3 +173,12 @@ def test_tensorboard_holds_every_column_once_per_epoch_also_after_an_interrupt(s
     assert [step for step, _ in scalars["susceptibility"]] == [1, 2]  # undefined (empty) at epoch 0
     assert experiments.main([*argv, "--overwrite"]) == 0  # a run started over replaces its curves
     assert [step for step, _ in tensorboard_scalars(board)["test_acc"]] == [0, 1, 2]
+
+
+def test_the_benchmark_times_the_per_sample_scores_with_the_epoch_and_alone(capsys):
+    benchmark.main(["--model", "cnn", "--scale", "0.125", "--train-size", "256", "--test-size", "64",
+                    "--paths", "device,signals", "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:5]] == ["device", "signals", "network"]
+    alone = lines[5].split("timed alone: ")[1].split(" s per epoch")[0]
+    assert float(alone) > 0 and lines[5].endswith("% of the signals path's epoch")

@@ -6,7 +6,8 @@ Paths compared, on synthetic CIFAR-shaped data:
 - device:    the default; uint8 dataset on the compute device, vectorized augmentation there.
 - signals:   the default path with the per-sample scores (margins, losses, forgetting, prediction
              changes, ...) updated every batch, summarized and written to a gzip CSV file every
-             epoch, as experiments.py does.
+             epoch, as experiments.py does; a line below the table gives that work's own time,
+             measured apart from the network on prepared logits.
 - loader:    torch DataLoader with PIL transforms in worker processes (`--data-path loader`).
 - reference: the reference code's epoch: the DataLoader path plus per-sample Python bookkeeping
              and a probe undone through a checkpoint file.
@@ -106,6 +107,28 @@ def write_scores(signals: TrainingSignals) -> None:
     with tempfile.TemporaryDirectory() as folder:
         records.write_table(Path(folder) / "scores.csv.gz",
                             {name: values.cpu().tolist() for name, values in signals.scores().items()})
+
+
+def scores_alone_seconds(batches: DeviceBatches, device: torch.device, epochs: int) -> float:
+    """Seconds per epoch of the per-sample scores' own work, timed apart from the network, whose
+    epoch varies between runs by more than this work takes: every training batch's logits and losses
+    observed, the epoch's summary (with each score's AUROC and AP) and the file written. Logits and
+    losses are random tensors prepared in advance; the work does not depend on their values."""
+    train = list(batches.train_batches(torch.Generator(batches.device).manual_seed(0)))
+    generator = torch.Generator(device).manual_seed(0)
+    inputs = [(torch.randn(len(b.index), 10, device=device, generator=generator),
+               torch.rand(len(b.index), device=device, generator=generator)) for b in train]
+    signals = TrainingSignals(len(batches.assigned), device, batches.assigned != batches.true)
+    seconds = []
+    for epoch in range(epochs + 1):  # the first, untimed, warms up
+        with Timer(device) as timer:
+            signals.start_epoch(epoch)
+            for batch, (logits, losses) in zip(train, inputs):
+                signals.observe(batch.index, logits, batch.assigned, losses)
+            signals.summary()
+            write_scores(signals)
+        seconds.append(timer.seconds)
+    return float(np.mean(seconds[1:]))
 
 
 def reference_style_epoch(batches, network, optimizer, device, epoch: int) -> tuple[float, float, float]:
@@ -240,6 +263,11 @@ def main(argv=None) -> None:
         chosen.append("network")
     rows = [measure(p, *paths[p], args, device) for p in chosen]
     print_table(rows, args.train_size, args.test_size)
+    if "signals" in chosen:
+        alone = scores_alone_seconds(device_batches, device, args.epochs)
+        epoch = next(sum(r[k] for k in ("probe", "train", "test")) for r in rows if r["path"] == "signals")
+        print(f"the per-sample scores' own work, timed alone: {alone:.3f} s per epoch, "
+              f"{100 * alone / epoch:.1f} % of the signals path's epoch")
 
 
 if __name__ == "__main__":
