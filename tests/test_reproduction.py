@@ -20,6 +20,7 @@ from conftest import ROOT, SHARED_DATA
 
 sys.path.insert(0, str(ROOT / "tools"))
 
+import probe_study_tables  # noqa: E402
 import reproduction_tables  # noqa: E402
 
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
@@ -31,15 +32,19 @@ SWEEPS = {  # sweep file -> (runs, what every run shares)
                                     "numsamples": 2000, "noisy_holdout": 500}),
     "memorization_cifar10n": (48, {"noise_type": "cifar10n-worst", "epochs": 60, "numsamples": 2000,
                                    "noisy_holdout": 500}),
+    "probe_study": (32, {"noise_type": "symmetric", "corruptprob": 0.5, "epochs": 60, "numsamples": 2000,
+                         "noisy_holdout": 500, "extra_probes": "train,heldout", "extra_probe_batches": 4}),
 }
 NEEDS_REAL_DATA = {"memorization_cifar10n"}  # its CIFAR-10N label file lines up with the real subset only
-# The tables the document quotes, by records folder under docs/records.
+# The tables the document quotes, by records folder under docs/records, and the tool that prints them.
 QUOTED_TABLES = {
     "pilot_n4000": ["settings", "cost"],
     "pilot_n2000": ["settings", "regime", "cost"],
     "memorization_symmetric": list(reproduction_tables.TABLES),
     "memorization_cifar10n": list(reproduction_tables.TABLES),
+    "probe_study": list(probe_study_tables.TABLES),
 }
+TABLE_TOOLS = {"probe_study": probe_study_tables}
 
 
 def load(name: str, spec: dict | None = None) -> grid.Sweep:
@@ -108,6 +113,17 @@ def test_a_tiny_version_of_every_run_trains_and_feeds_the_analysis(name, synthet
     figures = tmp_path / "figures"
     assert cli.main([str(grid.results_dir), "--per-seed", "--figures", str(figures)]) == 0
     assert (figures / "regions.png").stat().st_size > 0 and (figures / "regions.pdf").stat().st_size > 0
+    if name in TABLE_TOOLS:
+        tables = TABLE_TOOLS[name].render(grid.results_dir)
+        assert all(len(text.splitlines()) > 2 for text in tables.values()), tables
+
+
+def test_the_probe_study_trains_the_settings_of_the_symmetric_population(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    setting = lambda args: (args.model, args.scale, args.optimizer, args.lr, args.scheduler, args.seed)
+    study = {setting(run.args) for run in load("probe_study").runs}
+    symmetric = {setting(run.args) for run in load("memorization_symmetric").runs}
+    assert study == {s for s in symmetric if s[-1] in (0, 1)}
 
 
 # A number with a decimal point, as the tables print them: 0.77, 41.6, 3.7e-14.
@@ -120,7 +136,7 @@ def rendered(folder: str) -> dict[str, str]:
     records = ROOT / "docs" / "records" / folder
     if not any(records.glob("*.csv")):
         pytest.fail(f"no committed records in {records}")
-    return reproduction_tables.render(records, QUOTED_TABLES[folder])
+    return TABLE_TOOLS.get(folder, reproduction_tables).render(records, QUOTED_TABLES[folder])
 
 
 def section(text: str, heading: str) -> str:
@@ -145,7 +161,8 @@ PAPER_NUMBERS = {"61.80", "1.64", "57.89", "3.56", "51.25", "17.21", "51.42", "9
 
 
 @pytest.mark.parametrize("where, heading", [(DOCUMENT, "## Verdicts"), (README, "## Reproduction at small scale"),
-                                            (DOCUMENT, "## The paper's claims, and what this project finds")])
+                                            (DOCUMENT, "## The paper's claims, and what this project finds"),
+                                            (README, "### How much one probe batch tells")])
 def test_the_headline_numbers_are_in_the_tables_of_the_committed_records(where, heading):
     headlines = section(where.read_text(), heading)
     in_tables = {number for folder in QUOTED_TABLES for text in rendered(folder).values()
@@ -162,3 +179,11 @@ def test_the_document_shows_the_figures_it_names():
     assert names
     for name in names:
         assert (DOCUMENT.parent / "figures" / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("tool", [reproduction_tables, probe_study_tables])
+def test_a_table_tool_given_a_folder_without_records_says_so_in_one_line(tool, tmp_path, capsys):
+    assert tool.main([str(tmp_path)]) == 2
+    assert tool.main([str(tmp_path / "absent")]) == 2
+    errors = [line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert errors == [f"error: no run records in {tmp_path}", f"error: no such folder: {tmp_path / 'absent'}"]

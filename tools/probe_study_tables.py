@@ -20,7 +20,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import detectors, loading, probes, reports, selection, uncertainty  # noqa: E402
-from reproduction_tables import markdown, population, print_tables, spread  # noqa: E402
+from reproduction_tables import final_rows, markdown, memorizing, population, print_tables, spread  # noqa: E402
 
 SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
 BATCH_COUNTS = (1, 2, 4)
@@ -37,11 +37,15 @@ def per_seed(table: pd.DataFrame, measure) -> pd.Series:
     return pd.Series({int(seed): measure(runs) for seed, runs in table.groupby("seed")})
 
 
+SETTING = ["model", "scale", "optimizer", "lr_initial", "scheduler"]
+
+
 def noise_table(table: pd.DataFrame) -> str:
-    """For each extra probe: the spread of r over the batches of an epoch against r itself, the
-    standard error of ζ at the last epoch, the spread of ζ between the runs of a seed, and the
-    split-half reliability of ζ (Kendall τ across runs between ζ of two batches and ζ of the two
-    others)."""
+    """For each extra probe: the spread of r over the batches of an epoch against r itself; the
+    standard error of ζ at the last epoch from one batch per epoch (the paper's probe; √k times that
+    of k batches, since ζ is linear in the epochs' r) and from all k; the spread of ζ between the runs
+    of a seed, which ζ is meant to rank, and between the two seeds of a setting; and the split-half
+    reliability of ζ (Kendall τ across runs between ζ of two batches and ζ of the two others)."""
     rows = []
     for probe, label in SOURCES.items():
         columns = probes.batch_columns(table, probe)
@@ -50,28 +54,44 @@ def noise_table(table: pd.DataFrame) -> str:
         relative = batch_sd / later[columns].mean(axis=1).abs()
         final = probes.zeta_with_errors(table, probe)
         last = loading.runs_at_epoch(table)
-        between = final["zeta"].groupby(last["seed"]).std()
+        between_runs = final["zeta"].groupby(last["seed"]).std().mean()
+        between_seeds = final["zeta"].groupby([last[key] for key in SETTING]).std().median()
+        one_batch_se = final["zeta_se"].median() * len(columns) ** 0.5
         halves = len(columns) // 2
         first_half = loading.runs_at_epoch(zeta_table(table, columns[:halves]))["zeta_paper"]
         second_half = loading.runs_at_epoch(zeta_table(table, columns[halves:]))["zeta_paper"]
         taus = per_seed(last.assign(a=first_half, b=second_half),
                         lambda runs: selection.kendall(runs["a"], runs["b"]).tau)
-        rows.append([label, str(len(columns)), f"{batch_sd.median():.4f}", f"{relative.median():.2f}",
-                     f"{final['zeta_se'].median():.4f}", f"{between.mean():.4f}",
-                     f"{final['zeta_se'].median() / between.mean():.2f}", spread(taus, 2)])
-    header = ["probe", "batches", "sd of r over an epoch's batches (median)", "that sd / r (median)",
-              "SE of ζ, last epoch (median)", "sd of ζ between runs (mean over seeds)", "SE / sd between runs",
+        rows.append([label, f"{batch_sd.median():.4f}", f"{relative.median():.2f}",
+                     f"{one_batch_se:.4f} / {final['zeta_se'].median():.4f}", f"{between_runs:.4f}",
+                     f"{between_seeds:.4f}", f"{one_batch_se / between_runs:.2f}", spread(taus, 2)])
+    header = ["probe", "sd of r over an epoch's batches (median)", "that sd / r (median)",
+              f"SE of ζ at the last epoch, 1 / {len(columns)} batches (median)", "sd of ζ between the runs of a seed",
+              "sd of ζ between the seeds of a setting (median)", "1-batch SE / sd between runs",
               "split-half τ (mean ± std over seeds)"]
     return markdown(header, rows)
 
 
-def rule_picks(runs: pd.DataFrame) -> dict[str, float]:
-    """Test accuracy of Region 1's pick and of the lowest ζ among the runs above the mean training
-    accuracy, in one seed's runs."""
+def picked_runs(runs: pd.DataFrame) -> dict[str, str | float]:
+    """The runs that Region 1 and the lowest ζ among the runs above the mean training accuracy pick
+    in one seed's runs (NaN where Region 1 is empty)."""
     chosen = selection.select_models(runs)
     trainable = chosen.runs[chosen.runs["region"].isin([1, 2])]
-    return {"region 1": chosen.picks.loc["region 1", "test_acc"],
-            "lowest zeta above mean train acc": trainable.loc[trainable["zeta"].idxmin(), "test_acc"]}
+    return {"region 1": chosen.picks.loc["region 1", "run"],
+            "lowest zeta above mean train acc": trainable["zeta"].idxmin()}
+
+
+def rule_picks(runs: pd.DataFrame) -> dict[str, float]:
+    """Test accuracy of each ζ rule's pick (`picked_runs`) in one seed's runs."""
+    accuracy = loading.runs_at_epoch(runs)["test_acc"]
+    return {rule: accuracy.get(run, float("nan")) for rule, run in picked_runs(runs).items()}
+
+
+def pick_text(accuracies: pd.Series) -> str:
+    """Mean ± std over the seeds of a rule's picks, saying in how many seeds the rule picked none."""
+    empty = int(accuracies.isna().sum())
+    shown = spread(accuracies, 1)
+    return f"{shown}; none in {empty} of {len(accuracies)} seeds" if empty else shown
 
 
 def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -87,28 +107,32 @@ def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def averaging_table(table: pd.DataFrame) -> str:
-    """Per probe and number of batches: τ(ζ, memorization) across each seed's runs and along each
-    run's epochs, and the test accuracy of each ζ rule's pick; mean ± std over seeds."""
+    """Per probe and number of batches: τ(ζ, memorization) across each seed's runs and along the
+    epochs of each run that ends above the clean fraction of its training set (it memorizes), and the
+    test accuracy of each ζ rule's pick; mean ± std over seeds."""
     rows = []
     for label, zetas in variants(table).items():
         across = per_seed(zetas, lambda runs: selection.tau_across_runs(runs).tau)
-        along = selection.tau_along_epochs(zetas)["tau"].median()
+        along = selection.tau_along_epochs(zetas)["tau"]
+        along = along[memorizing(final_rows(zetas).reindex(along.index))].median()
         picks = per_seed(zetas, rule_picks).apply(pd.Series)
-        rows.append([label, spread(across, 2), f"{along:.2f}", *(spread(picks[rule], 1) for rule in PICKS)])
-    header = ["ζ from", "τ across runs", "τ along epochs (median)", *PICKS.values()]
+        rows.append([label, spread(across, 2), f"{along:.2f}", *(pick_text(picks[rule]) for rule in PICKS)])
+    header = ["ζ from", "τ across runs", "τ along epochs, runs above the clean fraction (median)", *PICKS.values()]
     return markdown(header, rows)
 
 
 def cost_table(table: pd.DataFrame) -> str:
-    """Seconds per probe batch against the epoch, per architecture (medians over its runs' epochs)."""
+    """Seconds per probe batch against the epoch that a run without the extra probes takes (the
+    record's epoch time less theirs), per architecture (medians over its runs' epochs)."""
     extra_batches = sum(len(probes.batch_columns(table, probe)) for probe in SOURCES)
     rows = []
     for model, epochs in table.groupby("model"):
         per_batch = epochs["probe_seconds"].median()
         extra = (epochs["extra_probe_seconds"] / extra_batches).median()
-        epoch = epochs["seconds"].median()
+        epoch = (epochs["seconds"] - epochs["extra_probe_seconds"]).median()
         rows.append([str(model), f"{per_batch:.3f}", f"{extra:.3f}", f"{epoch:.2f}", f"{100 * per_batch / epoch:.1f} %"])
-    return markdown(["model", "paper's probe, s", "one extra batch, s", "epoch, s", "one batch / epoch"], rows)
+    return markdown(["model", "paper's probe, s", "one extra batch, s", "epoch without the extra probes, s",
+                     "one batch / epoch"], rows)
 
 
 def detectors_table(table: pd.DataFrame) -> str:
@@ -123,21 +147,21 @@ def detectors_table(table: pd.DataFrame) -> str:
 
 
 def paired_table(table: pd.DataFrame, folder: Path) -> str:
-    """Per seed: the picks of Region 1 and of training accuracy alone on the same test images, with
-    the exact McNemar test of their difference."""
+    """Per seed and ζ rule: its pick and training accuracy's pick on the same test images, with the
+    exact McNemar test of their difference."""
     rows = []
     for seed, runs in table.groupby("seed"):
-        picks = selection.select_models(runs).picks
-        a, b = picks.loc["region 1", "run"], picks.loc["train acc", "run"]
-        if pd.isna(a):
-            rows.append([str(int(seed)), "–", "–", "–", "–"])
-            continue
-        compared = uncertainty.paired_comparison(uncertainty.test_predictions(folder, a),
-                                                 uncertainty.test_predictions(folder, b))
-        rows.append([str(int(seed)), f"{compared.accuracy_a:.1f}", f"{compared.accuracy_b:.1f}",
-                     f"{compared.only_a} / {compared.only_b}", reports.p_value_text(compared.pvalue)])
-    return markdown(["seed", "Region 1's pick", "training accuracy's pick", "right only with one / the other",
-                     "McNemar p"], rows)
+        by_train_acc = selection.select_models(runs).picks.loc["train acc", "run"]
+        for rule, run in picked_runs(runs).items():
+            if pd.isna(run):
+                rows.append([str(int(seed)), PICKS[rule], "none", "–", "–", "–"])
+                continue
+            compared = uncertainty.paired_comparison(uncertainty.test_predictions(folder, run),
+                                                     uncertainty.test_predictions(folder, by_train_acc))
+            rows.append([str(int(seed)), PICKS[rule], f"{compared.accuracy_a:.1f}", f"{compared.accuracy_b:.1f}",
+                         f"{compared.only_a} / {compared.only_b}", reports.p_value_text(compared.pvalue)])
+    return markdown(["seed", "rule", "its pick", "training accuracy's pick",
+                     "right only with the rule's / with training accuracy's", "McNemar p"], rows)
 
 
 TABLES = {"noise": noise_table, "averaging": averaging_table, "cost": cost_table,
