@@ -147,8 +147,8 @@ def detectors_table(table: pd.DataFrame) -> str:
 
 
 def paired_table(table: pd.DataFrame, folder: Path) -> str:
-    """Per seed and ζ rule: its pick and training accuracy's pick on the same test images, with the
-    exact McNemar test of their difference."""
+    """Per seed and ζ rule: the test accuracy of its pick and of training accuracy's pick on the same
+    test images, each with its 95 % interval, and the exact McNemar test of their difference."""
     rows = []
     for seed, runs in table.groupby("seed"):
         by_train_acc = selection.select_models(runs).picks.loc["train acc", "run"]
@@ -156,11 +156,12 @@ def paired_table(table: pd.DataFrame, folder: Path) -> str:
             if pd.isna(run):
                 rows.append([str(int(seed)), PICKS[rule], "none", "–", "–", "–"])
                 continue
-            compared = uncertainty.paired_comparison(uncertainty.test_predictions(folder, run),
-                                                     uncertainty.test_predictions(folder, by_train_acc))
-            rows.append([str(int(seed)), PICKS[rule], f"{compared.accuracy_a:.1f}", f"{compared.accuracy_b:.1f}",
+            predictions = uncertainty.test_predictions(folder, run)
+            compared = uncertainty.paired_comparison(predictions, uncertainty.test_predictions(folder, by_train_acc))
+            rows.append([str(int(seed)), PICKS[rule], *(uncertainty.interval_text(accuracy, len(predictions))
+                                                        for accuracy in (compared.accuracy_a, compared.accuracy_b)),
                          f"{compared.only_a} / {compared.only_b}", reports.p_value_text(compared.pvalue)])
-    return markdown(["seed", "rule", "its pick", "training accuracy's pick",
+    return markdown(["seed", "rule", "its pick: test accuracy (%) [95 % interval]", "training accuracy's pick",
                      "right only with the rule's / with training accuracy's", "McNemar p"], rows)
 
 
