@@ -3,8 +3,8 @@
     python examples/own_training_loop.py [DATA_DIR] [EPOCHS]
 
 Trains on 1,000 images of the CIFAR-10 python batches in DATA_DIR (the folder holding
-cifar-10-batches-py; default: ../shared/data beside the repository) with half the labels replaced at
-random, probes with 1,000 other images, and prints every epoch the training accuracy, the accuracy on
+cifar-10-batches-py; default: ../shared/data beside the repository; on half of them where the
+batches hold fewer than 2,000) with half the labels replaced at random, probes with as many others, and prints every epoch the training accuracy, the accuracy on
 the samples whose label is wrong (memorization) and ζ. A DATA_DIR without the batches is refused;
 with no DATA_DIR and no data at the default place it runs on synthetic images and says so. The lines
 marked ζ are all ζ adds to a loop.
@@ -53,9 +53,10 @@ data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else None
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 torch.manual_seed(0)
 images, labels = load_images(data_dir, 2000)
-train_images, unlabeled = images[:1000], images[1000:]
-noisy = torch.where(torch.rand(1000) < 0.5, torch.randint(0, 10, (1000,)), labels[:1000])
-wrong = noisy != labels[:1000]
+size = len(images) // 2
+train_images, unlabeled = images[:size], images[size:]
+noisy = torch.where(torch.rand(size) < 0.5, torch.randint(0, 10, (size,)), labels[:size])
+wrong = noisy != labels[:size]
 model = torchvision.models.resnet18(num_classes=10)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
@@ -63,8 +64,8 @@ zeta = Susceptibility(unlabeled, num_classes=10, batch_size=128, seed=0, augment
 for epoch in range(epochs):
     r = zeta.measure(model, optimizer)  # ζ: one probe step, undone, before the epoch's training
     model.train()
-    hits = torch.zeros(1000, dtype=torch.bool)
-    for batch in torch.randperm(1000).split(128):
+    hits = torch.zeros(size, dtype=torch.bool)
+    for batch in torch.randperm(size).split(128):
         logits = model(augment(train_images[batch]))
         loss = F.cross_entropy(logits, noisy[batch])
         optimizer.zero_grad()
