@@ -66,6 +66,11 @@ TIMING_COLUMNS = ("seconds", "probe_seconds", "extra_probe_seconds", "compile_se
 SAMPLES_SUFFIX, TEST_PREDICTIONS_SUFFIX = ".samples.csv.gz", ".test.csv.gz"
 
 
+def rows_without_timings(rows: list[dict]) -> list[dict]:
+    """Epoch rows without their wall times (`TIMING_COLUMNS`), which differ between identical runs."""
+    return [{key: value for key, value in row.items() if key not in TIMING_COLUMNS} for row in rows]
+
+
 def batch_column(probe: str, batch: int) -> str:
     """The column of r of one batch of a probe: `probe_r0`, `heldout_probe_r3`; a run with several
     probe batches per epoch, or with extra probes, adds such columns after `COLUMNS`."""

@@ -179,7 +179,7 @@ def without_folders(argv: list[str]) -> list[str]:
 
 def without_timings(record: records.RunRecord) -> tuple:
     """A record's content minus wall times and the folders it was written to."""
-    rows = [{k: v for k, v in row.items() if k not in records.TIMING_COLUMNS} for row in record.rows]
+    rows = records.rows_without_timings(record.rows)
     args = {k: v for k, v in record.meta["args"].items() if k not in ("results_dir", "checkpoint_dir")}
     return {**record.meta, "args": args, "command": without_folders(record.meta.get("command") or [])}, rows
 

@@ -136,7 +136,7 @@ def start(argv: list[str]) -> tuple[experiments.Run, checkpoints.Paths]:
 def record_content(path: Path) -> str:
     """A run record without its timings and the folders it was written to, as text to compare."""
     record = records.read_record(path)
-    rows = [{k: v for k, v in row.items() if k not in records.TIMING_COLUMNS} for row in record.rows]
+    rows = records.rows_without_timings(record.rows)
     meta = {k: v for k, v in record.meta.items() if k != "command"}
     meta["args"] = {k: v for k, v in meta["args"].items() if k not in ("results_dir", "checkpoint_dir")}
     return json.dumps([meta, rows], sort_keys=True)

@@ -24,20 +24,13 @@ from reproduction_tables import final_rows, markdown, memorizing, population, pr
 
 SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
 BATCH_COUNTS = (1, 2, 4)
+SETTING = ["model", "scale", "optimizer", "lr_initial", "scheduler"]  # what the two seeds of a setting share
 PICKS = {"region 1": "Region 1 (paper)", "lowest zeta above mean train acc": "lowest ζ above the mean training accuracy"}
-
-
-def zeta_table(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """`table` with its ζ formed from the given batch columns."""
-    return probes.with_zeta_of(table, columns)
 
 
 def per_seed(table: pd.DataFrame, measure) -> pd.Series:
     """`measure(runs of one seed)` for each seed, as a Series by seed."""
     return pd.Series({int(seed): measure(runs) for seed, runs in table.groupby("seed")})
-
-
-SETTING = ["model", "scale", "optimizer", "lr_initial", "scheduler"]
 
 
 def noise_table(table: pd.DataFrame) -> str:
@@ -58,8 +51,8 @@ def noise_table(table: pd.DataFrame) -> str:
         between_seeds = final["zeta"].groupby([last[key] for key in SETTING]).std().median()
         one_batch_se = final["zeta_se"].median() * len(columns) ** 0.5
         halves = len(columns) // 2
-        first_half = loading.runs_at_epoch(zeta_table(table, columns[:halves]))["zeta_paper"]
-        second_half = loading.runs_at_epoch(zeta_table(table, columns[halves:]))["zeta_paper"]
+        first_half = loading.runs_at_epoch(probes.with_zeta_of(table, columns[:halves]))["zeta_paper"]
+        second_half = loading.runs_at_epoch(probes.with_zeta_of(table, columns[halves:]))["zeta_paper"]
         taus = per_seed(last.assign(a=first_half, b=second_half),
                         lambda runs: selection.kendall(runs["a"], runs["b"]).tau)
         rows.append([label, f"{batch_sd.median():.4f}", f"{relative.median():.2f}",
@@ -102,7 +95,7 @@ def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         columns = probes.batch_columns(table, probe)
         for count in BATCH_COUNTS:
             if count <= len(columns):
-                found[f"{label}, {count} batch{'es' * (count > 1)}"] = zeta_table(table, columns[:count])
+                found[f"{label}, {count} batch{'es' * (count > 1)}"] = probes.with_zeta_of(table, columns[:count])
     return found
 
 

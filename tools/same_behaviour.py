@@ -7,14 +7,15 @@
 `record` trains a set of small runs covering the paths of experiments.py (both data paths, SGD and
 Adam, a run interrupted and resumed, a noisy hold-out with a held-out probe set, CIFAR-10N noise, a
 folder dataset, a ResNet with a step schedule, two probe batches with extra probes) and keeps their
-records, per-sample score files and final weights; it then
-keeps the text that `python -m analysis` and `tools/reproduction_tables.py` print for the committed
-populations and the PNG figures `analysis` draws for them. Everything goes through the command
+records, per-sample score and test prediction files and final weights; it then keeps the text
+that `python -m analysis` and `tools/reproduction_tables.py` print for the committed populations
+and the PNG figures `analysis` draws for them. Everything goes through the command
 lines, so the same script records the old and the new code. `compare` reports every difference:
 the columns both records have, apart from wall times (a column only the new recording has is an
 addition, not a difference; one it lacks is), header sections (one only the new side has, of
-`ADDED_SECTIONS`, is an addition), per-sample scores, final weights, printed text and figure bytes. It exits 1 on any
-difference. Runs use one torch thread; compare only recordings made on the same machine.
+`ADDED_SECTIONS`, is an addition), per-sample score and test prediction files (written
+reproducibly: gzip without a time stamp), final weights, printed text and figure bytes. It exits 1
+on any difference. Runs use one torch thread; compare only recordings made on the same machine.
 
 It reads the real CIFAR-10 subset and its CIFAR-10N labels from ../shared/data (see --data-dir).
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import gzip
 import json
 import os
 import shutil
@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import records  # noqa: E402
+
 POPULATIONS = {
     "memorization_symmetric": ["--compare", "sym_seed0_s0.25_sgd_cosine_resnet*",
                                "sym_seed0_s0.25_adam_cosine_cnn*",
@@ -44,7 +46,6 @@ POPULATIONS = {
 }
 # Header sections that a recording may add without changing what a run computes.
 ADDED_SECTIONS = {"command"}
-TIMING_COLUMNS = {"seconds", "probe_seconds", "extra_probe_seconds", "compile_seconds", "save_seconds"}
 
 
 def base_args(name: str, data_dir: Path, out: Path, epochs: int = 2) -> list[str]:
@@ -165,13 +166,11 @@ def record(out: Path, data_dir: Path, noise_file: Path) -> int:
 def record_parts(path: Path, out: Path) -> tuple[dict, list[str], list[dict]]:
     """A record's header sections (the recording's folder, in paths, as `<out>`), its columns and its
     rows without the timing columns."""
-    import records
-
     record = records.read_record(path)
     meta = json.loads(json.dumps(record.meta).replace(str(out), "<out>"))
     columns = path.read_text().splitlines()
     header = next(line for line in columns if line and not line.startswith("#"))
-    rows = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in record.rows]
+    rows = records.rows_without_timings(record.rows)
     return meta, header.split(","), rows
 
 
@@ -192,7 +191,7 @@ def compare_records(before: Path, after: Path) -> list[str]:
     for name in names:
         meta_a, columns_a, rows_a = record_parts(before / "records" / name, before)
         meta_b, columns_b, rows_b = record_parts(after / "records" / name, after)
-        common = [column for column in columns_a if column in columns_b and column not in TIMING_COLUMNS]
+        common = [column for column in columns_a if column in columns_b and column not in records.TIMING_COLUMNS]
         if [c for c in columns_a if c in common] != [c for c in columns_b if c in common]:
             differences.append(f"{name}: the columns both records have are in another order")
         removed = [column for column in columns_a if column not in columns_b]
@@ -230,21 +229,15 @@ def compare_files(before: Path, after: Path, pattern: str) -> list[str]:
     for missing in sorted(set(files) ^ set(other)):
         differences.append(f"{missing}: only in one recording")
     for path in sorted(set(files) & set(other)):
-        if not same_content(before / path, after / path):
+        if not filecmp.cmp(before / path, after / path, shallow=False):
             differences.append(f"{path}: differs")
     return differences
 
 
-def same_content(a: Path, b: Path) -> bool:
-    """Byte-equal files; gzip files compared by what they hold (their headers keep a write time)."""
-    if a.suffix == ".gz":
-        return gzip.decompress(a.read_bytes()) == gzip.decompress(b.read_bytes())
-    return filecmp.cmp(a, b, shallow=False)
-
-
 def compare(before: Path, after: Path) -> int:
-    differences = (compare_records(before, after) + compare_weights(before, after)
-                   + compare_files(before, after, "records/*.csv.gz") + compare_files(before, after, "texts/*.txt") + compare_files(before, after, "figures/**/*.png"))
+    differences = compare_records(before, after) + compare_weights(before, after)
+    for pattern in ("records/*.csv.gz", "texts/*.txt", "figures/**/*.png"):
+        differences += compare_files(before, after, pattern)
     for line in differences:
         print(line)
     checked = (len(list((before / "records").glob("*.csv"))), len(list(before.glob("texts/*.txt"))),
