@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import records
-from label_noise import DataError
+from runner import records
+from runner.label_noise import DataError
 
 IMAGE_SIZE = 32  # every image is 32x32, the models' input size; a folder's images are resized to it
 

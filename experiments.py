@@ -21,22 +21,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import checkpoints
-import command_line
-import config as run_config
+from runner import checkpoints
+from runner import command_line
+from runner import config as run_config
 import datasets
-import records
-from checkpoints import Paths
-from command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
-from interrupts import interrupts_deferred, interrupts_stop_the_run
-from label_noise import DataError
-from machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
-from run import Run, build_run
-from streams import Stream
+from runner import records
+from runner.checkpoints import Paths
+from runner.command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
+from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
+from runner.label_noise import DataError
+from runner.machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
+from runner.run import Run, build_run
+from runner.streams import Stream
 from susceptibility import derive_seed, torch_generator
-from tensorboard_log import TensorBoardLog
-from traceless import seed_global_streams
-from training import NonFiniteLoss, clock, compile_seconds, evaluate, train_one_epoch, without_subsets
+from runner.tensorboard_log import TensorBoardLog
+from susceptibility.traceless import seed_global_streams
+from runner.training import NonFiniteLoss, clock, compile_seconds, evaluate, train_one_epoch, without_subsets
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 

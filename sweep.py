@@ -10,8 +10,8 @@ learning rates, say). Every run is started with `--resume`, so invoking the same
 finished runs, continues interrupted ones from their checkpoints and starts the rest. Runs that fail
 are listed with their log files and are retried only with `--retry-failed`.
 
-Reading and expanding the sweep file is `grid.py`; a grid point as a process, its log and its state
-on disk `sweep_jobs.py`; the Slurm job array `slurm.py`. This file runs the grid here and is the
+Reading and expanding the sweep file is `runner.sweeps.grid`; a grid point as a process, its log and
+its state on disk `runner.sweeps.jobs`; the Slurm job array `runner.sweeps.slurm`. This file runs the grid here and is the
 command line.
 """
 from __future__ import annotations
@@ -28,14 +28,14 @@ from pathlib import Path
 
 import torch
 
-import command_line
+from runner import command_line
 import datasets
-import records
-import slurm
-from command_line import INTERRUPTED, USAGE
-from grid import GridPoint, Sweep, SweepError, load_sweep
-from interrupts import interrupts_stop_the_run
-from sweep_jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, Progress, active_cluster_jobs, describe,
+from runner import records
+from runner.sweeps import slurm
+from runner.command_line import INTERRUPTED, USAGE
+from runner.sweeps.grid import GridPoint, Sweep, SweepError, load_sweep
+from runner.interrupts import interrupts_stop_the_run
+from runner.sweeps.jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, Progress, active_cluster_jobs, describe,
                         epochs_saved, last_line, record_outcome, run_state, start_process, threads_env)
 
 POLL_SECONDS = 0.2

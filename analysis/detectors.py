@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-import records
+from runner import records
 from analysis.loading import runs_at_epoch
 
 MEASURES = {"auroc": "AUROC", "ap": "average precision"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import records
-from zeta_stats import CONVENTIONS, running_zetas
+from runner import records
+from susceptibility.zeta import CONVENTIONS, running_zetas
 
 
 # ζ is recomputed from the probe losses under both running-mean conventions (PAPER.md).

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-import records
+from runner import records
 from analysis.loading import runs_at_epoch, zeta_column, zetas_at
 from analysis.selection import ModelSelection
-from zeta_stats import drop_standard_errors, zeta_standard_errors
+from susceptibility.zeta import drop_standard_errors, zeta_standard_errors
 
 MAIN = "probe"  # the probe that defines the run's ζ
 

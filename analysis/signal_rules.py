@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-import records
+from runner import records
 from analysis.loading import runs_at_epoch, zeta_column
 from analysis.uncertainty import bounds_text
 from analysis.selection import best_run, kendall, select_models

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import binomtest, norm
 
-import records
+from runner import records
 
 CONFIDENCE = 0.95
 

@@ -16,8 +16,7 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout works without installing
-from susceptibility import Susceptibility  # noqa: E402  (ζ)
+from susceptibility import Susceptibility
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -26,7 +25,7 @@ def load_images(data_dir: Path | None, count: int) -> tuple[torch.Tensor, torch.
     """`count` uint8 images (3, 32, 32) and labels of the training batches, read with the project's
     safe reader; synthetic ones where no folder was given and the default one holds none."""
     import datasets
-    from label_noise import DataError
+    from runner.label_noise import DataError
 
     folder = data_dir or DEFAULT_DIR
     if data_dir is None and not (folder / "cifar-10-batches-py").is_dir():

@@ -6,7 +6,6 @@ import copy
 import pickle
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,16 @@ from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT))
 
-import batching  # noqa: E402
-import command_line  # noqa: E402
-import config  # noqa: E402
-import datasets  # noqa: E402
-import noisy_data  # noqa: E402
-import experiments  # noqa: E402
-import label_noise  # noqa: E402
-import records  # noqa: E402
-from run import Run, build_run  # noqa: E402
+from runner import batching
+from runner import command_line
+from runner import config
+import datasets
+from runner import noisy_data
+import experiments
+from runner import label_noise
+from runner import records
+from runner.run import Run, build_run
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 # The devices the bit-exactness tests run on: the CPU always, a CUDA GPU and Apple's MPS where present.
@@ -96,7 +94,7 @@ def real_cifar10() -> Path:
 
 def write_cifar100(root: Path, train_size: int, test_size: int, seed: int = 0) -> Path:
     """Write a CIFAR-100 style `cifar-100-python` folder (fine and coarse labels) under `root`."""
-    import label_noise
+    from runner import label_noise
 
     rng = np.random.default_rng(seed)
     folder = root / "cifar-100-python"

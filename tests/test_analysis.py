@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import records
+from runner import records
 from analysis import cli, figures, loading, reports, seeds, selection, signal_rules
 
 # name: (training accuracy, zeta, test accuracy) at the last epoch. Means: training accuracy 57.5,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-import records
+from runner import records
 from analysis import cli, detectors, loading, probes, selection, uncertainty
 
 EPOCHS = 3

@@ -3,7 +3,6 @@ results file, the lines its patches change) and ours, converts their results to 
 compares both sides as documented, refuses what it cannot compare, and docs/REPRODUCTION.md quotes
 what the committed study's records give."""
 import re
-import sys
 import textwrap
 from pathlib import Path
 
@@ -12,15 +11,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import records
+from runner import records
 from conftest import ROOT
 from models import create_model
 
-sys.path.insert(0, str(ROOT / "tools"))
 
-import authors_comparison as harness  # noqa: E402
-import authors_setting as setting  # noqa: E402
-import authors_study as compared  # noqa: E402
+from tools import authors_comparison as harness
+from tools import authors_setting as setting
+from tools import authors_study as compared
 
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
 STUDY = ROOT / "docs" / "records" / "authors_comparison"
@@ -338,5 +336,5 @@ def test_the_section_shows_its_figure_and_the_commands_that_make_it():
     section = document_section()
     figures = re.findall(r"\]\((figures/authors_comparison/[^)]+)\)", section)
     assert figures and all((DOCUMENT.parent / name).stat().st_size > 0 for name in figures)
-    assert "python tools/authors_comparison.py run" in section
-    assert "python tools/authors_comparison.py compare docs/records/authors_comparison" in section
+    assert "python -m tools.authors_comparison run" in section
+    assert "python -m tools.authors_comparison compare docs/records/authors_comparison" in section

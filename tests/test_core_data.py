@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-import batching
+from runner import batching
 import datasets
-import noisy_data
-import label_noise
-import streams
+from runner import noisy_data
+from runner import label_noise
+from runner import streams
 import susceptibility
 from conftest import write_cifar
 

@@ -5,15 +5,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import batching
+from runner import batching
 import datasets
-import noisy_data
+from runner import noisy_data
 import susceptibility
 from conftest import DEVICES, assert_bit_identical, make_batches, one_step_by_hand, small_dropout_net
 from models import create_model
 from susceptibility import probe_step
-from training import evaluate, train_one_epoch
-from zeta_stats import running_zetas
+from runner.training import evaluate, train_one_epoch
+from susceptibility.zeta import running_zetas
 
 
 def train_epochs(build_model, batches, epochs: int, with_probe: bool, seed: int = 0):

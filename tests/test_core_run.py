@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoints
-import command_line
+from runner import checkpoints
+from runner import command_line
 import experiments
-import machine
+from runner import machine
 import models
-import records
+from runner import records
 import sweep
-import training
+from runner import training
 from conftest import (
     DEVICES,
     ROOT,

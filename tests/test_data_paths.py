@@ -4,18 +4,18 @@ import pytest
 import torch
 from scipy import stats
 
-import batching
-import checkpoints
-import command_line
+from runner import batching
+from runner import checkpoints
+from runner import command_line
 import datasets
-import noisy_data
+from runner import noisy_data
 import experiments
-import machine
-import records
+from runner import machine
+from runner import records
 from conftest import interrupt_at_epoch, run_args
 from models import create_model
 from susceptibility import probe_step
-from training import fast_network
+from runner.training import fast_network
 
 
 def coordinate_images(n: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 
 import datasets
 import experiments
-import records
+from runner import records
 from analysis import loading
 from conftest import CLASS_COLOURS, run_args, write_image_folder
 

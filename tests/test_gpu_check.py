@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT
 
-CHECK = [sys.executable, str(ROOT / "tools" / "gpu_check.py")]
+CHECK = [sys.executable, "-m", "tools.gpu_check"]
 
 
 @pytest.mark.e2e

@@ -7,7 +7,6 @@ import math
 import operator
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -19,24 +18,23 @@ from torch._dynamo.eval_frame import OptimizedModule
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import batching
-import command_line
+from runner import batching
+from runner import command_line
 import datasets
 import experiments
-import machine
-import noisy_data
-import records
-import susceptibility
-import traceless
-import training
-from conftest import ROOT, built_run, record_path, run_args, small_dropout_net
+from runner import machine
+from runner import noisy_data
+from runner import records
+import susceptibility.probe
+from susceptibility import traceless
+from runner import training
+from conftest import built_run, record_path, run_args, small_dropout_net
 from models import create_model
-from signals import TrainingSignals
+from runner.sample_scores import TrainingSignals
 from susceptibility import Susceptibility, probe_step
-from training import fast_network
+from runner.training import fast_network
 
-sys.path.insert(0, str(ROOT / "tools"))
-from host_syncs import HostSynchronizations  # noqa: E402
+from tools.host_syncs import HostSynchronizations
 
 aten = torch.ops.aten
 
@@ -284,7 +282,7 @@ def fake_cuda(monkeypatch) -> Iterator[GeneratorDevices]:
     for; yields the check of generator devices. Tensors made before stay real, and turn fake when
     they meet fake ones."""
     monkeypatch.setattr(torch.Tensor, "backward", zero_gradients)
-    monkeypatch.setattr(susceptibility, "own_random_stream", lambda seed, device: contextlib.nullcontext())
+    monkeypatch.setattr(susceptibility.probe, "own_random_stream", lambda seed, device: contextlib.nullcontext())
     try:
         with FakeTensorMode(allow_non_fake_inputs=True), GeneratorDevices() as draws:
             yield draws

@@ -10,9 +10,9 @@ from torch.nn import functional as F
 
 lightning = pytest.importorskip("lightning.pytorch", reason="lightning is not installed (pip install '.[lightning]')")
 
-from conftest import small_dropout_net  # noqa: E402
-from susceptibility import Susceptibility  # noqa: E402
-from susceptibility_lightning import SusceptibilityCallback  # noqa: E402
+from conftest import small_dropout_net
+from susceptibility import Susceptibility
+from susceptibility.lightning import SusceptibilityCallback
 
 pytestmark = pytest.mark.e2e
 IMAGES = torch.randn(96, 3, 32, 32, generator=torch.Generator().manual_seed(0))

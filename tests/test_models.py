@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import checkpoints
+from runner import checkpoints
 import experiments
-import records
+from runner import records
 from models import FAMILIES, create_model
 from models.efficientnet import drop_connect
 from reference_counts import REFERENCE_PARAMETERS

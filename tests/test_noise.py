@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoints
+from runner import checkpoints
 import datasets
-import noisy_data
+from runner import noisy_data
 import experiments
-import label_noise
-import records
-import streams
+from runner import label_noise
+from runner import records
+from runner import streams
 from conftest import human_label_arrays, run_args
 
 # Wrong-label rates of CIFAR-10N as published by its authors (fractions of the 50,000 images).

@@ -14,7 +14,7 @@ from nbclient.exceptions import CellExecutionError
 from scipy.stats import kendalltau
 
 import experiments
-import records
+from runner import records
 from analysis import selection
 from conftest import ROOT, run_args
 

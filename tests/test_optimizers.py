@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 import experiments
-import records
-import training
+from runner import records
+from runner import training
 from conftest import assert_bit_identical, built_run, interrupt_at_epoch, record_path, run_args, same_record
-from run import Run
+from runner.run import Run
 from susceptibility import Susceptibility
 
 LR = 0.05

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoints
-import command_line
+from runner import checkpoints
+from runner import command_line
 import experiments
-import noisy_data
-import records
+from runner import noisy_data
+from runner import records
 import susceptibility
-import zeta_stats
+from susceptibility import zeta
 from analysis import loading
 from conftest import (
     checkpoint_path,
@@ -25,7 +25,7 @@ from conftest import (
     small_dropout_net,
 )
 from susceptibility import Susceptibility
-from training import OPTIMIZERS
+from runner.training import OPTIMIZERS
 
 
 def probes(batches, batches_per_epoch: int, seed: int = 9) -> Susceptibility:
@@ -70,13 +70,13 @@ def test_the_first_batch_of_each_epoch_is_the_papers_single_batch(synthetic_cifa
 
 
 def test_standard_errors_worked_out_by_hand():
-    assert zeta_stats.drop_standard_errors([[1.0, 2.0, 3.0], [0.5, 0.5], [7.0]]).tolist()[:2] == \
+    assert zeta.drop_standard_errors([[1.0, 2.0, 3.0], [0.5, 0.5], [7.0]]).tolist()[:2] == \
         pytest.approx([1 / math.sqrt(3), 0.0])
-    assert math.isnan(zeta_stats.drop_standard_errors([[7.0]])[0])
+    assert math.isnan(zeta.drop_standard_errors([[7.0]])[0])
     # SE(zeta(t)) = sqrt(sum of the squared SEs of r_1..r_t) / t; epoch 0 is left out.
-    errors = zeta_stats.zeta_standard_errors([5.0, 0.3, 0.4, 1.2])
+    errors = zeta.zeta_standard_errors([5.0, 0.3, 0.4, 1.2])
     assert math.isnan(errors[0]) and errors[1:].tolist() == pytest.approx([0.3, 0.25, 1.3 / 3])
-    reference = zeta_stats.zeta_standard_errors([5.0, 0.3, 0.4, 1.2], "reference")
+    reference = zeta.zeta_standard_errors([5.0, 0.3, 0.4, 1.2], "reference")
     assert reference[1:].tolist() == pytest.approx([0.0, 0.15, 0.5 / 3])
 
 

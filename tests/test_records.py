@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-import checkpoints
-import records
+from runner import checkpoints
+from runner import records
 
 
 def sample_record() -> records.RunRecord:

@@ -6,22 +6,20 @@ Tiny runs last two epochs, not one: ζ averages the probes after training began 
 first value exists at epoch 1."""
 import functools
 import re
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-import config
+from runner import config
 import experiments
-import grid
+from runner.sweeps import grid
 from analysis import cli
 from conftest import ROOT, SHARED_DATA
 
-sys.path.insert(0, str(ROOT / "tools"))
 
-import probe_study_tables  # noqa: E402
-import reproduction_tables  # noqa: E402
+from tools import probe_study_tables
+from tools import reproduction_tables
 
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
 README = ROOT / "README.md"

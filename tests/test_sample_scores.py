@@ -2,8 +2,6 @@
 prediction changes), their accuracy as detectors of wrong labels, and the files a run writes
 beside its record."""
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,15 +9,14 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-import checkpoints
-import command_line
+from runner import checkpoints
+from runner import command_line
 import experiments
-import records
+from runner import records
 from conftest import checkpoint_path, interrupt_at_epoch, record_path, run_args
-from signals import TrainingSignals, auroc, average_precision
+from runner.sample_scores import TrainingSignals, auroc, average_precision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import benchmark  # noqa: E402
+from tools import benchmark
 
 
 def observe(signals: TrainingSignals, epoch: int, predicted: list[int], assigned: list[int],

@@ -7,20 +7,20 @@ import pytest
 import torch
 from torch import nn
 
-import batching
-import checkpoints
-import command_line
+from runner import batching
+from runner import checkpoints
+from runner import command_line
 import datasets
-import noisy_data
+from runner import noisy_data
 import experiments
-import label_noise
+from runner import label_noise
 import models
-import records
-import signals
+from runner import records
+from runner import sample_scores
 import susceptibility
 from conftest import as_format_1, human_label_arrays, run_args, write_image_folder
-from signals import TrainingSignals, margins
-from training import evaluate, train_one_epoch
+from runner.sample_scores import TrainingSignals, margins
+from runner.training import evaluate, train_one_epoch
 
 SIGNAL_COLUMNS = ["noisy_holdout_loss", "noisy_holdout_acc", "pred_changes", "neg_margin",
                   "neg_margin_precision", "neg_margin_recall"]
@@ -82,8 +82,8 @@ class AlwaysClassZero(nn.Module):
 def test_margin_sums_take_the_accumulator_type_of_their_device(monkeypatch):
     """float64 where the device has it; MPS has none, so every run there would fail to start."""
     assert TrainingSignals(4, torch.device("cpu")).margin_sum.dtype == torch.float64
-    assert signals.accumulator_dtype(torch.device("mps")) == torch.float32
-    monkeypatch.setattr(signals, "accumulator_dtype", lambda device: torch.float32)
+    assert sample_scores.accumulator_dtype(torch.device("mps")) == torch.float32
+    monkeypatch.setattr(sample_scores, "accumulator_dtype", lambda device: torch.float32)
     assert TrainingSignals(4, torch.device("cpu")).margin_sum.dtype == torch.float32
 
 

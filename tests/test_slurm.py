@@ -20,14 +20,13 @@ from conftest import (ROOT, interrupt_at_epoch, run_args, same_record, start_in_
                       write_sweep)
 
 import experiments
-import grid
-import records
-import slurm
+from runner.sweeps import grid
+from runner import records
+from runner.sweeps import slurm
 import sweep
-import sweep_jobs
+from runner.sweeps import jobs
 
-sys.path.insert(0, str(ROOT / "tools"))
-import slurm_cluster  # noqa: E402
+from tools import slurm_cluster
 
 pytestmark = pytest.mark.e2e
 SLURM = ["--slurm", "--time", "10", "--gpus-per-run", "0", "--cpus-per-run", "1"]
@@ -93,7 +92,7 @@ def wait_until(condition, what: str, seconds: float = WAIT_SECONDS) -> None:
 
 
 def epochs(run: grid.GridPoint) -> int:
-    return sweep_jobs.recorded_state(run)[1]
+    return jobs.recorded_state(run)[1]
 
 
 def interrupted_after(run: grid.GridPoint) -> int:
@@ -192,7 +191,7 @@ def test_a_job_killed_mid_epoch_is_resumed_exactly_by_the_next_invocation(
     assert sweep.main([str(path), *SLURM]) == 0
     wait_until(lambda: epochs(run) == 1, "the first epoch")
     kill_every_process_of(job_of(run))
-    wait_until(lambda: job_of(run) not in sweep_jobs.active_cluster_jobs(), "the killed job to end")
+    wait_until(lambda: job_of(run) not in jobs.active_cluster_jobs(), "the killed job to end")
     assert "interrupted" not in run.log.read_text()  # killed, not stopped
     saved = epochs(run)
     assert 1 <= saved < 3
@@ -279,7 +278,7 @@ def test_a_run_with_a_bad_setting_is_reported_failed_with_its_log_line_and_the_o
     assert (f"failed {bad.name} (exit code 2); log {bad.log}: experiments.py: error: --noisy-holdout 250 needs "
             f"that many training images outside the --numsamples subset, but 236 are left") in out
     assert "fix the cause, then rerun with --retry-failed" in out
-    assert sweep_jobs.run_state(bad, set()) == sweep_jobs.FAILED
+    assert jobs.run_state(bad, set()) == jobs.FAILED
 
 
 def test_ctrl_c_on_wait_cancels_the_array_and_says_what_is_kept(cluster, tmp_path, synthetic_cifar10):
@@ -292,11 +291,11 @@ def test_ctrl_c_on_wait_cancels_the_array_and_says_what_is_kept(cluster, tmp_pat
     out, err = process.communicate(timeout=WAIT_SECONDS)
     assert process.returncode == 130, out + err
     assert "cancelling the 2 jobs that have not ended, and waiting until they have" in err
-    assert not sweep_jobs.active_cluster_jobs()  # every job of the array has ended
+    assert not jobs.active_cluster_jobs()  # every job of the array has ended
     kept = [f"  {run.name}: {epochs(run)} of 20 epochs are saved" for run in runs]
     assert "\nkept:\n" + "\n".join(kept) + "\n" in err and any(epochs(run) >= 1 for run in runs)
     assert f"continue with: python sweep.py {path}" in err
-    assert all(sweep_jobs.run_state(run, set()) in (sweep_jobs.RESUME, sweep_jobs.NEW) for run in runs)
+    assert all(jobs.run_state(run, set()) in (jobs.RESUME, jobs.NEW) for run in runs)
 
 
 def test_a_resumed_run_removes_the_temporary_files_of_its_killed_writes_and_no_others(

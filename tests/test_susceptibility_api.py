@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import batching
-import checkpoints
+from runner import batching
+from runner import checkpoints
 import datasets
-import noisy_data
+from runner import noisy_data
 import experiments
-import records
+from runner import records
 import susceptibility
 from conftest import (
     one_step_by_hand,

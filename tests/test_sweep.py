@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import command_line
+from runner import command_line
 import experiments
-import grid
-import records
+from runner.sweeps import grid
+from runner import records
 import sweep
-import sweep_jobs
+from runner.sweeps import jobs
 from conftest import ROOT, interrupt_at_epoch, start_in_background, start_in_foreground, write_sweep
 
 GRID = """
@@ -121,7 +121,7 @@ def test_a_channels_last_record_counts_as_finished(tmp_path, synthetic_cifar10, 
     for run in runs:
         assert experiments.main(run.argv) == 0
         assert records.read_record(run.record).meta["args"]["channels_last"] is True
-    assert [sweep_jobs.run_state(run, set()) for run in runs] == [sweep_jobs.FINISHED] * 2
+    assert [jobs.run_state(run, set()) for run in runs] == [jobs.FINISHED] * 2
 
 
 @pytest.mark.e2e
@@ -134,10 +134,10 @@ def test_a_record_older_than_an_argument_counts_as_run_with_its_default(tmp_path
     record = records.read_record(run.record)
     del record.meta["command"], record.meta["args"]["noisy_holdout"]
     records.write_record(run.record, record)
-    assert sweep_jobs.run_state(run, set()) == sweep_jobs.FINISHED
+    assert jobs.run_state(run, set()) == jobs.FINISHED
     record.meta["args"]["noisy_holdout"] = 10  # a value other than the default is another run
     records.write_record(run.record, record)
-    assert sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME
+    assert jobs.run_state(run, set()) == jobs.RESUME
 
 
 @pytest.mark.e2e
@@ -145,14 +145,14 @@ def test_a_record_whose_command_line_gives_other_settings_is_not_finished(tmp_pa
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
     run = grid.load_sweep(path).runs[0]
     assert experiments.main(run.argv) == 0
-    assert sweep_jobs.run_state(run, set()) == sweep_jobs.FINISHED
+    assert jobs.run_state(run, set()) == jobs.FINISHED
     record = records.read_record(run.record)
     record.meta["command"] = [*record.meta["command"], "--corrupt-prob", "0.2"]
     records.write_record(run.record, record)
-    assert sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME
+    assert jobs.run_state(run, set()) == jobs.RESUME
     record.meta["command"] = [*record.meta["command"][:-2], "--device", "cpu", "--eval-batch-size", "7"]
     records.write_record(run.record, record)
-    assert sweep_jobs.run_state(run, set()) == sweep_jobs.FINISHED  # where and how fast only
+    assert jobs.run_state(run, set()) == jobs.FINISHED  # where and how fast only
 
 
 @pytest.mark.e2e
@@ -219,9 +219,9 @@ def test_a_run_ended_by_a_stop_signal_is_interrupted_and_one_killed_otherwise_fa
     run = grid.load_sweep(write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS)).runs[0]
     run.log.parent.mkdir(parents=True)
     for returncode in (130, -signal.SIGTERM, -signal.SIGINT):
-        assert sweep_jobs.record_outcome(run, returncode) == "interrupted"
+        assert jobs.record_outcome(run, returncode) == "interrupted"
         assert not run.marker("failed").exists()
-    assert sweep_jobs.record_outcome(run, -signal.SIGKILL) == "failed"
+    assert jobs.record_outcome(run, -signal.SIGKILL) == "failed"
     assert run.marker("failed").read_text() == f"exit code {-signal.SIGKILL}\n"
 
 
@@ -243,7 +243,7 @@ def test_ctrl_c_stops_the_running_runs_keeping_their_epochs_for_a_rerun(tmp_path
         status = records.read_record(run.record).meta["status"]
         assert 1 <= status["epochs_completed"] < 500 and not status["finished"]
         assert "interrupted" in run.log.read_text()
-    assert all(sweep_jobs.run_state(run, set()) == sweep_jobs.RESUME for run in runs)
+    assert all(jobs.run_state(run, set()) == jobs.RESUME for run in runs)
 
 
 def fake_squeue(tmp_path: Path, monkeypatch, script: str) -> None:

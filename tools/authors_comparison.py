@@ -1,10 +1,10 @@
 """Train one configuration in the authors' code and in ours, several runs each, and compare them.
 
-    OMP_NUM_THREADS=1 python tools/authors_comparison.py run /path/to/tracking-memorization \\
+    OMP_NUM_THREADS=1 python -m tools.authors_comparison run /path/to/tracking-memorization \\
         docs/records/authors_comparison --runs 5 --data-dir ../shared/data
-    python tools/authors_comparison.py compare docs/records/authors_comparison \\
+    python -m tools.authors_comparison compare docs/records/authors_comparison \\
         --figure docs/figures/authors_comparison/curves.png
-    python tools/authors_comparison.py compare docs/records/authors_comparison --markdown
+    python -m tools.authors_comparison compare docs/records/authors_comparison --markdown
 
 `run` takes a checkout of the authors' repository (mahf93/tracking-memorization) where the user put
 it, copies it into a temporary folder, applies the patches of `patches` there (each a named text
@@ -41,11 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from authors_setting import (OUR_FIXED, ROOT, SIDES, HarnessError, Patch, RunFailed, Setting, model_name,
+from tools.authors_setting import (OUR_FIXED, ROOT, SIDES, HarnessError, Patch, RunFailed, Setting, model_name,
                              patches, run_name)
-from authors_study import load_study, markdown_report, plot_study, save_figure, text_report
+from tools.authors_study import load_study, markdown_report, plot_study, save_figure, text_report
 
-import records
+from runner import records
 
 # What the authors' experiments.py pickles for each epoch, in its order, as our record's columns.
 AUTHORS_FIELDS = ("epoch", "phi_before", "phi_after", "train_loss", "train_acc", "train_clean_loss",
@@ -174,7 +174,7 @@ def authors_record(rows: list[dict], setting: Setting, seed: int, argv: list[str
     """Our run record of one run of the authors' code: their values in our columns, the rest empty."""
     import torch
 
-    from machine import environment
+    from runner.machine import environment
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as their code chooses
     return records.RunRecord({

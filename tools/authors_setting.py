@@ -6,14 +6,12 @@ their records).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from analysis.naming import model_name  # noqa: E402
+from analysis.naming import model_name
 
 SIDES = {"ours": "ours", "authors": "authors' code"}
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from authors_setting import LAST_EPOCHS, METRICS, OUR_FIXED, SIDES, HarnessError, Setting, patches
+from tools.authors_setting import LAST_EPOCHS, METRICS, OUR_FIXED, SIDES, HarnessError, Setting, patches
 
-import records
+from runner import records
 from analysis.reports import mean_std_text
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Time one epoch (probe + training + test pass) on each data path, side by side.
 
-    python tools/benchmark.py --model resnet --scale 0.25 --train-size 5000 --test-size 1000
+    python -m tools.benchmark --model resnet --scale 0.25 --train-size 5000 --test-size 1000
 
 Paths compared, on synthetic CIFAR-shaped data:
 - device:    the default; uint8 dataset on the compute device, vectorized augmentation there.
@@ -21,7 +21,6 @@ import argparse
 import functools
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,17 +30,16 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import datasets  # noqa: E402
-import noisy_data  # noqa: E402
-import records  # noqa: E402
-from batching import DeviceBatches, LoaderBatches  # noqa: E402
-from machine import channels_last_default  # noqa: E402
-from models import FAMILIES, create_model  # noqa: E402
-from signals import TrainingSignals  # noqa: E402
-from susceptibility import probe_step  # noqa: E402
-from training import evaluate, fast_network, train_one_epoch  # noqa: E402
+import datasets
+from runner import noisy_data
+from runner import records
+from runner.batching import DeviceBatches, LoaderBatches
+from runner.machine import channels_last_default
+from models import FAMILIES, create_model
+from runner.sample_scores import TrainingSignals
+from susceptibility import probe_step
+from runner.training import evaluate, fast_network, train_one_epoch
 
 
 def synthetic_data(train_size: int, test_size: int, seed: int = 0) -> noisy_data.NoisyData:

@@ -1,8 +1,8 @@
 """The first command to run on a new machine: it checks that the promises of experiments.py hold on
 its device and measures what they cost.
 
-    python tools/gpu_check.py                   # on a GPU at the paper's sizes, on a CPU at small ones
-    python tools/gpu_check.py --only probe,syncs
+    python -m tools.gpu_check                   # on a GPU at the paper's sizes, on a CPU at small ones
+    python -m tools.gpu_check --only probe,syncs
 
 It prints one line per result: PASS or FAIL for a promise, with what was compared, INFO for a figure,
 and exits 1 if anything failed. Without a GPU it runs on the CPU at small sizes (ResNet-18 at width
@@ -39,20 +39,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import batching  # noqa: E402
-import checkpoints  # noqa: E402
-import command_line  # noqa: E402
-import experiments  # noqa: E402
-import machine  # noqa: E402
-import records  # noqa: E402
-import traceless  # noqa: E402
-from benchmark import Timer, network_alone_epoch, prepare_tensors  # noqa: E402
-from host_syncs import HostSynchronizations  # noqa: E402
-from models import FAMILIES, create_model  # noqa: E402
-from susceptibility import Susceptibility, probe_step  # noqa: E402
-from training import fast_network  # noqa: E402
+from runner import batching
+from runner import checkpoints
+from runner import command_line
+import experiments
+from runner import machine
+from runner import records
+from susceptibility import traceless
+from tools.benchmark import Timer, network_alone_epoch, prepare_tensors
+from tools.host_syncs import HostSynchronizations
+from models import FAMILIES, create_model
+from susceptibility import Susceptibility, probe_step
+from runner.training import fast_network
 
 
 @dataclass(frozen=True)

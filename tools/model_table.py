@@ -9,8 +9,8 @@ does not move. The table is markdown on stdout, preceded by a line that says wha
 including the load average before and after: other work on the machine lowers the figures (a lot when
 it competes with torch's threads), so measure on an otherwise idle machine.
 
-    python tools/model_table.py                 # all models, about 3 minutes on 2 cores
-    python tools/model_table.py --models resnet vgg --threads 1
+    python -m tools.model_table                 # all models, about 3 minutes on 2 cores
+    python -m tools.model_table --models resnet vgg --threads 1
 """
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import FAMILIES, create_model  # noqa: E402
+from models import FAMILIES, create_model
 
 PARAMETER_SCALES = (0.25, 0.5, 1.0)
 
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         speed = training_throughput(name, args.scale, args.batchsize, args.warmup, args.steps, args.seconds)
         rows.append(f"| `{name}` | {FAMILIES[name].description} | {counts} | {speed:,.0f} |")
         print(f"{name}: {speed:,.0f} images/s", file=sys.stderr, flush=True)
-    print(f"Measured with `python tools/model_table.py`: torch {torch.__version__}, "
+    print(f"Measured with `python -m tools.model_table`: torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads on {os.cpu_count()} cores of {cpu_name()} "
           f"({platform.system()}), load average {load_before} before and {load_average()} after; "
           f"parameters for 10 classes; throughput: median training step (forward, backward, SGD) "

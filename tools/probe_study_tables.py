@@ -3,7 +3,7 @@ probe-study population (sweeps/probe_study.toml): how noisy one probe batch is, 
 batches helps, training images against held-out ones, what the probes cost, which samples the runs
 memorized, and paired comparisons of the picks on the same test images.
 
-    python tools/probe_study_tables.py docs/records/probe_study
+    python -m tools.probe_study_tables docs/records/probe_study
 
 Every run carries two extra probes of several batches per epoch (`train_probe_r<j>`,
 `heldout_probe_r<j>`) beside the paper's one-batch probe that defines its ζ; ζ of k batches is
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import detectors, loading, probes, reports, selection, uncertainty  # noqa: E402
-from reproduction_tables import final_rows, markdown, memorizing, population, print_tables, spread  # noqa: E402
+from analysis import detectors, loading, probes, reports, selection, uncertainty
+from tools.reproduction_tables import final_rows, markdown, memorizing, population, print_tables, spread
 
 SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
 BATCH_COUNTS = (1, 2, 4)

@@ -5,8 +5,8 @@ committed records and checks that every line is in the document, so no number th
 the records. Each table is computed with the analysis package's own functions, within each seed's population
 where the paper's comparisons are concerned (see `seeds.seed_populations`).
 
-    python tools/reproduction_tables.py docs/records/memorization_symmetric
-    python tools/reproduction_tables.py docs/records/pilot_n2000 --tables settings
+    python -m tools.reproduction_tables docs/records/memorization_symmetric
+    python -m tools.reproduction_tables docs/records/pilot_n2000 --tables settings
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import loading, naming, reports, seeds, selection, signal_rules, uncertainty  # noqa: E402
+from analysis import loading, naming, reports, seeds, selection, signal_rules, uncertainty
 
 SETTING = ["model", "scale", "optimizer", "lr_initial", "scheduler"]
 

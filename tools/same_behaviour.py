@@ -1,8 +1,8 @@
 """Check that a change of the code leaves what it computes unchanged, byte for byte.
 
-    python tools/same_behaviour.py record /tmp/before      # on the old code
-    python tools/same_behaviour.py record /tmp/after       # on the new code, same machine
-    python tools/same_behaviour.py compare /tmp/before /tmp/after
+    python -m tools.same_behaviour record /tmp/before      # on the old code
+    python -m tools.same_behaviour record /tmp/after       # on the new code, same machine
+    python -m tools.same_behaviour compare /tmp/before /tmp/after
 
 `record` trains a set of small runs covering the paths of experiments.py (both data paths, SGD and
 Adam, a run interrupted and resumed, a noisy hold-out with a held-out probe set, CIFAR-10N noise, a
@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import records  # noqa: E402
+from runner import records
 
 POPULATIONS = {
     "memorization_symmetric": ["--compare", "sym_seed0_s0.25_sgd_cosine_resnet*",
@@ -147,7 +146,7 @@ def record_analyses(out: Path) -> None:
         figures = out / "figures" / population
         analysis = run([sys.executable, "-m", "analysis", folder, "--per-seed", "--figures", str(figures),
                         "--formats", "png", *extra])
-        tables = run([sys.executable, "tools/reproduction_tables.py", folder])
+        tables = run([sys.executable, "-m", "tools.reproduction_tables", folder])
         for name, result in (("analysis", analysis), ("tables", tables)):
             text = result.stdout.replace(str(out), "<out>") + f"\n[exit {result.returncode}]\n"
             (texts / f"{population}.{name}.txt").write_text(text)

@@ -1,10 +1,10 @@
 """A one-node Slurm cluster on this machine, to try `sweep.py --slurm` without a cluster, and for the tests.
 
-    sudo python3 tools/slurm_cluster.py start        # configure, start, wait until the node is idle
+    sudo python3 -m tools.slurm_cluster start        # configure, start, wait until the node is idle
     export SLURM_CONF=/tmp/slurm-one-node/slurm.conf
     python sweep.py sweeps/smoke.toml --slurm --time 30 --gpus-per-run 0 --cpus-per-run 1 --wait
-    sudo python3 tools/slurm_cluster.py wait         # until every job has left and the node is idle
-    sudo python3 tools/slurm_cluster.py stop
+    sudo python3 -m tools.slurm_cluster wait         # until every job has left and the node is idle
+    sudo python3 -m tools.slurm_cluster stop
 
 It needs root and the Debian (or Ubuntu) packages `slurm-wlm` and `munge`, and no systemd: `start`
 starts munged (as the `munge` user, unless it runs already), then slurmctld and slurmd with a

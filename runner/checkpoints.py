@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-import config as run_config
-import records
-from command_line import UsageError
-from machine import environment_changes
+from runner import config as run_config
+from runner import records
+from runner.command_line import UsageError
+from runner.machine import environment_changes
 
 if TYPE_CHECKING:
     from argparse import Namespace
 
-    from run import Run
+    from runner.run import Run
 
 # 1: configuration under `args`; the probe's state, the signals and the hold-out labels were added
 #    to it one by one, so its checkpoints may lack them.

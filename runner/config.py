@@ -11,9 +11,9 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-import command_line
+from runner import command_line
 import datasets
-import label_noise
+from runner import label_noise
 
 # Settings that change where files go or how fast the run is, but not what it computes (beyond the
 # last digits: `deterministic`, compared on --resume as the machine's facts are).

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from records import DETECTOR_COLUMNS, SAMPLE_SCORES
+from runner.records import DETECTOR_COLUMNS, SAMPLE_SCORES
 
 NO_PREDICTION = -1
 NOT_LEARNED = -1

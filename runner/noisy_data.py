@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from datasets import ImageSet
-from label_noise import (CIFAR10N_KEYS, GIVEN, NOISE_TYPES, SYNTHETIC_NOISE, DataError, LabelNoise,
+from runner.label_noise import (CIFAR10N_KEYS, GIVEN, NOISE_TYPES, SYNTHETIC_NOISE, DataError, LabelNoise,
                          asymmetric_noise, class_flips, human_labels, symmetric_noise)
-from streams import Stream, numpy_rng
+from runner.streams import Stream, numpy_rng
 from susceptibility import derive_seed, random_labels
 
 

@@ -18,10 +18,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import command_line
-import config
-import records
-from command_line import Flag
+from runner import command_line
+from runner import config
+from runner import records
+from runner.command_line import Flag
 
 SWEEP_SETTINGS = {"name", "results_dir", "checkpoint_dir", "log_dir"}
 # experiments.py arguments the sweep sets itself for every run.

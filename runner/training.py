@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from batching import TrainBatch
-from signals import TrainingSignals, accumulator_dtype
+from runner.batching import TrainBatch
+from runner.sample_scores import TrainingSignals, accumulator_dtype
 
 CLEAN, NOISY = 0, 1
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torchvision
 
-from command_line import UsageError
-from traceless import IEEE_FP32, fp32_precision, set_fp32_precision
+from runner.command_line import UsageError
+from susceptibility.traceless import IEEE_FP32, fp32_precision, set_fp32_precision
 
 # Facts of the machine and settings that decide which kernels compute a run, and so its last digits.
 KERNEL_FACTS = ("device_name", "cpu_model", "cpu_capability", "cpu_threads", "cuda", "cudnn",

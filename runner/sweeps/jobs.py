@@ -1,6 +1,6 @@
 """A grid point as a job: what is on disk for it, the experiments.py process that runs it, its log,
 the markers next to the log, and the lines that report it. Shared by the local runner (`sweep.py`)
-and the cluster jobs (`slurm.py`).
+and the cluster jobs (`runner.sweeps.slurm`).
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import command_line
-import config
-import records
-from command_line import DIVERGED, INTERRUPTED
-from grid import GridPoint, SweepError
+from runner import command_line
+from runner import config
+from runner import records
+from runner.command_line import DIVERGED, INTERRUPTED
+from runner.sweeps.grid import GridPoint, SweepError
 
-EXPERIMENTS = Path(__file__).resolve().parent / "experiments.py"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments.py"
 FINISHED, QUEUED, FAILED, RESUME, NEW = "finished", "queued", "failed", "resume", "new"
 # How Slurm names a job that has ended. squeue names a job that has not by its state (PENDING,
 # RUNNING, ...) or by a flag that outranks it (COMPLETING, REQUEUED, ...).

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from grid import GridPoint, Sweep, SweepError
-from sweep_jobs import (ENDED_JOB_STATES, Progress, epochs_saved, mark_failed, record_outcome, recorded_state,
+from runner.sweeps.grid import GridPoint, Sweep, SweepError
+from runner.sweeps.jobs import (ENDED_JOB_STATES, Progress, epochs_saved, mark_failed, record_outcome, recorded_state,
                         squeue, start_process, threads_env)
 
 if TYPE_CHECKING:
     import submitit
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 QUEUE_POLL_SECONDS = 5.0  # between two looks at the queue, which a cluster's users share
 RUN_POLL_SECONDS = 0.5  # between two looks, in a job, at its run's process
 

@@ -1,6 +1,6 @@
 """Susceptibility ζ in a PyTorch Lightning training run: a callback.
 
-    from susceptibility_lightning import SusceptibilityCallback
+    from susceptibility.lightning import SusceptibilityCallback
     trainer = Trainer(callbacks=[SusceptibilityCallback(unlabeled_images, num_classes=10),
                                  EarlyStopping(monitor="zeta", mode="min", strict=False)])
 

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from datasets import IMAGE_SIZE
-from noisy_data import NoisyData
+from runner.noisy_data import NoisyData
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)

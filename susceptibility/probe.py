@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from traceless import ieee_fp32, own_random_stream, restored_afterwards
-from zeta_stats import drop_standard_errors, running_zetas, zeta_standard_errors
+from susceptibility.traceless import ieee_fp32, own_random_stream, restored_afterwards
+from susceptibility.zeta import drop_standard_errors, running_zetas, zeta_standard_errors
 
 STATE_FORMAT = 2  # 1: one loss before and after per epoch; 2: one per batch, several batches per epoch
 

@@ -1,6 +1,6 @@
 """The command line of experiments.py: its flags, their checks, and errors as one line.
 
-The flags are a table (`FLAGS`), from which `build_parser` makes the parser and which `grid.py`
+The flags are a table (`FLAGS`), from which `build_parser` makes the parser and which `runner.sweeps.grid`
 reads to write sweep runs' command lines. The reference code's flags keep their names and defaults
 (`--num_classes`, `--numsamples`, `--batchsize`, ...); every flag is also accepted in the other
 spelling (`--num-classes`, `--batch-size`, `--data_dir`), and an unknown flag is answered with the
@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 
 import datasets
-import label_noise
-import noisy_data
+from runner import label_noise
+from runner import noisy_data
 from models import FAMILIES
-from training import OPTIMIZERS, SCHEDULERS
+from runner.training import OPTIMIZERS, SCHEDULERS
 
 # Exit codes of experiments.py (and of sweep.py, which reads its runs' codes).
 USAGE, DIVERGED, INTERRUPTED = 2, 3, 130

@@ -5,17 +5,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-import batching
+from runner import batching
 import datasets
-import noisy_data
-from config import RunConfig
-from machine import environment
+from runner import noisy_data
+from runner.config import RunConfig
+from runner.machine import environment
 from models import create_model
-from signals import TrainingSignals
-from streams import Stream
+from runner.sample_scores import TrainingSignals
+from runner.streams import Stream
 from susceptibility import Susceptibility, derive_seed
-from traceless import seed_device_stream
-from training import OPTIMIZERS, SCHEDULERS, fast_network
+from susceptibility.traceless import seed_device_stream
+from runner.training import OPTIMIZERS, SCHEDULERS, fast_network
 
 
 @dataclass
