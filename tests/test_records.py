@@ -12,6 +12,7 @@ import torch
 
 from runner import checkpoints
 from runner import records
+from conftest import ROOT
 
 
 def sample_record() -> records.RunRecord:
@@ -122,10 +123,10 @@ def test_a_held_lock_is_refused_naming_its_holder_and_removed_on_release(tmp_pat
 @pytest.mark.e2e
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     path = tmp_path / "run.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import records, sys, time\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom runner import records\n"
                                f"with records.exclusive_lock({str(path)!r}):\n"
                                "    print('held', flush=True); time.sleep(60)"],
-                              cwd=records.Path(records.__file__).parent, stdout=subprocess.PIPE, text=True)
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
     with pytest.raises(records.LockHeld, match=f"process {holder.pid}"):
         with records.exclusive_lock(path):

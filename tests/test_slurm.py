@@ -108,7 +108,7 @@ def job_of(run: grid.GridPoint) -> str:
 
 def slurm_sweep(path: Path, *options: str) -> subprocess.Popen:
     """sweep.py --slurm --wait on the sweep file, as a terminal starts it, with short polls."""
-    program = (f"import sys, slurm, sweep; slurm.QUEUE_POLL_SECONDS = {POLL_SECONDS}; "
+    program = (f"import sys, sweep; from runner.sweeps import slurm; slurm.QUEUE_POLL_SECONDS = {POLL_SECONDS}; "
                f"sys.exit(sweep.main(sys.argv[1:]))")
     return start_in_foreground([sys.executable, "-c", program, str(path), *SLURM, "--wait", *options])
 
@@ -321,7 +321,7 @@ def test_a_resumed_run_removes_the_temporary_files_of_its_killed_writes_and_no_o
 def killed_mid_write(path: Path) -> Path:
     """SIGKILL a process in the middle of its atomic write of `path`; returns the temporary file left."""
     before = set(path.parent.iterdir())
-    writer = ("import sys, time, records\n"
+    writer = ("import sys, time\nfrom runner import records\n"
               "def write(f):\n    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(600)\n"
               f"records.atomic_write({str(path)!r}, write)\n")
     process = subprocess.Popen([sys.executable, "-c", writer], cwd=ROOT, stdout=subprocess.PIPE, text=True)
