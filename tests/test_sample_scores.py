@@ -47,6 +47,19 @@ def test_each_score_follows_its_definition_on_a_worked_example():
     assert scores["aum"] == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3])
 
 
+def test_a_sample_never_predicted_as_its_label_is_the_most_suspicious_by_forgetting():
+    # Sample 0: wrong, wrong (never learned).  Sample 1: right, wrong (forgotten once, not learned now).
+    # Sample 2: right, right.  Sample 3: never seen.
+    signals = TrainingSignals(4, torch.device("cpu"))
+    for epoch, predicted in enumerate(([1, 1, 2], [1, 0, 2])):
+        signals.start_epoch(epoch)
+        logits = torch.nn.functional.one_hot(torch.tensor(predicted), 3).float()
+        signals.observe(torch.arange(3), logits, torch.tensor([0, 1, 2]), torch.ones(3))
+    assert signals.never_learned().tolist() == [True, False, False, False]
+    assert signals.scores()["forgetting"].tolist() == [0, 1, 0, 0]
+    assert signals.suspicion()["forgetting"].tolist() == [math.inf, 1, 0, 0]
+
+
 def test_auroc_is_the_mann_whitney_statistic_with_ties():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, 300).astype(float)  # many ties
@@ -88,7 +101,9 @@ def test_the_summary_scores_each_detector_of_the_wrong_labels():
     # The wrong labels (samples 1, 2) have the lower margins and the higher losses: perfect detectors.
     assert (row["aum_auroc"], row["csl_auroc"], row["aum_ap"], row["csl_ap"]) == (1.0, 1.0, 1.0, 1.0)
     assert row["learned_at_auroc"] == 1.0  # learned at epoch 0 against never learned
-    assert row["forgetting_auroc"] == 0.5 and row["changes_auroc"] == 0.5  # no event yet: all tied
+    assert row["changes_auroc"] == 0.5  # no change yet: all tied
+    # The wrong labels were never predicted: forgotten infinitely often, as Toneva et al. count them.
+    assert row["forgetting_auroc"] == 1.0 and row["forgetting_ap"] == 1.0
     assert set(records.DETECTOR_COLUMNS) <= set(row)
     assert all(math.isnan(TrainingSignals(4, torch.device("cpu")).summary()[c]) for c in records.DETECTOR_COLUMNS)
 
