@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             print(probes_report(table, args.epoch, args.convention))
         if has_detectors(table):
             print()
-            print(detectors_report(table))
+            print(detectors_report(table, args.folder))
         per_seed = seed_populations(table, args.epoch, args.convention) if args.per_seed else None
         if per_seed is not None:
             print()

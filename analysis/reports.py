@@ -9,7 +9,7 @@ from analysis.seeds import SeedPopulations
 from analysis.selection import (SELECTION_RULES, Correlation, ModelSelection, correlation_warnings, kendall,
                                 select_models, selection_warnings)
 from analysis.signal_rules import LABEL_WAVE_PATIENCE, LABEL_WAVE_WINDOW, compare_signals, compare_stopping
-from analysis.detectors import detector_table
+from analysis.detectors import detector_table, sample_file_values
 from analysis.loading import runs_at_epoch
 from analysis.probes import MAIN, batch_columns, probes_with_batches, uncertain_regions, zeta_with_errors
 from analysis.uncertainty import bounds_text
@@ -171,14 +171,17 @@ def probes_report(table: pd.DataFrame, epoch: int | None, convention: str) -> st
     return "\n".join(lines)
 
 
-def detectors_report(table: pd.DataFrame) -> str:
+def detectors_report(table: pd.DataFrame, folder: str | None = None) -> str:
     """The per-sample scores as detectors of the wrong labels: AUROC and average precision at each
-    run's last and best-test epoch, mean ± std over the runs and per seed."""
-    overall = detector_table(table)
+    run's last and best-test epoch, mean ± std over the runs and per seed; with the records'
+    `folder`, the last epoch's from the per-sample files where every run has one."""
+    overall = detector_table(table, folder=folder)
     text = overall.assign(value=[mean_std_text(m, s, 3) for m, s in zip(overall["mean"], overall["std"])])
     wide = text["value"].unstack("measure")
-    per_seed = detector_table(table, by_seed=True)
+    per_seed = detector_table(table, by_seed=True, folder=folder)
     seeds = per_seed.assign(value=per_seed["mean"].map(lambda v: f"{v:.3f}"))["value"].unstack(["seed", "measure"])
+    source = ("last epoch recomputed from the per-sample files, best test epoch from the records"
+              if folder is not None and sample_file_values(folder, table) is not None else "from the records")
     return "\n".join([
-        "Per-sample scores as detectors of the wrong labels (mean ± std over the runs with ground truth):",
+        f"Per-sample scores as detectors of the wrong labels (mean ± std over the runs with ground truth; {source}):",
         wide.to_string(), "", "The same per seed (mean over its runs):", seeds.to_string()])

@@ -83,6 +83,30 @@ def test_the_detector_table_summarizes_the_last_and_the_best_test_epoch_over_run
     assert curves["aum"].tolist() == pytest.approx([0.6, 0.7, 0.8])
 
 
+def write_samples(folder, run: str, forgetting: list[int], learned_at: list[float], wrong: list[bool]) -> None:
+    """A per-sample file whose AUM, loss and changes are uninformative (all equal)."""
+    size = len(wrong)
+    pd.DataFrame({"index": range(size), "assigned": [1] * size, "true": [0 if w else 1 for w in wrong],
+                  "aum": [0.5] * size, "csl": [1.0] * size, "forgetting": forgetting, "learned_at": learned_at,
+                  "changes": [2] * size}).to_csv(detectors.samples_path(folder, run), index=False)
+
+
+def test_the_last_epoch_detectors_are_recomputed_from_the_per_sample_files_with_never_learned_most_suspicious(tmp_path):
+    write(tmp_path, "a", batch_rows([[1.0], [1.0], [1.0]], 80.0, 40.0, detector=0.5), seed=0)
+    # The two wrong labels: one never learned (infinitely many forgetting events), one forgotten 3 times.
+    write_samples(tmp_path, "a", [0, 3, 1, 0], [math.nan, math.nan, 2, 1], [True, True, False, False])
+    table = loading.load_runs(tmp_path).table
+    suspicion = detectors.sample_suspicion(pd.read_csv(detectors.samples_path(tmp_path, "a")))
+    assert suspicion["forgetting"].tolist() == [math.inf, 3, 1, 0]
+    summary = detectors.detector_table(table, folder=tmp_path)
+    assert summary.loc[("last epoch", "forgetting", "auroc"), "mean"] == 1.0
+    assert summary.loc[("last epoch", "csl", "auroc"), "mean"] == 0.5  # all tied
+    assert summary.loc[("best test epoch", "forgetting", "auroc"), "mean"] == pytest.approx(0.7)  # the record's
+    detectors.samples_path(tmp_path, "a").unlink()  # without the file: the record's own values
+    assert detectors.detector_table(table, folder=tmp_path).loc[("last epoch", "forgetting", "auroc"), "mean"] == \
+        pytest.approx(0.7)
+
+
 def test_the_command_line_reports_the_probes_and_the_detectors_when_the_records_have_them(tmp_path, capsys):
     for name, drops, train_acc in (("a", 1.0, 90), ("b", 2.0, 80), ("c", 3.0, 70)):
         write(tmp_path, name, batch_rows([[drops, drops + 1]] * EPOCHS, train_acc, 50.0))

@@ -15,7 +15,7 @@ import pytest
 import config
 import experiments
 import grid
-from analysis import cli
+from analysis import cli, detectors
 from conftest import ROOT, SHARED_DATA
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -187,3 +187,14 @@ def test_a_table_tool_given_a_folder_without_records_says_so_in_one_line(tool, t
     assert tool.main([str(tmp_path / "absent")]) == 2
     errors = [line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()]
     assert errors == [f"error: no run records in {tmp_path}", f"error: no such folder: {tmp_path / 'absent'}"]
+
+
+def test_the_probe_studys_per_sample_files_give_its_records_last_epoch_detectors_but_forgetting():
+    folder = ROOT / "docs" / "records" / "probe_study"
+    table = reproduction_tables.population(folder)
+    keys = ["run", "score", "measure"]
+    recorded = detectors.detector_values(table).query("moment == 'last epoch'").set_index(keys)["value"]
+    recomputed = detectors.sample_file_values(folder, table).set_index(keys)["value"].reindex(recorded.index)
+    same = recorded.index.get_level_values("score") != "forgetting"
+    assert recomputed[same].to_numpy() == pytest.approx(recorded[same].to_numpy(), abs=1e-12)
+    assert not (recomputed[~same].to_numpy() == pytest.approx(recorded[~same].to_numpy(), abs=1e-3))

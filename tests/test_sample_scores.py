@@ -15,6 +15,7 @@ import checkpoints
 import command_line
 import experiments
 import records
+from analysis import detectors
 from conftest import checkpoint_path, interrupt_at_epoch, record_path, run_args
 from signals import TrainingSignals, auroc, average_precision
 
@@ -69,6 +70,16 @@ def test_auroc_is_the_mann_whitney_statistic_with_ties():
     perfect = auroc(torch.tensor([0.1, 0.2, 0.9, 0.8]), torch.tensor([False, False, True, True]))
     assert perfect.item() == 1.0
     assert math.isnan(auroc(torch.tensor([0.1, 0.2]), torch.tensor([True, True])).item())
+
+
+def test_the_analysis_computes_auroc_and_average_precision_as_the_run_does():
+    rng = np.random.default_rng(2)
+    scores = np.append(rng.integers(0, 6, 300).astype(float), [np.inf] * 20)  # ties, and never-learned samples
+    positive = rng.random(320) < 0.4
+    assert detectors.auroc(scores, positive) == pytest.approx(
+        auroc(torch.tensor(scores), torch.tensor(positive)).item(), rel=1e-12)
+    assert detectors.average_precision(scores, positive) == pytest.approx(
+        average_precision(torch.tensor(scores), torch.tensor(positive)).item(), rel=1e-12)
 
 
 def average_precision_by_definition(scores: np.ndarray, positive: np.ndarray) -> float:

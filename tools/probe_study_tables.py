@@ -128,15 +128,34 @@ def cost_table(table: pd.DataFrame) -> str:
                      "one batch / epoch"], rows)
 
 
-def detectors_table(table: pd.DataFrame) -> str:
-    """Each per-sample score as a detector of the wrong labels, mean ± std over all runs."""
-    summary = detectors.detector_table(table)
+SOURCE = {"last epoch": "recomputed from the per-sample files", "best test epoch": "the records' columns"}
+
+
+def detectors_table(table: pd.DataFrame, folder: Path) -> str:
+    """Each per-sample score as a detector of the wrong labels, mean ± std over all runs: at the last
+    epoch recomputed from the per-sample files (the current forgetting convention), at the best
+    test epoch as the records hold it; a column says which."""
+    summary = detectors.detector_table(table, folder=folder)
     rows = []
     for (moment, score), group in summary.groupby(level=["moment", "score"], observed=True, sort=False):
         values = group.droplevel(["moment", "score"])
         rows.append([moment, score, *(reports.mean_std_text(values.loc[m, "mean"], values.loc[m, "std"], 3)
-                                      for m in detectors.MEASURES)])
-    return markdown(["at", "score", "AUROC", "average precision"], rows)
+                                      for m in detectors.MEASURES), SOURCE[moment]])
+    return markdown(["at", "score", "AUROC", "average precision", "from"], rows)
+
+
+def never_learned_line(table: pd.DataFrame, folder: Path) -> str:
+    """How many training samples each run never predicted as their label by its last epoch, and how
+    many of those have a wrong label (medians over the runs, from the per-sample files)."""
+    shares, wrong = [], []
+    for run in loading.runs_at_epoch(table).index:
+        samples = pd.read_csv(detectors.samples_path(folder, run))
+        never = detectors.sample_suspicion(samples)["forgetting"] == float("inf")
+        shares.append(100 * never.mean())
+        wrong.append(100 * (samples["assigned"] != samples["true"])[never].mean())
+    return (f"At the last epoch, a median {pd.Series(shares).median():.0f} % of a run's training samples had never "
+            f"been predicted as their label, {pd.Series(wrong).median():.0f} % of them (median over the runs) "
+            f"wrongly labelled.")
 
 
 def paired_table(table: pd.DataFrame, folder: Path) -> str:
@@ -159,13 +178,14 @@ def paired_table(table: pd.DataFrame, folder: Path) -> str:
 
 
 TABLES = {"noise": noise_table, "averaging": averaging_table, "cost": cost_table,
-          "detectors": detectors_table, "paired": paired_table}
+          "detectors": detectors_table, "never learned": never_learned_line, "paired": paired_table}
+NEED_FOLDER = {"detectors", "never learned", "paired"}  # tables that read the files beside the records
 
 
 def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str]:
     """The chosen tables (default: all) of the probe-study records in `folder`, by name."""
     table = population(folder)
-    return {name: (TABLES[name](table, Path(folder)) if name == "paired" else TABLES[name](table))
+    return {name: (TABLES[name](table, Path(folder)) if name in NEED_FOLDER else TABLES[name](table))
             for name in (tables or TABLES)}
 
 
