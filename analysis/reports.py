@@ -11,7 +11,8 @@ from analysis.selection import (SELECTION_RULES, Correlation, ModelSelection, co
 from analysis.signal_rules import LABEL_WAVE_PATIENCE, LABEL_WAVE_WINDOW, compare_signals, compare_stopping
 from analysis.detectors import detector_table, sample_file_values
 from analysis.loading import runs_at_epoch
-from analysis.probes import MAIN, batch_columns, probes_with_batches, uncertain_regions, zeta_with_errors
+from analysis.probes import (batch_columns, label_draw_ratio, probes_with_batches, total_zeta_errors,
+                             uncertain_regions, zeta_with_errors)
 from analysis.uncertainty import bounds_text
 
 
@@ -161,11 +162,15 @@ def probes_report(table: pd.DataFrame, epoch: int | None, convention: str) -> st
         lines.append(f"  {probe}: Kendall tau(zeta, noisy-subset accuracy) {tau.tau:.3f} "
                      f"(p = {p_value_text(tau.pvalue)}, {tau.n} runs)")
     lines += ["", pd.DataFrame(per_probe).to_string()]
-    if MAIN in probes_with_batches(table):
+    ratio, source = label_draw_ratio(table, epoch, convention)
+    errors = total_zeta_errors(table, epoch, convention, ratio)
+    if errors.notna().any():
         selection = select_models(table, epoch, convention)
-        open_runs = uncertain_regions(selection, zeta_with_errors(table, MAIN, epoch, convention)["zeta_se"])
+        open_runs = uncertain_regions(selection, errors)
         lines += ["", f"runs within two standard errors of the mean zeta ({selection.zeta_mean:.4f}), whose "
-                      f"region is therefore not settled: {len(open_runs)}"]
+                      f"region is therefore not settled: {len(open_runs)} (the standard error counts the draw "
+                      f"of the probe batches and of the probe set's random labels, whose variance is taken as "
+                      f"{ratio:.2f} times one batch's, {source})"]
         if len(open_runs):
             lines.append(format_table(open_runs))
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import pytest
 import config
 import experiments
 import grid
-from analysis import cli, detectors
+from analysis import cli, detectors, probes
 from conftest import ROOT, SHARED_DATA
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -162,7 +162,8 @@ PAPER_NUMBERS = {"61.80", "1.64", "57.89", "3.56", "51.25", "17.21", "51.42", "9
 
 @pytest.mark.parametrize("where, heading", [(DOCUMENT, "## Verdicts"), (README, "## Reproduction at small scale"),
                                             (DOCUMENT, "## The paper's claims, and what this project finds"),
-                                            (README, "### How much one probe batch tells")])
+                                            (README, "### How much one probe batch tells"),
+                                            (DOCUMENT, "### ζ's whole uncertainty: batches, random labels, images")])
 def test_the_headline_numbers_are_in_the_tables_of_the_committed_records(where, heading):
     headlines = section(where.read_text(), heading)
     in_tables = {number for folder in QUOTED_TABLES for text in rendered(folder).values()
@@ -198,3 +199,11 @@ def test_the_probe_studys_per_sample_files_give_its_records_last_epoch_detectors
     same = recorded.index.get_level_values("score") != "forgetting"
     assert recomputed[same].to_numpy() == pytest.approx(recorded[same].to_numpy(), abs=1e-12)
     assert not (recomputed[~same].to_numpy() == pytest.approx(recorded[~same].to_numpy(), abs=1e-3))
+
+
+def test_the_label_draw_ratio_for_runs_without_their_own_is_what_the_probe_study_gives():
+    table = reproduction_tables.population(ROOT / "docs" / "records" / "probe_study")
+    ratio, _ = probes.label_draw_ratio(table)
+    assert probes.LABEL_DRAW_RATIO == round(ratio, 2)
+    for page in ("ANALYSIS.md", "API.md", "REPRODUCTION.md"):
+        assert f"{probes.LABEL_DRAW_RATIO:.2f}" in (ROOT / "docs" / page).read_text(), page

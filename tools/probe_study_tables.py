@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -63,6 +64,63 @@ def noise_table(table: pd.DataFrame) -> str:
               "sd of ζ between the seeds of a setting (median)", "1-batch SE / sd between runs",
               "split-half τ (mean ± std over seeds)"]
     return markdown(header, rows)
+
+
+BOOTSTRAP_DRAWS = 2000  # resamples of the runs for the intervals of the uncertainty components
+
+
+def component_intervals(components: pd.DataFrame, draws: int = BOOTSTRAP_DRAWS) -> pd.DataFrame:
+    """The 2.5 and 97.5 percentiles of each part of `probes.component_summary` over resamples of the
+    runs with replacement (a fixed seed, so the table is the same every time)."""
+    rng = np.random.default_rng(0)
+    samples = [probes.component_summary(components.iloc[rng.integers(0, len(components), len(components))])
+               for _ in range(draws)]
+    return pd.DataFrame(samples).quantile([0.025, 0.975])
+
+
+def uncertainty_table(table: pd.DataFrame) -> str:
+    """The three parts of the uncertainty of ζ at the last epoch, as standard deviations over the
+    runs (`probes.component_summary`), with 95 % bootstrap intervals over the runs and as a share
+    of the sd of ζ between the runs of a seed."""
+    components = probes.uncertainty_components(table)
+    summary, intervals = probes.component_summary(components), component_intervals(components)
+    last = loading.runs_at_epoch(table)
+    between_runs = last["zeta_paper"].groupby(last["seed"]).std().mean()
+    total = (summary["batch"] ** 2 + summary["label"] ** 2) ** 0.5
+    parts = [("batch", "the draw of one probe batch per epoch", "the spread of r over the 4 batches of the extra "
+              "training-image probe in each epoch"),
+             ("label", "the draw of the random labels", "the paper's probe against the extra training-image probe "
+              "(same images, labels of its own), beyond their batches' errors"),
+             ("total", "both: what one run's ζ is uncertain by", "√(batch² + labels²)"),
+             ("pool", "the image pool: training or held-out images", "the extra training-image probe against the "
+              "held-out one, beyond their batches and label draws")]
+    rows = []
+    for key, label, how in parts:
+        value = total if key == "total" else summary[key]
+        interval = "–" if key == "total" else f"{intervals.loc[0.025, key]:.4f} to {intervals.loc[0.975, key]:.4f}"
+        rows.append([label, how, f"{value:.4f}", interval, f"{100 * value / between_runs:.0f} %"])
+    return markdown(["part of ζ's uncertainty", "measured from", "sd of ζ at the last epoch",
+                     "95 % interval (bootstrap over the runs)", "share of the sd between the runs of a seed"], rows)
+
+
+def uncertainty_line(table: pd.DataFrame) -> str:
+    """The label-draw ratio, the mean offsets of the two comparisons, and how many runs of each seed's
+    population lie within two standard errors of their seed's mean ζ by the batches alone and by the
+    batches and the label draw together."""
+    components = probes.uncertainty_components(table)
+    summary = probes.component_summary(components)
+    counts = {"batches": 0, "total": 0}
+    for _, runs in table.groupby("seed"):
+        chosen = selection.select_models(runs)
+        counts["batches"] += len(probes.uncertain_regions(chosen, probes.main_batch_errors(runs)))
+        counts["total"] += len(probes.uncertain_regions(chosen, probes.total_zeta_errors(runs, ratio=summary["ratio"])))
+    runs = lambda count: f"{count} run{'s' * (count != 1)}"
+    return (f"Over the {summary['runs']} runs, the label draw's variance is {summary['ratio']:.2f} times one batch's; "
+            f"ζ of the paper's probe minus ζ of the extra training-image probe is {summary['label_offset']:+.4f} on "
+            f"average, ζ of the training images minus ζ of the held-out images {summary['pool_offset']:+.4f} on "
+            f"average. Within two standard errors of their seed's mean ζ: "
+            f"{runs(counts['batches'])} by the batches' error alone, {runs(counts['total'])} by batches and label "
+            f"draw together.")
 
 
 def picked_runs(runs: pd.DataFrame) -> dict[str, str | float]:
@@ -177,7 +235,8 @@ def paired_table(table: pd.DataFrame, folder: Path) -> str:
                      "right only with the rule's / with training accuracy's", "McNemar p"], rows)
 
 
-TABLES = {"noise": noise_table, "averaging": averaging_table, "cost": cost_table,
+TABLES = {"noise": noise_table, "uncertainty": uncertainty_table, "uncertainty line": uncertainty_line,
+          "averaging": averaging_table, "cost": cost_table,
           "detectors": detectors_table, "never learned": never_learned_line, "paired": paired_table}
 NEED_FOLDER = {"detectors", "never learned", "paired"}  # tables that read the files beside the records
 
