@@ -13,6 +13,7 @@ from analysis.detectors import detector_table, sample_file_values
 from analysis.loading import runs_at_epoch
 from analysis.probes import (batch_columns, label_draw_ratio, probes_with_batches, total_zeta_errors,
                              uncertain_regions, zeta_with_errors)
+from analysis.regret import INTERVAL, RULES, WITHIN
 from analysis.uncertainty import bounds_text
 
 
@@ -190,3 +191,16 @@ def detectors_report(table: pd.DataFrame, folder: str | None = None) -> str:
     return "\n".join([
         f"Per-sample scores as detectors of the wrong labels (mean ± std over the runs with ground truth; {source}):",
         wide.to_string(), "", "The same per seed (mean over its runs):", seeds.to_string()])
+
+
+def regret_report(study: pd.DataFrame, scope: str) -> str:
+    """The text of `python -m analysis --regret`: per sub-population size m and rule, the regret of its
+    pick (the best drawn run's test accuracy minus the pick's, in points) over the draws."""
+    frame = study.rename(index=RULES, level="rule").rename(columns={
+        "none": "no pick (%)", "median": "median regret", "low": f"p{INTERVAL[0]}", "high": f"p{INTERVAL[1]}",
+        "within": f"within {WITHIN:g} pt (%)"})
+    return "\n".join([
+        f"Regret of each rule in random sub-populations of m runs ({scope}): the best drawn run's test "
+        f"accuracy minus the pick's, in points; median and {INTERVAL[1] - INTERVAL[0]} % interval over the "
+        f"draws in which the rule picks a run (Region 1 picks none where it is empty: 'no pick')",
+        format_table(frame)])
