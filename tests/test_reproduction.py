@@ -21,6 +21,7 @@ from conftest import ROOT, SHARED_DATA
 sys.path.insert(0, str(ROOT / "tools"))
 
 import probe_study_tables  # noqa: E402
+import regret_tables  # noqa: E402
 import reproduction_tables  # noqa: E402
 
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
@@ -207,3 +208,36 @@ def test_the_label_draw_ratio_for_runs_without_their_own_is_what_the_probe_study
     assert probes.LABEL_DRAW_RATIO == round(ratio, 2)
     for page in ("ANALYSIS.md", "API.md", "REPRODUCTION.md"):
         assert f"{probes.LABEL_DRAW_RATIO:.2f}" in (ROOT / "docs" / page).read_text(), page
+
+
+REGRET_POPULATIONS = ["memorization_symmetric", "memorization_cifar10n", "probe_study"]
+
+
+@functools.cache
+def regret_rendered(folder: str) -> dict[str, str]:
+    """The regret study's tables of the committed records of `folder`."""
+    return regret_tables.render(ROOT / "docs" / "records" / folder)
+
+
+@pytest.mark.parametrize("folder", REGRET_POPULATIONS)
+def test_the_regret_tables_are_what_the_committed_records_give(folder):
+    lines = set(DOCUMENT.read_text().splitlines())
+    for name, text in regret_rendered(folder).items():
+        if name != "headline":
+            missing = [line for line in text.splitlines() if line not in lines]
+            assert not missing, f"{folder}, regret table {name}: not in docs/REPRODUCTION.md: {missing}"
+
+
+def test_the_readme_and_the_document_quote_the_regret_headline_as_the_records_give_it():
+    flat = lambda path: " ".join(path.read_text().split())
+    for text in (flat(README), flat(DOCUMENT)):
+        quoted = f"{regret_tables.HEADLINE} {regret_rendered('memorization_cifar10n')['headline']} and " \
+                 f"{regret_rendered('memorization_symmetric')['headline']}"
+        assert quoted in text
+
+
+def test_the_regret_tool_given_a_folder_without_records_says_so_in_one_line(tmp_path, capsys):
+    assert regret_tables.main([str(tmp_path)]) == 2
+    assert regret_tables.main(["figure", str(tmp_path / "regret.png"), str(tmp_path)]) == 2
+    errors = [line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert errors == [f"error: no run records in {tmp_path}"] * 2
