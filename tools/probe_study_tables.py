@@ -21,7 +21,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import detectors, loading, probes, reports, selection, uncertainty  # noqa: E402
-from reproduction_tables import final_rows, markdown, memorizing, population, print_tables, spread  # noqa: E402
+from reproduction_tables import (final_rows, markdown, memorizing, population, print_tables, run_title_line,  # noqa: E402
+                                 spread)
 
 SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
 BATCH_COUNTS = (1, 2, 4)
@@ -49,7 +50,9 @@ def noise_table(table: pd.DataFrame) -> str:
         final = probes.zeta_with_errors(table, probe)
         last = loading.runs_at_epoch(table)
         between_runs = final["zeta"].groupby(last["seed"]).std().mean()
-        between_seeds = final["zeta"].groupby([last[key] for key in SETTING]).std().median()
+        by_setting = final["zeta"].groupby([last[key] for key in SETTING])
+        between_seeds = by_setting.std().median()
+        seed_difference = (by_setting.max() - by_setting.min()).median()
         one_batch_se = final["zeta_se"].median() * len(columns) ** 0.5
         halves = len(columns) // 2
         first_half = loading.runs_at_epoch(probes.with_zeta_of(table, columns[:halves]))["zeta_paper"]
@@ -58,10 +61,12 @@ def noise_table(table: pd.DataFrame) -> str:
                         lambda runs: selection.kendall(runs["a"], runs["b"]).tau)
         rows.append([label, f"{batch_sd.median():.4f}", f"{relative.median():.2f}",
                      f"{one_batch_se:.4f} / {final['zeta_se'].median():.4f}", f"{between_runs:.4f}",
-                     f"{between_seeds:.4f}", f"{one_batch_se / between_runs:.2f}", spread(taus, 2)])
+                     f"{between_seeds:.4f}", f"{seed_difference:.4f}", f"{one_batch_se / between_runs:.2f}",
+                     spread(taus, 2)])
     header = ["probe", "sd of r over an epoch's batches (median)", "that sd / r (median)",
               f"SE of ζ at the last epoch, 1 / {len(columns)} batches (median)", "sd of ζ between the runs of a seed",
-              "sd of ζ between the seeds of a setting (median)", "1-batch SE / sd between runs",
+              "sd of ζ between the seeds of a setting (median)", "difference of ζ between the two seeds of a setting (median)",
+              "1-batch SE / sd between runs",
               "split-half τ (mean ± std over seeds)"]
     return markdown(header, rows)
 
@@ -145,16 +150,52 @@ def pick_text(accuracies: pd.Series) -> str:
     return f"{shown}; none in {empty} of {len(accuracies)} seeds" if empty else shown
 
 
-def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The table with ζ of each probe and batch count: the paper's probe, then k = 1, 2, 4 batches of
-    each extra probe."""
-    found = {"the paper's probe, 1 batch": table}
+def variant_specs(table: pd.DataFrame) -> dict[str, tuple[str, int]]:
+    """Each probe and batch count compared: label -> (probe, batches per epoch): the paper's probe,
+    then k = 1, 2, 4 batches of each extra probe."""
+    found = {"the paper's probe, 1 batch": (probes.MAIN, 1)}
     for probe, label in SOURCES.items():
-        columns = probes.batch_columns(table, probe)
-        for count in BATCH_COUNTS:
-            if count <= len(columns):
-                found[f"{label}, {count} batch{'es' * (count > 1)}"] = probes.with_zeta_of(table, columns[:count])
+        available = len(probes.batch_columns(table, probe))
+        found |= {f"{label}, {count} batch{'es' * (count > 1)}": (probe, count)
+                  for count in BATCH_COUNTS if count <= available}
     return found
+
+
+def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The table with ζ of each probe and batch count of `variant_specs`."""
+    return {label: table if probe == probes.MAIN else probes.with_zeta_of(table, probes.batch_columns(table, probe)[:count])
+            for label, (probe, count) in variant_specs(table).items()}
+
+
+def one_batch_error(table: pd.DataFrame, probe: str) -> pd.Series:
+    """Per run at the last epoch: the batch standard error of ζ of one batch per epoch of `probe` (the
+    paper's probe: from the extra training-image probe, `probes.main_batch_errors`)."""
+    return probes.main_batch_errors(table) if probe == probes.MAIN else probes.one_batch_errors(table, probe)
+
+
+def boundary_table(table: pd.DataFrame) -> str:
+    """The runs whose region changes with the probe or batch count: under each, the run's ζ, the mean
+    ζ of its seed that splits the regions, and its distance from that mean in standard errors of the
+    batches alone and of the batches and the label draw together (`probes.LABEL_DRAW_RATIO`'s
+    measurement on these runs)."""
+    ratio = probes.label_draw_ratio(table)[0]
+    placed = {label: {int(seed): selection.select_models(runs).runs["region"] for seed, runs in zetas.groupby("seed")}
+              for label, zetas in variants(table).items()}
+    moving = sorted({(seed, run) for seed in placed[next(iter(placed))] for run in placed[next(iter(placed))][seed].index
+                     if len({regions[seed][run] for regions in placed.values()}) > 1})
+    rows = []
+    for seed, run in moving:
+        for label, (probe, count) in variant_specs(table).items():
+            runs = variants(table)[label].query("seed == @seed")
+            chosen = selection.select_models(runs)
+            one_batch = one_batch_error(runs, probe)[run]
+            batch_se = one_batch / count ** 0.5
+            distance = chosen.runs.loc[run, "zeta"] - chosen.zeta_mean
+            rows.append([str(seed), run_title_line(loading.runs_at_epoch(runs).loc[run]), label,
+                         f"{chosen.runs.loc[run, 'zeta']:.4f}", f"{chosen.zeta_mean:.4f}", str(chosen.runs.loc[run, "region"]),
+                         f"{distance / batch_se:+.2f}", f"{distance / (batch_se ** 2 + ratio * one_batch ** 2) ** 0.5:+.2f}"])
+    return markdown(["seed", "run", "ζ from", "its ζ", "mean ζ of the seed", "region",
+                     "distance in batch SEs", "distance in batch-and-label SEs"], rows)
 
 
 def averaging_table(table: pd.DataFrame) -> str:
@@ -174,16 +215,19 @@ def averaging_table(table: pd.DataFrame) -> str:
 
 def cost_table(table: pd.DataFrame) -> str:
     """Seconds per probe batch against the epoch that a run without the extra probes takes (the
-    record's epoch time less theirs), per architecture (medians over its runs' epochs)."""
+    record's epoch time less theirs) and against the epoch without any probe (less the paper's probe
+    too), per architecture (medians over its runs' epochs)."""
     extra_batches = sum(len(probes.batch_columns(table, probe)) for probe in SOURCES)
     rows = []
     for model, epochs in table.groupby("model"):
         per_batch = epochs["probe_seconds"].median()
         extra = (epochs["extra_probe_seconds"] / extra_batches).median()
         epoch = (epochs["seconds"] - epochs["extra_probe_seconds"]).median()
-        rows.append([str(model), f"{per_batch:.3f}", f"{extra:.3f}", f"{epoch:.2f}", f"{100 * per_batch / epoch:.1f} %"])
+        bare = (epochs["seconds"] - epochs["extra_probe_seconds"] - epochs["probe_seconds"]).median()
+        rows.append([str(model), f"{per_batch:.3f}", f"{extra:.3f}", f"{epoch:.2f}", f"{100 * per_batch / epoch:.1f} %",
+                     f"{bare:.2f}", f"{100 * per_batch / bare:.1f} %"])
     return markdown(["model", "paper's probe, s", "one extra batch, s", "epoch without the extra probes, s",
-                     "one batch / epoch"], rows)
+                     "one batch / epoch", "epoch without any probe, s", "one batch / epoch without any probe"], rows)
 
 
 SOURCE = {"last epoch": "recomputed from the per-sample files", "best test epoch": "the records' columns"}
@@ -236,7 +280,7 @@ def paired_table(table: pd.DataFrame, folder: Path) -> str:
 
 
 TABLES = {"noise": noise_table, "uncertainty": uncertainty_table, "uncertainty line": uncertainty_line,
-          "averaging": averaging_table, "cost": cost_table,
+          "averaging": averaging_table, "boundary": boundary_table, "cost": cost_table,
           "detectors": detectors_table, "never learned": never_learned_line, "paired": paired_table}
 NEED_FOLDER = {"detectors", "never learned", "paired"}  # tables that read the files beside the records
 
