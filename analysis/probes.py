@@ -127,7 +127,8 @@ def uncertainty_components(table: pd.DataFrame, epoch: int | None = None, conven
                else pd.DataFrame(np.nan, index=train.index, columns=train.columns))
     main = runs_at_epoch(table, epoch)[zeta_column(convention)]
     return pd.DataFrame({"zeta": main, "zeta_train": train["zeta"], "zeta_heldout": heldout["zeta"],
-                         "se_main": main_batch_errors(table, epoch, convention), "se_train": train["zeta_se"],
+                         "se_main": main_batch_errors(table, epoch, convention),
+                         "main_batches": max(len(batch_columns(table, MAIN)), 1), "se_train": train["zeta_se"],
                          "se_heldout": heldout["zeta_se"], "label_difference": main - train["zeta"],
                          "pool_difference": train["zeta"] - heldout["zeta"]})
 
@@ -151,13 +152,15 @@ def mean_square(values: pd.Series) -> float:
 def component_summary(components: pd.DataFrame) -> dict[str, float]:
     """The three parts of ζ's uncertainty over the runs of `uncertainty_components`, each as a
     standard deviation (the root of its variance, averaged over the runs): `batch`, of one batch per
-    epoch; `label`, of the label draw, from E[(main − extra training)²] = SE²_main + SE²_train +
-    2 σ²_label; `pool`, of the image pool beyond batches and labels, from E[(extra training − extra
-    held-out)²] = SE²_train + SE²_held-out + 2 σ²_label + σ²_pool (its mean offset included). A
-    variance that comes out negative is reported as 0. Also `ratio`, σ²_label over the one-batch
-    variance, and the mean of each difference (`label_offset`, `pool_offset`)."""
-    batch = mean_square(components["se_main"])
-    label = (mean_square(components["label_difference"]) - batch - mean_square(components["se_train"])) / 2
+    epoch (k·SE²_main for a main probe of k batches); `label`, of the label draw, from E[(main − extra
+    training)²] = SE²_main + SE²_train + 2 σ²_label; `pool`, of the image pool beyond batches and
+    labels, from E[(extra training − extra held-out)²] = SE²_train + SE²_held-out + 2 σ²_label + σ²_pool
+    (its mean offset included). A variance that comes out negative is reported as 0. Also `ratio`,
+    σ²_label over the one-batch variance, and the mean of each difference (`label_offset`,
+    `pool_offset`)."""
+    batch = mean_square(components["se_main"] * components["main_batches"] ** 0.5)
+    label = (mean_square(components["label_difference"]) - mean_square(components["se_main"])
+             - mean_square(components["se_train"])) / 2
     pool = (mean_square(components["pool_difference"]) - mean_square(components["se_train"])
             - mean_square(components["se_heldout"]) - 2 * label)
     return {"batch": batch ** 0.5, "label": max(label, 0.0) ** 0.5, "pool": max(pool, 0.0) ** 0.5,

@@ -68,8 +68,9 @@ def test_runs_within_two_standard_errors_of_the_split_are_named(tmp_path):
 
 
 def test_the_uncertainty_components_worked_out_by_hand():
-    components = pd.DataFrame({"se_main": [1.0, 1.0], "se_train": [0.5, 0.5], "se_heldout": [0.5, 0.5],
-                               "label_difference": [2.0, -2.0], "pool_difference": [3.0, -3.0]})
+    components = pd.DataFrame({"se_main": [1.0, 1.0], "main_batches": 1, "se_train": [0.5, 0.5],
+                               "se_heldout": [0.5, 0.5], "label_difference": [2.0, -2.0],
+                               "pool_difference": [3.0, -3.0]})
     summary = probes.component_summary(components)
     # 4 = 1 + 0.25 + 2 label; 9 = 0.25 + 0.25 + 2 label + pool.
     assert summary["batch"] == 1.0 and summary["label"] == pytest.approx(math.sqrt(1.375))
@@ -77,6 +78,9 @@ def test_the_uncertainty_components_worked_out_by_hand():
     assert (summary["label_offset"], summary["pool_offset"], summary["runs"]) == (0.0, 0.0, 2)
     smaller = probes.component_summary(components.assign(label_difference=[1.0, -1.0]))
     assert (smaller["label"], smaller["ratio"]) == (0.0, 0.0)  # a negative variance estimate counts as none
+    # A main probe of 4 batches: the same SE is half one batch's, so the ratio is to 4 times its variance.
+    four = probes.component_summary(components.assign(main_batches=4))
+    assert (four["batch"], four["label"], four["ratio"]) == (2.0, pytest.approx(math.sqrt(1.375)), pytest.approx(1.375 / 4))
 
 
 def test_the_standard_error_of_zeta_counts_the_label_draw_beside_the_batches(tmp_path):
