@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 from analysis.detectors import has_detectors
-from analysis.figures import FIGURE_FORMATS, plot_detectors, plot_regions, save_formats, write_figures
+from analysis.figures import (FIGURE_FORMATS, plot_detectors, plot_regions, plot_regret, save_formats,
+                              write_figures)
 from analysis.probes import probes_with_batches
 from analysis.loading import ZETA_COLUMNS, load_runs, populations, select_population, zeta_mismatches
-from analysis.reports import (detectors_report, probes_report, seed_populations_report, selection_report,
-                              signals_report)
+from analysis.regret import DRAWS, regret_study, runs_values, seed_values
+from analysis.reports import (detectors_report, probes_report, regret_report, seed_populations_report,
+                              selection_report, signals_report)
 from analysis.seeds import seed_populations
 from analysis.selection import select_models, tau_across_runs, tau_along_epochs
 
@@ -36,10 +38,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", metavar="PATTERN", nargs="+", default=None,
                         help="with --figures, also the curves of the matching runs side by side on shared "
                              "axes, in the order of the patterns (compare.png)")
+    parser.add_argument("--regret", action="store_true",
+                        help="also draw random sub-populations of 4 to all runs and print each selection "
+                             "rule's regret (best test accuracy drawn minus the pick's); with --per-seed, "
+                             "drawn within each seed's runs")
+    parser.add_argument("--draws", type=int, default=DRAWS, metavar="N",
+                        help=f"with --regret, sub-populations drawn per size (default {DRAWS})")
     parser.add_argument("--per-seed", action="store_true",
                         help="also treat each seed's runs as a population of its own and summarize the "
                              "rules and tau over the populations (with --figures: a region plot per seed)")
     return parser.parse_args(argv)
+
+
+def user_regret_study(table, args: argparse.Namespace):
+    """The regret study of `python -m analysis --regret` on the folder's runs."""
+    if args.draws < 1:
+        raise ValueError(f"--draws must be at least 1, got {args.draws}")
+    populations = (seed_values(table, args.epoch, args.convention) if args.per_seed
+                   else [runs_values(table, args.epoch, args.convention)])
+    return regret_study(populations, draws=args.draws)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,16 +86,25 @@ def main(argv: list[str] | None = None) -> int:
             print(probes_report(table, args.epoch, args.convention))
         if has_detectors(table):
             print()
-            print(detectors_report(table))
+            print(detectors_report(table, args.folder))
         per_seed = seed_populations(table, args.epoch, args.convention) if args.per_seed else None
         if per_seed is not None:
             print()
             print(seed_populations_report(per_seed, along))
+        study = user_regret_study(table, args) if args.regret else None
+        scope = "within each seed's runs" if args.per_seed else "drawn from all the runs"
+        if study is not None:
+            print()
+            print(regret_report(study, scope))
         if args.figures:
             paths = write_figures(table, selection, args.figures, args.epoch, args.convention,
                                   args.curves, tuple(args.formats), args.compare)
             if has_detectors(table):
                 paths += save_formats(plot_detectors(table), Path(args.figures) / "detectors", tuple(args.formats))
+            if study is not None:
+                title = f"{table['run'].nunique()} runs, drawn {'within each seed' if args.per_seed else 'from all'}"
+                paths += save_formats(plot_regret({title: study}, "each seed's runs" if args.per_seed else "all runs"),
+                                      Path(args.figures) / "regret", tuple(args.formats))
             for seed, seed_selection in (per_seed.selections.items() if per_seed else ()):
                 paths += save_formats(plot_regions(seed_selection, f"seed {seed}"),
                                       Path(args.figures) / f"regions_seed{seed}", tuple(args.formats))

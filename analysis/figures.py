@@ -1,5 +1,5 @@
 """The paper's figures from the runs' table: each run's curves, ζ against memorization, the four
-regions, the signals, and the per-sample detectors of wrong labels. The only part of the analysis that needs matplotlib."""
+regions, the signals, the per-sample detectors of wrong labels, and the selection rules' regret. The only part of the analysis that needs matplotlib."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +15,7 @@ from analysis.detectors import MEASURES
 from analysis.loading import (ACCURACY_CURVES, describe_epoch, filter_runs, known, run_curves, runs_at_epoch,
                               zeta_column)
 from analysis.naming import model_name, optimizer_name, run_title
+from analysis.regret import INTERVAL, WITHIN
 from analysis.reports import mean_std_text
 from analysis.selection import ModelSelection, kendall, tau_across_runs
 from analysis.signal_rules import SIGNALS, signal_values
@@ -250,4 +251,49 @@ def plot_detectors(table: pd.DataFrame) -> Figure:
     runs = table["run"].nunique()
     figure.suptitle(f"Which labels are wrong: per-sample scores as detectors, mean ± std over {runs} runs",
                     fontsize="medium")
+    return figure
+
+
+# How the regret figure draws each rule of `regret.RULES`: label, colour, line style.
+REGRET_STYLES = {
+    "region 1 or lowest zeta above mean": ("Region 1 (paper), else lowest ζ above mean train acc", "C3", "-"),
+    "region 1": ("Region 1 (paper), where it holds a run", "C3", ":"),
+    "noisy hold-out": ("highest noisy hold-out accuracy", "C2", "-"),
+    "train acc": ("highest training accuracy", "C0", "-"),
+    "zeta": ("lowest ζ", "C1", "-"),
+}
+
+
+def plot_regret(studies: dict[str, pd.DataFrame], drawn_from: str = "a seed's population") -> Figure:
+    """One column per population (`regret.regret_study` of each, by title): above, each rule's median
+    regret over the sub-populations of m runs (solid) and the upper end of its 90 % interval (thin,
+    dashed; the lower end is 0 or near it for every rule but ζ's); below, the share of draws whose
+    pick is within one point of the best run drawn, and how often Region 1 is empty."""
+    figure = Figure(figsize=(max(4 * len(studies) + 1, 7), 6.6), layout="constrained")
+    panels = figure.subplots(2, len(studies), sharex="col", sharey="row", squeeze=False)
+    for column, (title, study) in enumerate(studies.items()):
+        top, bottom = panels[0, column], panels[1, column]
+        for rule, (label, colour, style) in REGRET_STYLES.items():
+            values = study.xs(rule, level="rule")
+            top.plot(values.index, values["median"], color=colour, linestyle=style, marker="o", markersize=3,
+                     label=label)
+            if style == "-":
+                top.plot(values.index, values["high"], color=colour, linestyle="--", linewidth=0.8, alpha=0.8)
+            bottom.plot(values.index, values["within"], color=colour, linestyle=style, marker="o", markersize=3)
+        empty = study.xs("region 1", level="rule")["none"]
+        bottom.plot(empty.index, empty, color="gray", linestyle="--", label="Region 1 empty (% of draws)")
+        top.set_title(title, fontsize="medium")
+        bottom.set_xlabel(f"runs drawn from {drawn_from} (m)")
+        bottom.set_ylim(-3, 103)
+        for axes in (top, bottom):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.grid(alpha=0.3)
+    panels[0, 0].set_ylabel(f"regret (points)\nmedian; {INTERVAL[1]}th percentile dashed")
+    panels[1, 0].set_ylabel(f"draws within {WITHIN:g} point of the best (%)")
+    handles, labels = panels[0, 0].get_legend_handles_labels()
+    extra_handles, extra_labels = panels[1, 0].get_legend_handles_labels()
+    figure.legend(handles + extra_handles, labels + extra_labels, loc="outside lower center",
+                  ncol=3 if len(studies) > 1 else 2, fontsize="small", frameon=False)
+    figure.suptitle("Selecting one of m runs without clean labels\nregret = best test accuracy among the m "
+                    "minus the pick's", fontsize="medium")
     return figure

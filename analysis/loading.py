@@ -34,6 +34,7 @@ RUN_FIELDS = {
     "num_classes": ("data", "num_classes"),
     "fraction_wrong": ("noise", "fraction_wrong"),
     "finished": ("status", "finished"),
+    "probe_source": ("args", "probe_source"),
 }
 ACCURACY_CURVES = {
     "train_acc": "training, all",

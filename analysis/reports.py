@@ -9,9 +9,11 @@ from analysis.seeds import SeedPopulations
 from analysis.selection import (SELECTION_RULES, Correlation, ModelSelection, correlation_warnings, kendall,
                                 select_models, selection_warnings)
 from analysis.signal_rules import LABEL_WAVE_PATIENCE, LABEL_WAVE_WINDOW, compare_signals, compare_stopping
-from analysis.detectors import detector_table
+from analysis.detectors import detector_table, sample_file_values
 from analysis.loading import runs_at_epoch
-from analysis.probes import MAIN, batch_columns, probes_with_batches, uncertain_regions, zeta_with_errors
+from analysis.probes import (batch_columns, label_draw_ratio, probes_with_batches, total_zeta_errors,
+                             uncertain_regions, zeta_with_errors)
+from analysis.regret import INTERVAL, RULES, WITHIN
 from analysis.uncertainty import bounds_text
 
 
@@ -161,24 +163,44 @@ def probes_report(table: pd.DataFrame, epoch: int | None, convention: str) -> st
         lines.append(f"  {probe}: Kendall tau(zeta, noisy-subset accuracy) {tau.tau:.3f} "
                      f"(p = {p_value_text(tau.pvalue)}, {tau.n} runs)")
     lines += ["", pd.DataFrame(per_probe).to_string()]
-    if MAIN in probes_with_batches(table):
+    ratio, source = label_draw_ratio(table, epoch, convention)
+    errors = total_zeta_errors(table, epoch, convention, ratio)
+    if errors.notna().any():
         selection = select_models(table, epoch, convention)
-        open_runs = uncertain_regions(selection, zeta_with_errors(table, MAIN, epoch, convention)["zeta_se"])
+        open_runs = uncertain_regions(selection, errors)
         lines += ["", f"runs within two standard errors of the mean zeta ({selection.zeta_mean:.4f}), whose "
-                      f"region is therefore not settled: {len(open_runs)}"]
+                      f"region is therefore not settled: {len(open_runs)} (the standard error counts the draw "
+                      f"of the probe batches and of the probe set's random labels, whose variance is taken as "
+                      f"{ratio:.2f} times one batch's, {source})"]
         if len(open_runs):
             lines.append(format_table(open_runs))
     return "\n".join(lines)
 
 
-def detectors_report(table: pd.DataFrame) -> str:
+def detectors_report(table: pd.DataFrame, folder: str | None = None) -> str:
     """The per-sample scores as detectors of the wrong labels: AUROC and average precision at each
-    run's last and best-test epoch, mean ± std over the runs and per seed."""
-    overall = detector_table(table)
+    run's last and best-test epoch, mean ± std over the runs and per seed; with the records'
+    `folder`, the last epoch's from the per-sample files where every run has one."""
+    overall = detector_table(table, folder=folder)
     text = overall.assign(value=[mean_std_text(m, s, 3) for m, s in zip(overall["mean"], overall["std"])])
     wide = text["value"].unstack("measure")
-    per_seed = detector_table(table, by_seed=True)
+    per_seed = detector_table(table, by_seed=True, folder=folder)
     seeds = per_seed.assign(value=per_seed["mean"].map(lambda v: f"{v:.3f}"))["value"].unstack(["seed", "measure"])
+    source = ("last epoch recomputed from the per-sample files, best test epoch from the records"
+              if folder is not None and sample_file_values(folder, table) is not None else "from the records")
     return "\n".join([
-        "Per-sample scores as detectors of the wrong labels (mean ± std over the runs with ground truth):",
+        f"Per-sample scores as detectors of the wrong labels (mean ± std over the runs with ground truth; {source}):",
         wide.to_string(), "", "The same per seed (mean over its runs):", seeds.to_string()])
+
+
+def regret_report(study: pd.DataFrame, scope: str) -> str:
+    """The text of `python -m analysis --regret`: per sub-population size m and rule, the regret of its
+    pick (the best drawn run's test accuracy minus the pick's, in points) over the draws."""
+    frame = study.rename(index=RULES, level="rule").rename(columns={
+        "none": "no pick (%)", "median": "median regret", "low": f"p{INTERVAL[0]}", "high": f"p{INTERVAL[1]}",
+        "within": f"within {WITHIN:g} pt (%)"})
+    return "\n".join([
+        f"Regret of each rule in random sub-populations of m runs ({scope}): the best drawn run's test "
+        f"accuracy minus the pick's, in points; median and {INTERVAL[1] - INTERVAL[0]} % interval over the "
+        f"draws in which the rule picks a run (Region 1 picks none where it is empty: 'no pick')",
+        format_table(frame)])

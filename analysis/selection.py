@@ -84,6 +84,16 @@ def region_of(train_acc_high: pd.Series, zeta_low: pd.Series) -> pd.Series:
     return 1 + 2 * (~train_acc_high).astype(int) + (~zeta_low).astype(int)
 
 
+def regions_at(train_acc, zeta, train_acc_mean, zeta_mean):
+    """The region of each run given the means that split them (arrays of any shape, broadcast
+    against the means): "high" training accuracy is above its mean and "low" ζ below its mean, so a
+    run at a mean (up to the rounding in computing it, see `on_boundary`) counts as low training
+    accuracy or high ζ."""
+    train_acc_high = (train_acc > train_acc_mean) & ~at_mean(train_acc, train_acc_mean)
+    zeta_low = (zeta < zeta_mean) & ~at_mean(zeta, zeta_mean)
+    return region_of(train_acc_high, zeta_low)
+
+
 def best_run(runs: pd.DataFrame, column: str, largest: bool = True) -> str | None:
     """The run with the largest (or smallest) `column`, the first by name on ties; None if no run."""
     if runs.empty:
@@ -133,17 +143,21 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
     if runs.empty:
         raise ValueError(f"no run has training accuracy, zeta and test accuracy at {describe_epoch(epoch)}")
     train_acc_mean, zeta_mean = runs["train_acc"].mean(), runs["zeta"].mean()
-    train_acc_high = (runs["train_acc"] > train_acc_mean) & ~on_boundary(runs["train_acc"], train_acc_mean)
-    zeta_low = (runs["zeta"] < zeta_mean) & ~on_boundary(runs["zeta"], zeta_mean)
-    runs = runs.assign(region=region_of(train_acc_high, zeta_low))
+    runs = runs.assign(region=regions_at(runs["train_acc"], runs["zeta"], train_acc_mean, zeta_mean))
     left_out = sorted(set(table["run"]) - set(runs.index))
     return ModelSelection(runs, float(train_acc_mean), float(zeta_mean), region_summary(runs),
                           rule_picks(runs), left_out, epoch, convention)
 
 
+def at_mean(values, mean):
+    """Which of `values` (an array of any shape, broadcast against `mean`) equal `mean` up to
+    rounding in computing it."""
+    return np.isclose(values, mean, rtol=1e-9, atol=1e-12)
+
+
 def on_boundary(values: pd.Series, mean: float) -> pd.Series:
     """Which values equal `mean` (up to rounding in computing it)."""
-    return pd.Series(np.isclose(values, mean, rtol=1e-9, atol=1e-12), index=values.index)
+    return pd.Series(at_mean(values, mean), index=values.index)
 
 
 def listed(names) -> str:

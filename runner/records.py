@@ -34,7 +34,7 @@ NOISY_HOLDOUT_ACC = f"{NOISY_HOLDOUT}_acc"
 SAMPLE_SCORES = {
     "aum": "area under the margin: the mean margin over the epochs (low: likely wrong)",
     "csl": "cumulative sample loss: the training loss summed over the epochs (high: likely wrong)",
-    "forgetting": "forgetting events: right in one epoch, wrong in the next (many: likely wrong)",
+    "forgetting": "forgetting events: right in one epoch, wrong in the next (many, or never right: likely wrong)",
     "learned_at": "the epoch from which the sample stays predicted as its label (late or never: likely wrong)",
     "changes": "prediction changes between consecutive epochs (many: likely wrong)",
 }

@@ -12,7 +12,8 @@ device and read once per epoch:
 - cumulative sample loss (CSL: Ravikumar et al., ICML 2025): per sample, the sum over epochs of its
   training loss;
 - forgetting events (Toneva et al., ICLR 2019): per sample, how often it was predicted as its
-  assigned label in one epoch and not in the next;
+  assigned label in one epoch and not in the next; as a detector, a sample never predicted as its
+  label counts as forgotten infinitely often (their convention), so it ranks as the most suspicious;
 - learned at: per sample, the first epoch from which it has been predicted as its assigned label in
   every epoch since (not learned while it is mispredicted).
 
@@ -99,12 +100,19 @@ class TrainingSignals:
                 "learned_at": torch.where(self.learned_at == NOT_LEARNED, nan, self.learned_at.to(seen.dtype)),
                 "changes": self.prediction_changes.to(seen.dtype)}
 
+    def never_learned(self) -> torch.Tensor:
+        """Which seen samples were never predicted as their assigned label: wrong now (no learned-at)
+        and never forgotten, which a sample right in any earlier epoch would have been since."""
+        return (self.epochs_seen > 0) & (self.learned_at == NOT_LEARNED) & (self.forgetting == 0)
+
     def suspicion(self) -> dict[str, torch.Tensor]:
         """Each score turned so that a higher value flags a likely wrong label: low margins, high
-        losses, many forgetting events or changes, learned late or never."""
+        losses, many forgetting events (infinitely many for a sample never learned, as Toneva et
+        al. count them) or changes, learned late or never."""
         scores = self.scores()
         never = torch.tensor(math.inf, dtype=scores["learned_at"].dtype, device=self.epochs_seen.device)
-        return {"aum": -scores["aum"], "csl": scores["csl"], "forgetting": scores["forgetting"],
+        return {"aum": -scores["aum"], "csl": scores["csl"],
+                "forgetting": torch.where(self.never_learned(), never, scores["forgetting"]),
                 "learned_at": torch.where(torch.isnan(scores["learned_at"]), never, scores["learned_at"]),
                 "changes": scores["changes"]}
 

@@ -31,8 +31,8 @@ def batch_rows(drops_by_epoch: list[list[float]], train_acc: float, test_acc: fl
     return rows
 
 
-def write(folder, name: str, rows: list[dict], seed: int = 0) -> None:
-    meta = {"args": {"model": "cnn", "scale": 1.0, "lr": 0.1, "seed": seed},
+def write(folder, name: str, rows: list[dict], seed: int = 0, probe_source: str | None = None) -> None:
+    meta = {"args": {"model": "cnn", "scale": 1.0, "lr": 0.1, "seed": seed, "probe_source": probe_source},
             "noise": {"ground_truth": True, "fraction_wrong": 0.45}, "data": {"test_size": 1000}}
     records.write_record(folder / f"{name}.csv", records.RunRecord(meta, rows))
 
@@ -67,6 +67,47 @@ def test_runs_within_two_standard_errors_of_the_split_are_named(tmp_path):
     assert open_runs.loc["middle", "distance_in_se"] == pytest.approx(0.5 / (math.sqrt(0.25 + 0.25) / 2))
 
 
+def test_the_uncertainty_components_worked_out_by_hand():
+    components = pd.DataFrame({"se_main": [1.0, 1.0], "main_batches": 1, "se_train": [0.5, 0.5],
+                               "se_heldout": [0.5, 0.5], "label_difference": [2.0, -2.0],
+                               "pool_difference": [3.0, -3.0]})
+    summary = probes.component_summary(components)
+    # 4 = 1 + 0.25 + 2 label; 9 = 0.25 + 0.25 + 2 label + pool.
+    assert summary["batch"] == 1.0 and summary["label"] == pytest.approx(math.sqrt(1.375))
+    assert summary["ratio"] == pytest.approx(1.375) and summary["pool"] == pytest.approx(math.sqrt(5.75))
+    assert (summary["label_offset"], summary["pool_offset"], summary["runs"]) == (0.0, 0.0, 2)
+    smaller = probes.component_summary(components.assign(label_difference=[1.0, -1.0]))
+    assert (smaller["label"], smaller["ratio"]) == (0.0, 0.0)  # a negative variance estimate counts as none
+    # A main probe of 4 batches: the same SE is half one batch's, so the ratio is to 4 times its variance.
+    four = probes.component_summary(components.assign(main_batches=4))
+    assert (four["batch"], four["label"], four["ratio"]) == (2.0, pytest.approx(math.sqrt(1.375)), pytest.approx(1.375 / 4))
+
+
+def test_the_standard_error_of_zeta_counts_the_label_draw_beside_the_batches(tmp_path):
+    # The main probe (one batch per epoch, the first of each list) and an extra probe on the same
+    # training images with labels of its own (both batches).
+    write(tmp_path, "a", batch_rows([[0, 0], [1.0, 3.0], [2.0, 6.0]], 80.0, 40.0), probe_source="train")
+    write(tmp_path, "b", batch_rows([[0, 0], [2.0, 2.0], [4.0, 2.0]], 70.0, 40.0), probe_source="train")
+    table = loading.load_runs(tmp_path).table
+    assert probes.label_draw_comparable(table)
+    one_batch = probes.main_batch_errors(table)  # sqrt(2) x the SE of two batches: sqrt(5) / 2 and 1 / 2
+    assert one_batch.tolist() == pytest.approx([math.sqrt(10) / 2, math.sqrt(2) / 2])
+    assert probes.total_zeta_errors(table, ratio=0.5).tolist() == pytest.approx((one_batch * math.sqrt(1.5)).tolist())
+    components = probes.uncertainty_components(table)
+    assert components["label_difference"].tolist() == pytest.approx([1.5 - 3.0, 3.0 - 2.5])
+    assert components["pool_difference"].isna().all()  # no held-out probe
+    # (2.25 + 0.25) / 2 - (2.5 + 0.5) / 2 - (1.25 + 0.25) / 2 < 0: no label-draw part measurable here.
+    assert probes.label_draw_ratio(table) == (0.0, "measured on these 2 runs' extra probe on the training images")
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()
+    write(heldout, "a", batch_rows([[0, 0], [1.0, 3.0], [2.0, 6.0]], 80.0, 40.0), probe_source="heldout")
+    other = loading.load_runs(heldout).table
+    assert probes.label_draw_ratio(other)[0] == probes.LABEL_DRAW_RATIO
+    assert probes.total_zeta_errors(other).isna().all()  # the main probe's batches: not measured
+    with pytest.raises(ValueError, match="no extra probe"):
+        probes.uncertainty_components(other)
+
+
 def test_the_detector_table_summarizes_the_last_and_the_best_test_epoch_over_runs_and_seeds(tmp_path):
     write(tmp_path, "a", batch_rows([[1.0], [1.0], [1.0]], 80.0, 40.0, detector=0.5), seed=0)
     write(tmp_path, "b", batch_rows([[1.0], [1.0], [1.0]], 80.0, 40.0, detector=0.7), seed=1)
@@ -81,6 +122,30 @@ def test_the_detector_table_summarizes_the_last_and_the_best_test_epoch_over_run
     assert per_seed.loc[("last epoch", "aum", "auroc", 1), "mean"] == pytest.approx(0.9)
     curves = detectors.detector_curves(table)
     assert curves["aum"].tolist() == pytest.approx([0.6, 0.7, 0.8])
+
+
+def write_samples(folder, run: str, forgetting: list[int], learned_at: list[float], wrong: list[bool]) -> None:
+    """A per-sample file whose AUM, loss and changes are uninformative (all equal)."""
+    size = len(wrong)
+    pd.DataFrame({"index": range(size), "assigned": [1] * size, "true": [0 if w else 1 for w in wrong],
+                  "aum": [0.5] * size, "csl": [1.0] * size, "forgetting": forgetting, "learned_at": learned_at,
+                  "changes": [2] * size}).to_csv(detectors.samples_path(folder, run), index=False)
+
+
+def test_the_last_epoch_detectors_are_recomputed_from_the_per_sample_files_with_never_learned_most_suspicious(tmp_path):
+    write(tmp_path, "a", batch_rows([[1.0], [1.0], [1.0]], 80.0, 40.0, detector=0.5), seed=0)
+    # The two wrong labels: one never learned (infinitely many forgetting events), one forgotten 3 times.
+    write_samples(tmp_path, "a", [0, 3, 1, 0], [math.nan, math.nan, 2, 1], [True, True, False, False])
+    table = loading.load_runs(tmp_path).table
+    suspicion = detectors.sample_suspicion(pd.read_csv(detectors.samples_path(tmp_path, "a")))
+    assert suspicion["forgetting"].tolist() == [math.inf, 3, 1, 0]
+    summary = detectors.detector_table(table, folder=tmp_path)
+    assert summary.loc[("last epoch", "forgetting", "auroc"), "mean"] == 1.0
+    assert summary.loc[("last epoch", "csl", "auroc"), "mean"] == 0.5  # all tied
+    assert summary.loc[("best test epoch", "forgetting", "auroc"), "mean"] == pytest.approx(0.7)  # the record's
+    detectors.samples_path(tmp_path, "a").unlink()  # without the file: the record's own values
+    assert detectors.detector_table(table, folder=tmp_path).loc[("last epoch", "forgetting", "auroc"), "mean"] == \
+        pytest.approx(0.7)
 
 
 def test_the_command_line_reports_the_probes_and_the_detectors_when_the_records_have_them(tmp_path, capsys):

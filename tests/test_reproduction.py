@@ -14,11 +14,13 @@ import pytest
 from runner import config
 import experiments
 from runner.sweeps import grid
-from analysis import cli
+from analysis import cli, detectors, probes
 from conftest import ROOT, SHARED_DATA
 
 
+from tools import authors_study
 from tools import probe_study_tables
+from tools import regret_tables
 from tools import reproduction_tables
 
 DOCUMENT = ROOT / "docs" / "REPRODUCTION.md"
@@ -113,7 +115,8 @@ def test_a_tiny_version_of_every_run_trains_and_feeds_the_analysis(name, synthet
     assert (figures / "regions.png").stat().st_size > 0 and (figures / "regions.pdf").stat().st_size > 0
     if name in TABLE_TOOLS:
         tables = TABLE_TOOLS[name].render(grid.results_dir)
-        assert all(len(text.splitlines()) > 2 for text in tables.values()), tables
+        assert all(text.strip() for text in tables.values()), tables
+        assert all(len(text.splitlines()) >= 2 for text in tables.values() if text.startswith("|")), tables
 
 
 def test_the_probe_study_trains_the_settings_of_the_symmetric_population(monkeypatch):
@@ -135,6 +138,12 @@ def rendered(folder: str) -> dict[str, str]:
     if not any(records.glob("*.csv")):
         pytest.fail(f"no committed records in {records}")
     return TABLE_TOOLS.get(folder, reproduction_tables).render(records, QUOTED_TABLES[folder])
+
+
+@functools.cache
+def authors_tables() -> str:
+    """The tables of the side-by-side study with the authors' code, from its committed records."""
+    return authors_study.markdown_report(authors_study.load_study(ROOT / "docs" / "records" / "authors_comparison"))
 
 
 def section(text: str, heading: str) -> str:
@@ -160,11 +169,12 @@ PAPER_NUMBERS = {"61.80", "1.64", "57.89", "3.56", "51.25", "17.21", "51.42", "9
 
 @pytest.mark.parametrize("where, heading", [(DOCUMENT, "## Verdicts"), (README, "## Reproduction at small scale"),
                                             (DOCUMENT, "## The paper's claims, and what this project finds"),
-                                            (README, "### How much one probe batch tells")])
+                                            (README, "### How much one probe batch tells"),
+                                            (DOCUMENT, "### ζ's whole uncertainty: batches, random labels, images")])
 def test_the_headline_numbers_are_in_the_tables_of_the_committed_records(where, heading):
     headlines = section(where.read_text(), heading)
     in_tables = {number for folder in QUOTED_TABLES for text in rendered(folder).values()
-                 for number in DECIMAL.findall(text)}
+                 for number in DECIMAL.findall(text)} | set(DECIMAL.findall(authors_tables()))
     quoted = [number for number in DECIMAL.findall(headlines) if number not in PAPER_NUMBERS]
     assert quoted
     assert not set(quoted) - in_tables, f"{where.name}, {heading}: numbers no table gives: {set(quoted) - in_tables}"
@@ -185,3 +195,55 @@ def test_a_table_tool_given_a_folder_without_records_says_so_in_one_line(tool, t
     assert tool.main([str(tmp_path / "absent")]) == 2
     errors = [line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()]
     assert errors == [f"error: no run records in {tmp_path}", f"error: no such folder: {tmp_path / 'absent'}"]
+
+
+def test_the_probe_studys_per_sample_files_give_its_records_last_epoch_detectors_but_forgetting():
+    folder = ROOT / "docs" / "records" / "probe_study"
+    table = reproduction_tables.population(folder)
+    keys = ["run", "score", "measure"]
+    recorded = detectors.detector_values(table).query("moment == 'last epoch'").set_index(keys)["value"]
+    recomputed = detectors.sample_file_values(folder, table).set_index(keys)["value"].reindex(recorded.index)
+    same = recorded.index.get_level_values("score") != "forgetting"
+    assert recomputed[same].to_numpy() == pytest.approx(recorded[same].to_numpy(), abs=1e-12)
+    assert not (recomputed[~same].to_numpy() == pytest.approx(recorded[~same].to_numpy(), abs=1e-3))
+
+
+def test_the_label_draw_ratio_for_runs_without_their_own_is_what_the_probe_study_gives():
+    table = reproduction_tables.population(ROOT / "docs" / "records" / "probe_study")
+    ratio, _ = probes.label_draw_ratio(table)
+    assert probes.LABEL_DRAW_RATIO == round(ratio, 2)
+    for page in ("ANALYSIS.md", "API.md", "REPRODUCTION.md"):
+        assert f"{probes.LABEL_DRAW_RATIO:.2f}" in (ROOT / "docs" / page).read_text(), page
+
+
+REGRET_POPULATIONS = ["memorization_symmetric", "memorization_cifar10n", "probe_study"]
+
+
+@functools.cache
+def regret_rendered(folder: str) -> dict[str, str]:
+    """The regret study's tables of the committed records of `folder`."""
+    return regret_tables.render(ROOT / "docs" / "records" / folder)
+
+
+@pytest.mark.parametrize("folder", REGRET_POPULATIONS)
+def test_the_regret_tables_are_what_the_committed_records_give(folder):
+    lines = set(DOCUMENT.read_text().splitlines())
+    for name, text in regret_rendered(folder).items():
+        if name != "headline":
+            missing = [line for line in text.splitlines() if line not in lines]
+            assert not missing, f"{folder}, regret table {name}: not in docs/REPRODUCTION.md: {missing}"
+
+
+def test_the_readme_and_the_document_quote_the_regret_headline_as_the_records_give_it():
+    flat = lambda path: " ".join(path.read_text().split())
+    for text in (flat(README), flat(DOCUMENT)):
+        quoted = f"{regret_tables.HEADLINE} {regret_rendered('memorization_cifar10n')['headline']} and " \
+                 f"{regret_rendered('memorization_symmetric')['headline']}"
+        assert quoted in text
+
+
+def test_the_regret_tool_given_a_folder_without_records_says_so_in_one_line(tmp_path, capsys):
+    assert regret_tables.main([str(tmp_path)]) == 2
+    assert regret_tables.main(["figure", str(tmp_path / "regret.png"), str(tmp_path)]) == 2
+    errors = [line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert errors == [f"error: no run records in {tmp_path}"] * 2

@@ -13,6 +13,7 @@ from runner import checkpoints
 from runner import command_line
 import experiments
 from runner import records
+from analysis import detectors
 from conftest import checkpoint_path, interrupt_at_epoch, record_path, run_args
 from runner.sample_scores import TrainingSignals, auroc, average_precision
 
@@ -44,6 +45,19 @@ def test_each_score_follows_its_definition_on_a_worked_example():
     assert scores["aum"] == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3])
 
 
+def test_a_sample_never_predicted_as_its_label_is_the_most_suspicious_by_forgetting():
+    # Sample 0: wrong, wrong (never learned).  Sample 1: right, wrong (forgotten once, not learned now).
+    # Sample 2: right, right.  Sample 3: never seen.
+    signals = TrainingSignals(4, torch.device("cpu"))
+    for epoch, predicted in enumerate(([1, 1, 2], [1, 0, 2])):
+        signals.start_epoch(epoch)
+        logits = torch.nn.functional.one_hot(torch.tensor(predicted), 3).float()
+        signals.observe(torch.arange(3), logits, torch.tensor([0, 1, 2]), torch.ones(3))
+    assert signals.never_learned().tolist() == [True, False, False, False]
+    assert signals.scores()["forgetting"].tolist() == [0, 1, 0, 0]
+    assert signals.suspicion()["forgetting"].tolist() == [math.inf, 1, 0, 0]
+
+
 def test_auroc_is_the_mann_whitney_statistic_with_ties():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, 300).astype(float)  # many ties
@@ -53,6 +67,16 @@ def test_auroc_is_the_mann_whitney_statistic_with_ties():
     perfect = auroc(torch.tensor([0.1, 0.2, 0.9, 0.8]), torch.tensor([False, False, True, True]))
     assert perfect.item() == 1.0
     assert math.isnan(auroc(torch.tensor([0.1, 0.2]), torch.tensor([True, True])).item())
+
+
+def test_the_analysis_computes_auroc_and_average_precision_as_the_run_does():
+    rng = np.random.default_rng(2)
+    scores = np.append(rng.integers(0, 6, 300).astype(float), [np.inf] * 20)  # ties, and never-learned samples
+    positive = rng.random(320) < 0.4
+    assert detectors.auroc(scores, positive) == pytest.approx(
+        auroc(torch.tensor(scores), torch.tensor(positive)).item(), rel=1e-12)
+    assert detectors.average_precision(scores, positive) == pytest.approx(
+        average_precision(torch.tensor(scores), torch.tensor(positive)).item(), rel=1e-12)
 
 
 def average_precision_by_definition(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -85,7 +109,9 @@ def test_the_summary_scores_each_detector_of_the_wrong_labels():
     # The wrong labels (samples 1, 2) have the lower margins and the higher losses: perfect detectors.
     assert (row["aum_auroc"], row["csl_auroc"], row["aum_ap"], row["csl_ap"]) == (1.0, 1.0, 1.0, 1.0)
     assert row["learned_at_auroc"] == 1.0  # learned at epoch 0 against never learned
-    assert row["forgetting_auroc"] == 0.5 and row["changes_auroc"] == 0.5  # no event yet: all tied
+    assert row["changes_auroc"] == 0.5  # no change yet: all tied
+    # The wrong labels were never predicted: forgotten infinitely often, as Toneva et al. count them.
+    assert row["forgetting_auroc"] == 1.0 and row["forgetting_ap"] == 1.0
     assert set(records.DETECTOR_COLUMNS) <= set(row)
     assert all(math.isnan(TrainingSignals(4, torch.device("cpu")).summary()[c]) for c in records.DETECTOR_COLUMNS)
 

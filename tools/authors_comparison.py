@@ -293,3 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         print(f"authors_comparison.py: error: {error}", file=sys.stderr)
         return 1 if isinstance(error, RunFailed) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -158,15 +158,44 @@ def epoch_rows(comparison: pd.DataFrame, metric: str, epochs: list[int]) -> list
 
 
 def summary_rows(comparison: pd.DataFrame, epochs: int) -> list[list[str]]:
-    """The cells of the per-run comparison (`run_summaries`), one row per summary."""
+    """The cells of the per-run comparison (`run_summaries`), one row per summary: the 95 % interval
+    of the difference in the metric's units and in pooled standard deviations."""
     rows = []
     for metric, (label, digits) in summary_labels(epochs).items():
         row = comparison.loc[metric]
         rows.append([label, mean_std_text(row.ours_mean, row.ours_std, digits),
                      mean_std_text(row.authors_mean, row.authors_std, digits), f"{row.pooled_sd:.{digits}f}",
                      gap_text(row.gap), f"{row.p:.2g}",
-                     f"{row.difference_low:+.{digits}f} to {row.difference_high:+.{digits}f}"])
+                     f"{row.difference_low:+.{digits}f} to {row.difference_high:+.{digits}f}",
+                     f"{row.difference_low / row.pooled_sd:+.2f} to {row.difference_high / row.pooled_sd:+.2f}"])
     return rows
+
+
+def power(gap: float, runs_a_side: int, alpha: float = 0.05) -> float:
+    """The probability that the two-sample t-test at level `alpha` (two-sided) finds a true gap of
+    `gap` pooled standard deviations between two sides of `runs_a_side` runs each."""
+    degrees = 2 * runs_a_side - 2
+    shift = gap / np.sqrt(2 / runs_a_side)
+    critical = stats.t.ppf(1 - alpha / 2, degrees)
+    return float(stats.nct.sf(critical, degrees, shift) + stats.nct.cdf(-critical, degrees, shift))
+
+
+def runs_for_power(gap: float, wanted: float = 0.8) -> int:
+    """The fewest runs a side with which the t-test finds a true gap of `gap` pooled standard
+    deviations with probability `wanted`."""
+    runs = 2
+    while power(gap, runs) < wanted:
+        runs += 1
+    return runs
+
+
+def power_line(study: Study) -> str:
+    """What the study's size can tell: the t-test's power to find true gaps of one and of half a pooled
+    standard deviation with the smaller side's runs, and the runs a side needed for 80 %."""
+    runs = min(run_counts(study).values())
+    return (f"With {runs} runs a side, the two-sample t-test at p < 0.05 finds a true gap of 1 pooled sd "
+            f"{100 * power(1.0, runs):.0f} % of the time and one of 0.5 sd {100 * power(0.5, runs):.0f} % of "
+            f"the time; finding a gap of 0.5 sd 80 % of the time takes {runs_for_power(0.5)} runs a side.")
 
 
 def headers(study: Study) -> tuple[str, str]:
@@ -186,9 +215,11 @@ def text_report(study: Study) -> str:
         lines += [f"{e:>5}  {o:>16}  {a:>24}  {s:>9}  {g:>8}"
                   for e, o, a, s, g in epoch_rows(comparison, metric, epochs)]
     lines += ["", "one number per run, mean ± sd over runs; p: two-sample t-test; interval: 95 % of ours minus theirs",
-              f"{'':<60}  {ours:>16}  {authors:>24}  {'pooled sd':>9}  {'gap (sd)':>8}  {'p':>5}  {'interval':>20}"]
-    lines += [f"{m:<60}  {o:>16}  {a:>24}  {s:>9}  {g:>8}  {p:>5}  {i:>20}"
-              for m, o, a, s, g, p, i in summary_rows(run_summaries(study), study.setting.epochs)]
+              f"{'':<60}  {ours:>16}  {authors:>24}  {'pooled sd':>9}  {'gap (sd)':>8}  {'p':>5}  {'interval':>20}"
+              f"  {'in sd':>14}"]
+    lines += [f"{m:<60}  {o:>16}  {a:>24}  {s:>9}  {g:>8}  {p:>5}  {i:>20}  {d:>14}"
+              for m, o, a, s, g, p, i, d in summary_rows(run_summaries(study), study.setting.epochs)]
+    lines += ["", power_line(study)]
     lines += ["", f"{'':<26}  {'epochs with ours higher':>23}  {'epochs with p < 0.05':>20}"]
     lines += [f"{m:<26}  {h:>23}  {p:>20}" for m, h, p in sign_rows(comparison)]
     return "\n".join(lines)
@@ -211,7 +242,9 @@ def markdown_report(study: Study) -> str:
         "\n".join(f"- {patch.line()}" for patch in patches(study.workers)),
         markdown_table(["metric", "epoch", f"{ours}, mean", f"{authors}, mean", "pooled sd", "gap (sd)"], rows),
         markdown_table(["one number per run", ours, authors, "pooled sd", "gap (sd)", "t-test p",
-                        "95 % interval of the difference"], summary_rows(run_summaries(study), study.setting.epochs)),
+                        "95 % interval of the difference", "the interval in pooled sds"],
+                       summary_rows(run_summaries(study), study.setting.epochs)),
+        power_line(study),
         markdown_table(["metric", "epochs where ours' mean is higher", "epochs with t-test p < 0.05"],
                        sign_rows(comparison)),
     ])

@@ -15,11 +15,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
 from analysis import detectors, loading, probes, reports, selection, uncertainty
-from tools.reproduction_tables import final_rows, markdown, memorizing, population, print_tables, spread
+from tools.reproduction_tables import (final_rows, markdown, memorizing, population, print_tables, run_title_line,
+                                       spread)
 
 SOURCES = {"train_probe": "training images", "heldout_probe": "held-out images"}
 BATCH_COUNTS = (1, 2, 4)
@@ -47,7 +49,9 @@ def noise_table(table: pd.DataFrame) -> str:
         final = probes.zeta_with_errors(table, probe)
         last = loading.runs_at_epoch(table)
         between_runs = final["zeta"].groupby(last["seed"]).std().mean()
-        between_seeds = final["zeta"].groupby([last[key] for key in SETTING]).std().median()
+        by_setting = final["zeta"].groupby([last[key] for key in SETTING])
+        between_seeds = by_setting.std().median()
+        seed_difference = (by_setting.max() - by_setting.min()).median()
         one_batch_se = final["zeta_se"].median() * len(columns) ** 0.5
         halves = len(columns) // 2
         first_half = loading.runs_at_epoch(probes.with_zeta_of(table, columns[:halves]))["zeta_paper"]
@@ -56,12 +60,71 @@ def noise_table(table: pd.DataFrame) -> str:
                         lambda runs: selection.kendall(runs["a"], runs["b"]).tau)
         rows.append([label, f"{batch_sd.median():.4f}", f"{relative.median():.2f}",
                      f"{one_batch_se:.4f} / {final['zeta_se'].median():.4f}", f"{between_runs:.4f}",
-                     f"{between_seeds:.4f}", f"{one_batch_se / between_runs:.2f}", spread(taus, 2)])
+                     f"{between_seeds:.4f}", f"{seed_difference:.4f}", f"{one_batch_se / between_runs:.2f}",
+                     spread(taus, 2)])
     header = ["probe", "sd of r over an epoch's batches (median)", "that sd / r (median)",
               f"SE of ζ at the last epoch, 1 / {len(columns)} batches (median)", "sd of ζ between the runs of a seed",
-              "sd of ζ between the seeds of a setting (median)", "1-batch SE / sd between runs",
+              "sd of ζ between the seeds of a setting (median)", "difference of ζ between the two seeds of a setting (median)",
+              "1-batch SE / sd between runs",
               "split-half τ (mean ± std over seeds)"]
     return markdown(header, rows)
+
+
+BOOTSTRAP_DRAWS = 2000  # resamples of the runs for the intervals of the uncertainty components
+
+
+def component_intervals(components: pd.DataFrame, draws: int = BOOTSTRAP_DRAWS) -> pd.DataFrame:
+    """The 2.5 and 97.5 percentiles of each part of `probes.component_summary` over resamples of the
+    runs with replacement (a fixed seed, so the table is the same every time)."""
+    rng = np.random.default_rng(0)
+    samples = [probes.component_summary(components.iloc[rng.integers(0, len(components), len(components))])
+               for _ in range(draws)]
+    return pd.DataFrame(samples).quantile([0.025, 0.975])
+
+
+def uncertainty_table(table: pd.DataFrame) -> str:
+    """The three parts of the uncertainty of ζ at the last epoch, as standard deviations over the
+    runs (`probes.component_summary`), with 95 % bootstrap intervals over the runs and as a share
+    of the sd of ζ between the runs of a seed."""
+    components = probes.uncertainty_components(table)
+    summary, intervals = probes.component_summary(components), component_intervals(components)
+    last = loading.runs_at_epoch(table)
+    between_runs = last["zeta_paper"].groupby(last["seed"]).std().mean()
+    total = (summary["batch"] ** 2 + summary["label"] ** 2) ** 0.5
+    parts = [("batch", "the draw of one probe batch per epoch", "the spread of r over the 4 batches of the extra "
+              "training-image probe in each epoch"),
+             ("label", "the draw of the random labels", "the paper's probe against the extra training-image probe "
+              "(same images, labels of its own), beyond their batches' errors"),
+             ("total", "both: what one run's ζ is uncertain by", "√(batch² + labels²)"),
+             ("pool", "the image pool: training or held-out images", "the extra training-image probe against the "
+              "held-out one, beyond their batches and label draws")]
+    rows = []
+    for key, label, how in parts:
+        value = total if key == "total" else summary[key]
+        interval = "–" if key == "total" else f"{intervals.loc[0.025, key]:.4f} to {intervals.loc[0.975, key]:.4f}"
+        rows.append([label, how, f"{value:.4f}", interval, f"{100 * value / between_runs:.0f} %"])
+    return markdown(["part of ζ's uncertainty", "measured from", "sd of ζ at the last epoch",
+                     "95 % interval (bootstrap over the runs)", "share of the sd between the runs of a seed"], rows)
+
+
+def uncertainty_line(table: pd.DataFrame) -> str:
+    """The label-draw ratio, the mean offsets of the two comparisons, and how many runs of each seed's
+    population lie within two standard errors of their seed's mean ζ by the batches alone and by the
+    batches and the label draw together."""
+    components = probes.uncertainty_components(table)
+    summary = probes.component_summary(components)
+    counts = {"batches": 0, "total": 0}
+    for _, runs in table.groupby("seed"):
+        chosen = selection.select_models(runs)
+        counts["batches"] += len(probes.uncertain_regions(chosen, probes.main_batch_errors(runs)))
+        counts["total"] += len(probes.uncertain_regions(chosen, probes.total_zeta_errors(runs, ratio=summary["ratio"])))
+    runs = lambda count: f"{count} run{'s' * (count != 1)}"
+    return (f"Over the {summary['runs']} runs, the label draw's variance is {summary['ratio']:.2f} times one batch's; "
+            f"ζ of the paper's probe minus ζ of the extra training-image probe is {summary['label_offset']:+.4f} on "
+            f"average, ζ of the training images minus ζ of the held-out images {summary['pool_offset']:+.4f} on "
+            f"average. Within two standard errors of their seed's mean ζ: "
+            f"{runs(counts['batches'])} by the batches' error alone, {runs(counts['total'])} by batches and label "
+            f"draw together.")
 
 
 def picked_runs(runs: pd.DataFrame) -> dict[str, str | float]:
@@ -86,16 +149,52 @@ def pick_text(accuracies: pd.Series) -> str:
     return f"{shown}; none in {empty} of {len(accuracies)} seeds" if empty else shown
 
 
-def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The table with ζ of each probe and batch count: the paper's probe, then k = 1, 2, 4 batches of
-    each extra probe."""
-    found = {"the paper's probe, 1 batch": table}
+def variant_specs(table: pd.DataFrame) -> dict[str, tuple[str, int]]:
+    """Each probe and batch count compared: label -> (probe, batches per epoch): the paper's probe,
+    then k = 1, 2, 4 batches of each extra probe."""
+    found = {"the paper's probe, 1 batch": (probes.MAIN, 1)}
     for probe, label in SOURCES.items():
-        columns = probes.batch_columns(table, probe)
-        for count in BATCH_COUNTS:
-            if count <= len(columns):
-                found[f"{label}, {count} batch{'es' * (count > 1)}"] = probes.with_zeta_of(table, columns[:count])
+        available = len(probes.batch_columns(table, probe))
+        found |= {f"{label}, {count} batch{'es' * (count > 1)}": (probe, count)
+                  for count in BATCH_COUNTS if count <= available}
     return found
+
+
+def variants(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The table with ζ of each probe and batch count of `variant_specs`."""
+    return {label: table if probe == probes.MAIN else probes.with_zeta_of(table, probes.batch_columns(table, probe)[:count])
+            for label, (probe, count) in variant_specs(table).items()}
+
+
+def one_batch_error(table: pd.DataFrame, probe: str) -> pd.Series:
+    """Per run at the last epoch: the batch standard error of ζ of one batch per epoch of `probe` (the
+    paper's probe: from the extra training-image probe, `probes.main_batch_errors`)."""
+    return probes.main_batch_errors(table) if probe == probes.MAIN else probes.one_batch_errors(table, probe)
+
+
+def boundary_table(table: pd.DataFrame) -> str:
+    """The runs whose region changes with the probe or batch count: under each, the run's ζ, the mean
+    ζ of its seed that splits the regions, and its distance from that mean in standard errors of the
+    batches alone and of the batches and the label draw together (`probes.LABEL_DRAW_RATIO`'s
+    measurement on these runs)."""
+    ratio = probes.label_draw_ratio(table)[0]
+    placed = {label: {int(seed): selection.select_models(runs).runs["region"] for seed, runs in zetas.groupby("seed")}
+              for label, zetas in variants(table).items()}
+    moving = sorted({(seed, run) for seed in placed[next(iter(placed))] for run in placed[next(iter(placed))][seed].index
+                     if len({regions[seed][run] for regions in placed.values()}) > 1})
+    rows = []
+    for seed, run in moving:
+        for label, (probe, count) in variant_specs(table).items():
+            runs = variants(table)[label].query("seed == @seed")
+            chosen = selection.select_models(runs)
+            one_batch = one_batch_error(runs, probe)[run]
+            batch_se = one_batch / count ** 0.5
+            distance = chosen.runs.loc[run, "zeta"] - chosen.zeta_mean
+            rows.append([str(seed), run_title_line(loading.runs_at_epoch(runs).loc[run]), label,
+                         f"{chosen.runs.loc[run, 'zeta']:.4f}", f"{chosen.zeta_mean:.4f}", str(chosen.runs.loc[run, "region"]),
+                         f"{distance / batch_se:+.2f}", f"{distance / (batch_se ** 2 + ratio * one_batch ** 2) ** 0.5:+.2f}"])
+    return markdown(["seed", "run", "ζ from", "its ζ", "mean ζ of the seed", "region",
+                     "distance in batch SEs", "distance in batch-and-label SEs"], rows)
 
 
 def averaging_table(table: pd.DataFrame) -> str:
@@ -115,27 +214,49 @@ def averaging_table(table: pd.DataFrame) -> str:
 
 def cost_table(table: pd.DataFrame) -> str:
     """Seconds per probe batch against the epoch that a run without the extra probes takes (the
-    record's epoch time less theirs), per architecture (medians over its runs' epochs)."""
+    record's epoch time less theirs) and against the epoch without any probe (less the paper's probe
+    too), per architecture (medians over its runs' epochs)."""
     extra_batches = sum(len(probes.batch_columns(table, probe)) for probe in SOURCES)
     rows = []
     for model, epochs in table.groupby("model"):
         per_batch = epochs["probe_seconds"].median()
         extra = (epochs["extra_probe_seconds"] / extra_batches).median()
         epoch = (epochs["seconds"] - epochs["extra_probe_seconds"]).median()
-        rows.append([str(model), f"{per_batch:.3f}", f"{extra:.3f}", f"{epoch:.2f}", f"{100 * per_batch / epoch:.1f} %"])
+        bare = (epochs["seconds"] - epochs["extra_probe_seconds"] - epochs["probe_seconds"]).median()
+        rows.append([str(model), f"{per_batch:.3f}", f"{extra:.3f}", f"{epoch:.2f}", f"{100 * per_batch / epoch:.1f} %",
+                     f"{bare:.2f}", f"{100 * per_batch / bare:.1f} %"])
     return markdown(["model", "paper's probe, s", "one extra batch, s", "epoch without the extra probes, s",
-                     "one batch / epoch"], rows)
+                     "one batch / epoch", "epoch without any probe, s", "one batch / epoch without any probe"], rows)
 
 
-def detectors_table(table: pd.DataFrame) -> str:
-    """Each per-sample score as a detector of the wrong labels, mean ± std over all runs."""
-    summary = detectors.detector_table(table)
+SOURCE = {"last epoch": "recomputed from the per-sample files", "best test epoch": "the records' columns"}
+
+
+def detectors_table(table: pd.DataFrame, folder: Path) -> str:
+    """Each per-sample score as a detector of the wrong labels, mean ± std over all runs: at the last
+    epoch recomputed from the per-sample files (the current forgetting convention), at the best
+    test epoch as the records hold it; a column says which."""
+    summary = detectors.detector_table(table, folder=folder)
     rows = []
     for (moment, score), group in summary.groupby(level=["moment", "score"], observed=True, sort=False):
         values = group.droplevel(["moment", "score"])
         rows.append([moment, score, *(reports.mean_std_text(values.loc[m, "mean"], values.loc[m, "std"], 3)
-                                      for m in detectors.MEASURES)])
-    return markdown(["at", "score", "AUROC", "average precision"], rows)
+                                      for m in detectors.MEASURES), SOURCE[moment]])
+    return markdown(["at", "score", "AUROC", "average precision", "from"], rows)
+
+
+def never_learned_line(table: pd.DataFrame, folder: Path) -> str:
+    """How many training samples each run never predicted as their label by its last epoch, and how
+    many of those have a wrong label (medians over the runs, from the per-sample files)."""
+    shares, wrong = [], []
+    for run in loading.runs_at_epoch(table).index:
+        samples = pd.read_csv(detectors.samples_path(folder, run))
+        never = detectors.sample_suspicion(samples)["forgetting"] == float("inf")
+        shares.append(100 * never.mean())
+        wrong.append(100 * (samples["assigned"] != samples["true"])[never].mean())
+    return (f"At the last epoch, a median {pd.Series(shares).median():.0f} % of a run's training samples had never "
+            f"been predicted as their label, {pd.Series(wrong).median():.0f} % of them (median over the runs) "
+            f"wrongly labelled.")
 
 
 def paired_table(table: pd.DataFrame, folder: Path) -> str:
@@ -157,14 +278,16 @@ def paired_table(table: pd.DataFrame, folder: Path) -> str:
                      "right only with the rule's / with training accuracy's", "McNemar p"], rows)
 
 
-TABLES = {"noise": noise_table, "averaging": averaging_table, "cost": cost_table,
-          "detectors": detectors_table, "paired": paired_table}
+TABLES = {"noise": noise_table, "uncertainty": uncertainty_table, "uncertainty line": uncertainty_line,
+          "averaging": averaging_table, "boundary": boundary_table, "cost": cost_table,
+          "detectors": detectors_table, "never learned": never_learned_line, "paired": paired_table}
+NEED_FOLDER = {"detectors", "never learned", "paired"}  # tables that read the files beside the records
 
 
 def render(folder: str | Path, tables: list[str] | None = None) -> dict[str, str]:
     """The chosen tables (default: all) of the probe-study records in `folder`, by name."""
     table = population(folder)
-    return {name: (TABLES[name](table, Path(folder)) if name == "paired" else TABLES[name](table))
+    return {name: (TABLES[name](table, Path(folder)) if name in NEED_FOLDER else TABLES[name](table))
             for name in (tables or TABLES)}
 
 
