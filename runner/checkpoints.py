@@ -116,8 +116,8 @@ def label_tensors(run: Run) -> dict[str, torch.Tensor]:
     """The run's subset, labels, probe set and hold-out set, which a resumed run must share."""
     d, as_tensor = run.data, torch.as_tensor
     return {"train_index": as_tensor(d.train_index), "assigned": as_tensor(d.assigned_labels),
-            "true": as_tensor(d.true_labels), "probe_index": as_tensor(d.probe_index),
-            "probe_labels": as_tensor(d.probe_labels),
+            "true": as_tensor(d.true_labels), "probe_index": as_tensor(d.probe.index),
+            "probe_labels": as_tensor(d.probe.labels),
             "holdout_index": as_tensor(d.holdout.index), "holdout_labels": as_tensor(d.holdout.labels)}
 
 

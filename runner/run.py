@@ -26,7 +26,7 @@ class Run:
     command: list[str]  # the command line that started the run (or continued it from a format-1 checkpoint)
     device: torch.device
     data: noisy_data.NoisyData
-    batches: batching.DeviceBatches | batching.LoaderBatches
+    batches: batching.Batches
     model: torch.nn.Module    # the plain model, as saved in checkpoints
     network: torch.nn.Module  # what computes forward passes: the model, maybe compiled or bf16
     optimizer: torch.optim.Optimizer
@@ -55,7 +55,7 @@ def drawn_data(config: RunConfig, train: datasets.ImageSet, test: datasets.Image
 
 
 def data_batches(config: RunConfig, data: noisy_data.NoisyData,
-                 device: torch.device) -> batching.DeviceBatches | batching.LoaderBatches:
+                 device: torch.device) -> batching.Batches:
     """The data path of the configuration: device-resident, or a DataLoader with PIL transforms."""
     if config.data_path == "device":
         return batching.DeviceBatches(data, device, config.batchsize, config.eval_batchsize)
@@ -73,7 +73,7 @@ def header(config: RunConfig, command: list[str], device: torch.device, train_im
         "data": {"dataset": config.dataset, "num_classes": config.num_classes,
                  "train_images_available": train_images, "train_size": len(data.train_index),
                  "test_size": len(data.test), "probe_source": config.probe_source,
-                 "probe_size": len(data.probe_index),
+                 "probe_size": len(data.probe.index),
                  "extra_probe_sizes": {source: len(probe.index) for source, probe in data.extra_probes.items()},
                  "noisy_holdout": data.holdout.summary(data.noise.ground_truth)},
         "noise": data.noise_summary(),
