@@ -31,7 +31,7 @@ from runner.command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
 from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
 from runner.label_noise import DataError
 from runner.machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
-from runner.run import Run, build_run
+from runner.run import Run, build_run, restore
 from runner.streams import Stream
 from susceptibility import derive_seed, torch_generator
 from runner.tensorboard_log import TensorBoardLog
@@ -115,10 +115,10 @@ def summary_line(row: dict, epochs: int) -> str:
 
 def opening_line(run: Run) -> str:
     """What the run trains and on what: the first line it prints."""
-    config, noise = run.config, run.meta["noise"]
+    config, noise = run.config, run.data.noise_summary()
     labels = (f"{noise['type']} noise, {noise['fraction_wrong']:.1%} wrong labels" if noise["ground_truth"]
               else "labels as given (ground truth unknown)")
-    return (f"{run.meta['run']['name']}: {config.model} x{config.scale} on {len(run.data.train_index)} "
+    return (f"{run.name}: {config.model} x{config.scale} on {len(run.data.train_index)} "
             f"{config.dataset} images, {labels}, device {run.device}")
 
 
@@ -147,8 +147,8 @@ def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
 def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> None:
     """Rewrite the run record with every completed epoch and the run's status."""
     status = {"epochs_completed": len(run.rows), "epochs_planned": run.config.epochs,
-              "finished": len(run.rows) == run.config.epochs, "stopped_because": stopped_because}
-    records.write_record(paths.record, records.RunRecord({**run.meta, "status": status}, run.rows))
+              "finished": run.finished, "stopped_because": stopped_because}
+    records.write_record(paths.record, records.RunRecord({**run.header(), "status": status}, run.rows))
 
 
 def save_epoch(run: Run, paths: Paths, row: dict) -> None:
@@ -164,8 +164,7 @@ def save_epoch(run: Run, paths: Paths, row: dict) -> None:
         run.rows.append(row)
         records.write_table(paths.samples, sample_scores(run))
         records.write_table(paths.test_predictions, test_predictions(run))
-        checkpoints.save_checkpoint(paths.checkpoint,
-                                    checkpoints.checkpoint_state(run, len(run.rows) == run.config.epochs))
+        checkpoints.save_checkpoint(paths.checkpoint, run.state_dict())
         row["save_seconds"] = time.perf_counter() - started
         write_record(run, paths)
 
@@ -226,7 +225,7 @@ def start(args, argv: list[str], paths: Paths) -> Run:
     command = (checkpoint["command"] if checkpoint else None) or argv
     run = build_run(config, command, device, train, test)
     if checkpoint is not None:
-        checkpoints.restore(run, checkpoint, paths.checkpoint)
+        restore(run, checkpoint, paths.checkpoint)
         if len(run.rows) < config.epochs:
             print(f"resuming {paths.record.name}: {len(run.rows)} of {config.epochs} epochs done, "
                   f"continuing with epoch {len(run.rows)}")
@@ -236,8 +235,7 @@ def start(args, argv: list[str], paths: Paths) -> Run:
 def train(run: Run, paths: Paths, argv: list[str]) -> int:
     """The epoch loop; returns the process exit code."""
     print(opening_line(run))
-    board = TensorBoardLog(run.config.tensorboard, run.meta["run"]["name"], run.rows) \
-        if run.config.tensorboard else None
+    board = TensorBoardLog(run.config.tensorboard, run.name, run.rows) if run.config.tensorboard else None
     try:
         for epoch in range(len(run.rows), run.config.epochs):
             row = probe_train_and_test(run, epoch)
@@ -278,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = start(args, argv, paths)
                 recorded = recorded_rows(paths.record)
                 keep_recorded_save_times(run.rows, recorded)
-                if len(run.rows) == run.config.epochs:
+                if run.finished:
                     if len(recorded) != run.config.epochs:  # its process ended between checkpoint and record
                         write_record(run, paths)
                     print(f"{paths.record} is already complete ({run.config.epochs} epochs)")

@@ -2,7 +2,7 @@
 deterministic kernels, bf16), and the facts that decide its last digits.
 
 The record's `environment` header holds these facts; a run resumed where they differ goes ahead with
-a warning (see `checkpoints.restore`), since its later epochs may then differ in their last digits.
+a warning (see `run.restore`), since its later epochs may then differ in their last digits.
 """
 from __future__ import annotations
 
