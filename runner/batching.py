@@ -101,16 +101,16 @@ class Batches:
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.train_size = len(data.train_index)
-        self.assigned = self.on_device(data.assigned_labels)
-        self.true = self.on_device(data.true_labels)
+        self.assigned = self.device_tensor(data.assigned_labels)
+        self.true = self.device_tensor(data.true_labels)
         self.probe = self.probe_set(data.probe)
         self.extra_probes = {source: self.probe_set(probe) for source, probe in data.extra_probes.items()}
         self.test_images = self.evaluation_images(data.test.images)
-        self.test_labels = self.on_device(data.test.labels)
+        self.test_labels = self.device_tensor(data.test.labels)
         self.holdout_images = self.evaluation_images(data.images[data.holdout.index])
-        self.holdout_labels = self.on_device(data.holdout.labels)
+        self.holdout_labels = self.device_tensor(data.holdout.labels)
 
-    def on_device(self, array: np.ndarray) -> torch.Tensor:
+    def device_tensor(self, array: np.ndarray) -> torch.Tensor:
         """A host array as a tensor on the compute device."""
         return torch.as_tensor(array).to(self.device)
 
@@ -161,18 +161,18 @@ class DeviceBatches(Batches):
         # The dataset's rows that are kept on the device: the training subset and every probe set.
         self.used = functools.reduce(np.union1d, [data.train_index, data.probe.index,
                                                   *(probe.index for probe in data.extra_probes.values())])
-        self.images = self.on_device(data.images[self.used])
-        self.train_rows = self.on_device(np.searchsorted(self.used, data.train_index))
+        self.images = self.device_tensor(data.images[self.used])
+        self.train_rows = self.device_tensor(np.searchsorted(self.used, data.train_index))
         super().__init__(data, device, batch_size, eval_batch_size)
 
     def probe_set(self, probe: ProbeSet) -> DeviceProbeSet:
         """The probe set's rows of the device-resident images, with its labels."""
-        rows = self.on_device(np.searchsorted(self.used, probe.index))
-        return DeviceProbeSet(self.images, rows, self.on_device(probe.labels), self.batch_size)
+        rows = self.device_tensor(np.searchsorted(self.used, probe.index))
+        return DeviceProbeSet(self.images, rows, self.device_tensor(probe.labels), self.batch_size)
 
     def evaluation_images(self, images: np.ndarray) -> torch.Tensor:
         """The uint8 images on the device."""
-        return self.on_device(images)
+        return self.device_tensor(images)
 
     def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
         """One shuffled, augmented pass over the training subset."""
@@ -286,7 +286,7 @@ class LoaderBatches(Batches):
 
     def probe_set(self, probe: ProbeSet) -> HostProbeSet:
         """The probe set's images in host memory, with its labels on the device."""
-        return HostProbeSet(torch.as_tensor(self.images[probe.index]), self.on_device(probe.labels),
+        return HostProbeSet(torch.as_tensor(self.images[probe.index]), self.device_tensor(probe.labels),
                             self.batch_size, self.device)
 
     def evaluation_images(self, images: np.ndarray) -> PilTransformSet:
@@ -324,10 +324,10 @@ class LoaderBatches(Batches):
         batches = [b.tolist() for b in batch_slices(order, self.batch_size)]
         base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator)) if self.workers else None
         for batch in self.passes(self.train_set, batches, base_seed):
-            images, positions = self.batch_on_device(*batch)
+            images, positions = self.on_device(*batch)
             yield TrainBatch(images, self.assigned[positions], self.true[positions], positions)
 
-    def batch_on_device(self, images: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def on_device(self, images: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of the loader on the compute device, copied without making the host wait (on a
         GPU the loader gives it in pinned memory, from which copies run asynchronously)."""
         return images.to(self.device, non_blocking=True), positions.to(self.device, non_blocking=True)
@@ -337,5 +337,5 @@ class LoaderBatches(Batches):
         order = torch.arange(len(dataset))
         batches = [b.tolist() for b in order.split(self.eval_batch_size)]
         for batch in self.passes(dataset, batches):
-            images, positions = self.batch_on_device(*batch)
+            images, positions = self.on_device(*batch)
             yield images, labels[positions]
