@@ -26,6 +26,7 @@ from runner import command_line
 from runner import config as run_config
 import datasets
 from runner import records
+from runner import safe_files
 from runner.checkpoints import Paths
 from runner.command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
 from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
@@ -269,10 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         with interrupts_stop_the_run():
             args = command_line.parse(argv, DESCRIPTION)
             paths = checkpoints.run_paths(args)
-            with records.exclusive_lock(paths.locks[0]), records.exclusive_lock(paths.locks[1]):
+            with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
                 checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
                 for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
-                    records.remove_stale_temporaries(path)
+                    safe_files.remove_stale_temporaries(path)
                 run = start(args, argv, paths)
                 recorded = recorded_rows(paths.record)
                 keep_recorded_save_times(run.rows, recorded)
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError) as error:
         print(f"experiments.py: error: {error}", file=sys.stderr)
         return USAGE
-    except records.LockHeld as error:
+    except safe_files.LockHeld as error:
         print(f"experiments.py: error: another process is writing this run ({error}); wait for it to "
               f"end, or give this run another --filename and --modelfilename", file=sys.stderr)
         return USAGE

@@ -30,7 +30,7 @@ import torch
 
 from runner import command_line
 import datasets
-from runner import records
+from runner import safe_files
 from runner.sweeps import slurm
 from runner.command_line import INTERRUPTED, USAGE
 from runner.sweeps.grid import GridPoint, Sweep, SweepError, load_sweep
@@ -290,12 +290,12 @@ def main(argv: list[str] | None = None) -> int:
             sweep = load_sweep(options.sweep_file)
             if options.dry_run:
                 return list_runs(sweep)
-            with records.exclusive_lock(sweep.log_dir / ".lock"):  # one invocation per sweep at a time
+            with safe_files.exclusive_lock(sweep.log_dir / ".lock"):  # one invocation per sweep at a time
                 return run_sweep(sweep, options, argv)
     except (SweepError, command_line.UsageError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return USAGE
-    except records.LockHeld as error:
+    except safe_files.LockHeld as error:
         print(f"sweep.py: error: another sweep.py is working on this sweep ({error}); wait for it or "
               f"stop it first", file=sys.stderr)
         return USAGE

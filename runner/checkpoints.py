@@ -16,6 +16,7 @@ import torch
 
 from runner import config as run_config
 from runner import records
+from runner import safe_files
 from runner.command_line import UsageError
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def check_paths(args: Namespace, paths: Paths) -> None:
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Atomically save a checkpoint dictionary with torch.save."""
-    records.atomic_write(path, lambda f: torch.save(state, f))
+    safe_files.atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
