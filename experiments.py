@@ -153,37 +153,29 @@ def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> 
 
 
 def save_epoch(run: Run, paths: Paths, row: dict) -> None:
-    """Add an epoch's row and write the per-sample scores, the test predictions, the checkpoint and
-    the record; Ctrl-C and SIGTERM wait until all are written, so an epoch is saved whole or not at
-    all (the record, written last, counts the saved epochs). The row gets the time the first three
-    took (`save_seconds`; the checkpoint's copy of the row, written before, lacks it). It stays on
-    the critical path: written while the next epoch ran, a checkpoint would not be on disk when a
-    SIGKILL (a scheduler's hard limit, an out-of-memory kill) ended that epoch, which would then
-    lose two epochs."""
+    """Write the per-sample scores and the test predictions, add the epoch's row with the time they
+    took (`save_seconds`), then write the checkpoint and the record; Ctrl-C and SIGTERM wait until
+    all are written, so an epoch is saved whole or not at all (the record, written last, counts the
+    saved epochs). The row is complete before the checkpoint takes its copy, so a resumed run has
+    every row as recorded. The checkpoint stays on the critical path: written while the next epoch
+    ran, it would not be on disk when a SIGKILL (a scheduler's hard limit, an out-of-memory kill)
+    ended that epoch, which would then lose two epochs."""
     with interrupts_deferred():
         started = time.perf_counter()
-        run.rows.append(row)
         records.write_table(paths.samples, sample_scores(run))
         records.write_table(paths.test_predictions, test_predictions(run))
-        checkpoints.save_checkpoint(paths.checkpoint, run.state_dict())
         row["save_seconds"] = time.perf_counter() - started
+        run.rows.append(row)
+        checkpoints.save_checkpoint(paths.checkpoint, run.state_dict())
         write_record(run, paths)
 
 
-def recorded_rows(record: Path) -> list[dict]:
-    """The epoch rows of the run record at `record`; none where there is no readable record."""
+def recorded_epochs(record: Path) -> int:
+    """How many epochs the run record at `record` holds; none where there is no readable record."""
     try:
-        return records.read_record(record).rows
+        return len(records.read_record(record).rows)
     except (OSError, ValueError):
-        return []
-
-
-def keep_recorded_save_times(rows: list[dict], recorded: list[dict]) -> None:
-    """Give the rows restored from a checkpoint the save times their record holds: the
-    checkpoint's copy of its last row was written before that save was timed."""
-    for row, kept in zip(rows, recorded):
-        if math.isnan(row.get("save_seconds", math.nan)) and kept["epoch"] == row["epoch"]:
-            row["save_seconds"] = kept.get("save_seconds", math.nan)
+        return 0
 
 
 def sample_scores(run: Run) -> dict[str, list]:
@@ -275,10 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
                     safe_files.remove_stale_temporaries(path)
                 run = start(args, argv, paths)
-                recorded = recorded_rows(paths.record)
-                keep_recorded_save_times(run.rows, recorded)
                 if run.finished:
-                    if len(recorded) != run.config.epochs:  # its process ended between checkpoint and record
+                    if recorded_epochs(paths.record) != run.config.epochs:  # ended between checkpoint and record
                         write_record(run, paths)
                     print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
                     return 0

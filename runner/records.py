@@ -54,7 +54,7 @@ COLUMNS = [
     "probe_seconds",     # of which the probe that defines zeta
     "extra_probe_seconds",  # and the extra probes (--extra-probes)
     "compile_seconds",   # time torch.compile spent compiling during the epoch (--compile)
-    "save_seconds",      # writing the epoch's checkpoint, per-sample scores and test predictions
+    "save_seconds",      # writing the epoch's per-sample scores and test predictions (before its checkpoint)
 ]
 TIMING_COLUMNS = ("seconds", "probe_seconds", "extra_probe_seconds", "compile_seconds", "save_seconds")
 # Files written next to a run's record `<name>.csv`: per training sample and per test image,
