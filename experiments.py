@@ -31,7 +31,8 @@ from runner.checkpoints import Paths
 from runner.command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
 from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
 from runner.label_noise import DataError
-from runner.machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
+from runner.machine import (amp_refusal, channels_last_default, configure_device, prepare_determinism,
+                            run_settings_restored, select_device)
 from runner.run import Run, build_run, restore
 from runner.streams import Stream
 from susceptibility import derive_seed, torch_generator
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with interrupts_stop_the_run():
+        with interrupts_stop_the_run(), run_settings_restored():
             args = command_line.parse(argv, DESCRIPTION)
             paths = checkpoints.run_paths(args)
             with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
