@@ -28,8 +28,8 @@ import datasets
 from runner import records
 from runner import safe_files
 from runner.checkpoints import Paths
-from runner.command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
-from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
+from runner.command_line import DIVERGED, INTERRUPTED, UsageError
+from runner.interrupts import interrupts_deferred, one_line_errors
 from runner.label_noise import DataError
 from runner.machine import (amp_refusal, channels_last_default, configure_device, prepare_determinism,
                             run_settings_restored, select_device)
@@ -41,6 +41,9 @@ from susceptibility.traceless import seed_global_streams
 from runner.training import NonFiniteLoss, clock, compile_seconds, evaluate, train_one_epoch, without_subsets
 
 DESCRIPTION = __doc__.split("\n\n")[0]
+LOCK_HELD = ("another process is writing this run ({error}); wait for it to end, or give this run another "
+             "--filename and --modelfilename")
+NOT_STARTED = "interrupted before training started; nothing was changed"
 
 
 def probe_train_and_test(run: Run, epoch: int) -> dict:
@@ -259,31 +262,22 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        with interrupts_stop_the_run(), run_settings_restored():
-            args = command_line.parse(argv, DESCRIPTION)
-            paths = checkpoints.run_paths(args)
-            with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
-                checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
-                for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
-                    safe_files.remove_stale_temporaries(path)
-                run = start(args, argv, paths)
-                if run.finished:
-                    if recorded_epochs(paths.record) != run.config.epochs:  # ended between checkpoint and record
-                        write_record(run, paths)
-                    print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
-                    return 0
-                return train(run, paths, argv)
-    except (UsageError, DataError) as error:
-        print(f"experiments.py: error: {error}", file=sys.stderr)
-        return USAGE
-    except safe_files.LockHeld as error:
-        print(f"experiments.py: error: another process is writing this run ({error}); wait for it to "
-              f"end, or give this run another --filename and --modelfilename", file=sys.stderr)
-        return USAGE
-    except KeyboardInterrupt:
-        print("\ninterrupted before training started; nothing was changed", file=sys.stderr)
-        return INTERRUPTED
+    with one_line_errors("experiments.py", (UsageError, DataError), LOCK_HELD, NOT_STARTED) as outcome, \
+            run_settings_restored():
+        args = command_line.parse(argv, DESCRIPTION)
+        paths = checkpoints.run_paths(args)
+        with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
+            checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
+            for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
+                safe_files.remove_stale_temporaries(path)
+            run = start(args, argv, paths)
+            if run.finished:
+                if recorded_epochs(paths.record) != run.config.epochs:  # ended between checkpoint and record
+                    write_record(run, paths)
+                print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
+                return 0
+            return train(run, paths, argv)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":
