@@ -275,9 +275,10 @@ class LoaderBatches(Batches):
                  workers: int):
         from torchvision import transforms
 
-        self.normalize_pil = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+        normalize_pil = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
         augment = transforms.Compose([transforms.RandomCrop(IMAGE_SIZE, padding=PAD),
-                                      transforms.RandomHorizontalFlip(), *self.normalize_pil])
+                                      transforms.RandomHorizontalFlip(), *normalize_pil])
+        self.evaluation_transform = transforms.Compose(normalize_pil)
         self.images = data.images
         self.workers = workers
         self.loaders: dict[PilTransformSet, torch.utils.data.DataLoader] = {}
@@ -291,9 +292,7 @@ class LoaderBatches(Batches):
 
     def evaluation_images(self, images: np.ndarray) -> PilTransformSet:
         """The images through the normalizing PIL transforms."""
-        from torchvision import transforms
-
-        return PilTransformSet(images, transforms.Compose(self.normalize_pil))
+        return PilTransformSet(images, self.evaluation_transform)
 
     def loader(self, dataset: PilTransformSet) -> torch.utils.data.DataLoader:
         """The DataLoader of `dataset`, made once: its worker processes serve every pass (pinning
