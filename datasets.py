@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from runner import records
+from runner import safe_files
 from runner.label_noise import DataError
 
 IMAGE_SIZE = 32  # every image is 32x32, the models' input size; a folder's images are resized to it
@@ -227,7 +227,7 @@ def cached_images(cache: Path, key: str) -> np.ndarray | None:
 def store_images(cache: Path, key: str, images: np.ndarray) -> None:
     """Keep the resized images next to the list, so the next run skips decoding; optional."""
     try:
-        records.atomic_write(cache, lambda f: np.savez(f, images=images, key=np.array(key)))
+        safe_files.atomic_write(cache, lambda f: np.savez(f, images=images, key=np.array(key)))
     except OSError as error:
         print(f"note: cannot write the image cache {cache} ({error.strerror}); the images will be "
               f"decoded again next time", file=sys.stderr)

@@ -26,12 +26,14 @@ from runner import command_line
 from runner import config as run_config
 import datasets
 from runner import records
+from runner import safe_files
 from runner.checkpoints import Paths
-from runner.command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
-from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
+from runner.command_line import DIVERGED, INTERRUPTED, UsageError
+from runner.interrupts import interrupts_deferred, one_line_errors
 from runner.label_noise import DataError
-from runner.machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
-from runner.run import Run, build_run
+from runner.machine import (amp_refusal, channels_last_default, configure_device, prepare_determinism,
+                            run_settings_restored, select_device)
+from runner.run import Run, build_run, restore
 from runner.streams import Stream
 from susceptibility import derive_seed, torch_generator
 from runner.tensorboard_log import TensorBoardLog
@@ -39,6 +41,9 @@ from susceptibility.traceless import seed_global_streams
 from runner.training import NonFiniteLoss, clock, compile_seconds, evaluate, train_one_epoch, without_subsets
 
 DESCRIPTION = __doc__.split("\n\n")[0]
+LOCK_HELD = ("another process is writing this run ({error}); wait for it to end, or give this run another "
+             "--filename and --modelfilename")
+NOT_STARTED = "interrupted before training started; nothing was changed"
 
 
 def probe_train_and_test(run: Run, epoch: int) -> dict:
@@ -115,10 +120,10 @@ def summary_line(row: dict, epochs: int) -> str:
 
 def opening_line(run: Run) -> str:
     """What the run trains and on what: the first line it prints."""
-    config, noise = run.config, run.meta["noise"]
+    config, noise = run.config, run.data.noise_summary()
     labels = (f"{noise['type']} noise, {noise['fraction_wrong']:.1%} wrong labels" if noise["ground_truth"]
               else "labels as given (ground truth unknown)")
-    return (f"{run.meta['run']['name']}: {config.model} x{config.scale} on {len(run.data.train_index)} "
+    return (f"{run.name}: {config.model} x{config.scale} on {len(run.data.train_index)} "
             f"{config.dataset} images, {labels}, device {run.device}")
 
 
@@ -147,43 +152,34 @@ def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
 def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> None:
     """Rewrite the run record with every completed epoch and the run's status."""
     status = {"epochs_completed": len(run.rows), "epochs_planned": run.config.epochs,
-              "finished": len(run.rows) == run.config.epochs, "stopped_because": stopped_because}
-    records.write_record(paths.record, records.RunRecord({**run.meta, "status": status}, run.rows))
+              "finished": run.finished, "stopped_because": stopped_because}
+    records.write_record(paths.record, records.RunRecord({**run.header(), "status": status}, run.rows))
 
 
 def save_epoch(run: Run, paths: Paths, row: dict) -> None:
-    """Add an epoch's row and write the per-sample scores, the test predictions, the checkpoint and
-    the record; Ctrl-C and SIGTERM wait until all are written, so an epoch is saved whole or not at
-    all (the record, written last, counts the saved epochs). The row gets the time the first three
-    took (`save_seconds`; the checkpoint's copy of the row, written before, lacks it). It stays on
-    the critical path: written while the next epoch ran, a checkpoint would not be on disk when a
-    SIGKILL (a scheduler's hard limit, an out-of-memory kill) ended that epoch, which would then
-    lose two epochs."""
+    """Write the per-sample scores and the test predictions, add the epoch's row with the time they
+    took (`save_seconds`), then write the checkpoint and the record; Ctrl-C and SIGTERM wait until
+    all are written, so an epoch is saved whole or not at all (the record, written last, counts the
+    saved epochs). The row is complete before the checkpoint takes its copy, so a resumed run has
+    every row as recorded. The checkpoint stays on the critical path: written while the next epoch
+    ran, it would not be on disk when a SIGKILL (a scheduler's hard limit, an out-of-memory kill)
+    ended that epoch, which would then lose two epochs."""
     with interrupts_deferred():
         started = time.perf_counter()
-        run.rows.append(row)
         records.write_table(paths.samples, sample_scores(run))
         records.write_table(paths.test_predictions, test_predictions(run))
-        checkpoints.save_checkpoint(paths.checkpoint,
-                                    checkpoints.checkpoint_state(run, len(run.rows) == run.config.epochs))
         row["save_seconds"] = time.perf_counter() - started
+        run.rows.append(row)
+        checkpoints.save_checkpoint(paths.checkpoint, run.state_dict())
         write_record(run, paths)
 
 
-def recorded_rows(record: Path) -> list[dict]:
-    """The epoch rows of the run record at `record`; none where there is no readable record."""
+def recorded_epochs(record: Path) -> int:
+    """How many epochs the run record at `record` holds; none where there is no readable record."""
     try:
-        return records.read_record(record).rows
+        return len(records.read_record(record).rows)
     except (OSError, ValueError):
-        return []
-
-
-def keep_recorded_save_times(rows: list[dict], recorded: list[dict]) -> None:
-    """Give the rows restored from a checkpoint the save times their record holds: the
-    checkpoint's copy of its last row was written before that save was timed."""
-    for row, kept in zip(rows, recorded):
-        if math.isnan(row.get("save_seconds", math.nan)) and kept["epoch"] == row["epoch"]:
-            row["save_seconds"] = kept.get("save_seconds", math.nan)
+        return 0
 
 
 def sample_scores(run: Run) -> dict[str, list]:
@@ -226,7 +222,7 @@ def start(args, argv: list[str], paths: Paths) -> Run:
     command = (checkpoint["command"] if checkpoint else None) or argv
     run = build_run(config, command, device, train, test)
     if checkpoint is not None:
-        checkpoints.restore(run, checkpoint, paths.checkpoint)
+        restore(run, checkpoint, paths.checkpoint)
         if len(run.rows) < config.epochs:
             print(f"resuming {paths.record.name}: {len(run.rows)} of {config.epochs} epochs done, "
                   f"continuing with epoch {len(run.rows)}")
@@ -236,8 +232,7 @@ def start(args, argv: list[str], paths: Paths) -> Run:
 def train(run: Run, paths: Paths, argv: list[str]) -> int:
     """The epoch loop; returns the process exit code."""
     print(opening_line(run))
-    board = TensorBoardLog(run.config.tensorboard, run.meta["run"]["name"], run.rows) \
-        if run.config.tensorboard else None
+    board = TensorBoardLog(run.config.tensorboard, run.name, run.rows) if run.config.tensorboard else None
     try:
         for epoch in range(len(run.rows), run.config.epochs):
             row = probe_train_and_test(run, epoch)
@@ -267,33 +262,22 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        with interrupts_stop_the_run():
-            args = command_line.parse(argv, DESCRIPTION)
-            paths = checkpoints.run_paths(args)
-            with records.exclusive_lock(paths.locks[0]), records.exclusive_lock(paths.locks[1]):
-                checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
-                for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
-                    records.remove_stale_temporaries(path)
-                run = start(args, argv, paths)
-                recorded = recorded_rows(paths.record)
-                keep_recorded_save_times(run.rows, recorded)
-                if len(run.rows) == run.config.epochs:
-                    if len(recorded) != run.config.epochs:  # its process ended between checkpoint and record
-                        write_record(run, paths)
-                    print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
-                    return 0
-                return train(run, paths, argv)
-    except (UsageError, DataError) as error:
-        print(f"experiments.py: error: {error}", file=sys.stderr)
-        return USAGE
-    except records.LockHeld as error:
-        print(f"experiments.py: error: another process is writing this run ({error}); wait for it to "
-              f"end, or give this run another --filename and --modelfilename", file=sys.stderr)
-        return USAGE
-    except KeyboardInterrupt:
-        print("\ninterrupted before training started; nothing was changed", file=sys.stderr)
-        return INTERRUPTED
+    with one_line_errors("experiments.py", (UsageError, DataError), LOCK_HELD, NOT_STARTED) as outcome, \
+            run_settings_restored():
+        args = command_line.parse(argv, DESCRIPTION)
+        paths = checkpoints.run_paths(args)
+        with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
+            checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
+            for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
+                safe_files.remove_stale_temporaries(path)
+            run = start(args, argv, paths)
+            if run.finished:
+                if recorded_epochs(paths.record) != run.config.epochs:  # ended between checkpoint and record
+                    write_record(run, paths)
+                print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
+                return 0
+            return train(run, paths, argv)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

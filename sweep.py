@@ -30,15 +30,17 @@ import torch
 
 from runner import command_line
 import datasets
-from runner import records
+from runner import safe_files
 from runner.sweeps import slurm
-from runner.command_line import INTERRUPTED, USAGE
+from runner.command_line import INTERRUPTED
 from runner.sweeps.grid import GridPoint, Sweep, SweepError, load_sweep
-from runner.interrupts import interrupts_stop_the_run
+from runner.interrupts import one_line_errors
 from runner.sweeps.jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, Progress, active_cluster_jobs, describe,
                         epochs_saved, last_line, record_outcome, run_state, start_process, threads_env)
 
 POLL_SECONDS = 0.2
+LOCK_HELD = "another sweep.py is working on this sweep ({error}); wait for it or stop it first"
+NOT_STARTED = "interrupted before any run started"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,8 +116,6 @@ def ensure_data(runs: list[GridPoint]) -> None:
             datasets.load_dataset(data_dir, dataset)
         except datasets.DataError as error:
             raise SweepError(str(error)) from None
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,26 +284,15 @@ def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep the command line names; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        with interrupts_stop_the_run():
-            options = parse_options(argv)
-            sweep = load_sweep(options.sweep_file)
-            if options.dry_run:
-                return list_runs(sweep)
-            with records.exclusive_lock(sweep.log_dir / ".lock"):  # one invocation per sweep at a time
-                return run_sweep(sweep, options, argv)
-    except (SweepError, command_line.UsageError) as error:
-        print(f"sweep.py: error: {error}", file=sys.stderr)
-        return USAGE
-    except records.LockHeld as error:
-        print(f"sweep.py: error: another sweep.py is working on this sweep ({error}); wait for it or "
-              f"stop it first", file=sys.stderr)
-        return USAGE
-    except KeyboardInterrupt:
-        print("\ninterrupted before any run started", file=sys.stderr)
-        return INTERRUPTED
+    with one_line_errors("sweep.py", (SweepError, command_line.UsageError), LOCK_HELD, NOT_STARTED) as outcome:
+        options = parse_options(argv)
+        sweep = load_sweep(options.sweep_file)
+        if options.dry_run:
+            return list_runs(sweep)
+        with safe_files.exclusive_lock(sweep.log_dir / ".lock"):  # one invocation per sweep at a time
+            return run_sweep(sweep, options, argv)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -3,7 +3,8 @@
 Two data paths: `DeviceBatches` keeps the whole uint8 dataset on the compute device and crops,
 flips and normalizes there, batch-vectorized; `LoaderBatches` is the reference's torch DataLoader
 with PIL transforms in worker processes, for data too large for the device. Both draw their random
-numbers from the generators they are given, so a run's batches follow from its seed.
+numbers from the generators they are given, so a run's batches follow from its seed. What both
+share (labels, probe sets, test and hold-out passes) is their base, `Batches`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from datasets import IMAGE_SIZE
-from runner.noisy_data import NoisyData
+from runner.noisy_data import NoisyData, ProbeSet
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
@@ -87,42 +88,56 @@ class DeviceProbeSet:
         return normalize(images), self.probe_labels[pick]
 
 
-class DeviceBatches:
-    """Keeps the whole uint8 dataset on the compute device and augments there, batch-vectorized."""
+class Batches:
+    """What both data paths share: the labels on the device, the probe sets (the one that defines ζ
+    and the extra ones, by source), the test and hold-out passes and the batch count of an epoch.
+
+    A data path says how it holds images for evaluation (`evaluation_images`) and for a probe
+    (`probe_set`), and how it makes training and evaluation batches of them.
+    """
 
     def __init__(self, data: NoisyData, device: torch.device, batch_size: int, eval_batch_size: int):
-        as_tensor = lambda a: torch.as_tensor(a).to(device)
         self.device = device
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        probe_sets = {"": data.probe_set(), **data.extra_probes}
-        used = functools.reduce(np.union1d, [data.train_index, *(s.index for s in probe_sets.values())])
-        self.images = as_tensor(data.images[used])
-        self.train_rows = as_tensor(np.searchsorted(used, data.train_index))
-        sets = {name: DeviceProbeSet(self.images, as_tensor(np.searchsorted(used, probe.index)),
-                                     as_tensor(probe.labels), batch_size) for name, probe in probe_sets.items()}
-        self.probe = sets.pop("")
-        self.extra_probes = sets
-        self.assigned = as_tensor(data.assigned_labels)
-        self.true = as_tensor(data.true_labels)
-        self.test_images = as_tensor(data.test.images)
-        self.test_labels = as_tensor(data.test.labels)
-        self.holdout_images = as_tensor(data.images[data.holdout.index])
-        self.holdout_labels = as_tensor(data.holdout.labels)
+        self.train_size = len(data.train_index)
+        self.assigned = self.device_tensor(data.assigned_labels)
+        self.true = self.device_tensor(data.true_labels)
+        self.probe = self.probe_set(data.probe)
+        self.extra_probes = {source: self.probe_set(probe) for source, probe in data.extra_probes.items()}
+        self.test_images = self.evaluation_images(data.test.images)
+        self.test_labels = self.device_tensor(data.test.labels)
+        self.holdout_images = self.evaluation_images(data.images[data.holdout.index])
+        self.holdout_labels = self.device_tensor(data.holdout.labels)
+
+    def device_tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A host array as a tensor on the compute device."""
+        return torch.as_tensor(array).to(self.device)
+
+    def probe_set(self, probe: ProbeSet) -> DeviceProbeSet | HostProbeSet:
+        """The data path's batches of one probe set."""
+        raise NotImplementedError
+
+    def evaluation_images(self, images: np.ndarray) -> torch.Tensor | PilTransformSet:
+        """Images as the data path's `evaluation_batches` reads them."""
+        raise NotImplementedError
+
+    def evaluation_batches(self, images: torch.Tensor | PilTransformSet,
+                           labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Images in order, normalized only, with their labels, in large evaluation batches."""
+        raise NotImplementedError
 
     def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
-        """One shuffled, augmented pass over the training subset."""
-        order = torch.randperm(len(self.train_rows), generator=generator, device=self.device)
-        for batch in batch_slices(order, self.batch_size):
-            images = random_augment(self.images[self.train_rows[batch]], generator)
-            yield TrainBatch(normalize(images), self.assigned[batch], self.true[batch], batch)
+        """One shuffled, augmented pass over the training subset, in the order `generator` draws."""
+        raise NotImplementedError
 
     @property
     def probe_labels(self) -> torch.Tensor:
+        """The fixed random labels of the probe set that defines ζ."""
         return self.probe.probe_labels
 
     def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented batch of the probe set that defines ζ (see `DeviceProbeSet.probe_batch`)."""
+        """One augmented batch of the probe set that defines ζ, with its random labels."""
         return self.probe.probe_batch(generator)
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -133,14 +148,44 @@ class DeviceBatches:
         """The noisy hold-out set with its noisy labels, like the test set."""
         return self.evaluation_batches(self.holdout_images, self.holdout_labels)
 
+    def train_batch_count(self) -> int:
+        """The number of training batches of one epoch."""
+        return len(batch_sizes(self.train_size, self.batch_size))
+
+
+class DeviceBatches(Batches):
+    """Keeps the whole uint8 dataset on the compute device and augments there, batch-vectorized."""
+
+    def __init__(self, data: NoisyData, device: torch.device, batch_size: int, eval_batch_size: int):
+        self.device = device
+        # The dataset's rows that are kept on the device: the training subset and every probe set.
+        self.used = functools.reduce(np.union1d, [data.train_index, data.probe.index,
+                                                  *(probe.index for probe in data.extra_probes.values())])
+        self.images = self.device_tensor(data.images[self.used])
+        self.train_rows = self.device_tensor(np.searchsorted(self.used, data.train_index))
+        super().__init__(data, device, batch_size, eval_batch_size)
+
+    def probe_set(self, probe: ProbeSet) -> DeviceProbeSet:
+        """The probe set's rows of the device-resident images, with its labels."""
+        rows = self.device_tensor(np.searchsorted(self.used, probe.index))
+        return DeviceProbeSet(self.images, rows, self.device_tensor(probe.labels), self.batch_size)
+
+    def evaluation_images(self, images: np.ndarray) -> torch.Tensor:
+        """The uint8 images on the device."""
+        return self.device_tensor(images)
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[TrainBatch]:
+        """One shuffled, augmented pass over the training subset."""
+        order = torch.randperm(len(self.train_rows), generator=generator, device=self.device)
+        for batch in batch_slices(order, self.batch_size):
+            images = random_augment(self.images[self.train_rows[batch]], generator)
+            yield TrainBatch(normalize(images), self.assigned[batch], self.true[batch], batch)
+
     def evaluation_batches(self, images: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Images in order, normalized only, with their labels, in large evaluation batches."""
         for start in range(0, len(labels), self.eval_batch_size):
             stop = start + self.eval_batch_size
             yield normalize(images[start:stop]), labels[start:stop]
-
-    def train_batch_count(self) -> int:
-        return len(batch_sizes(len(self.train_rows), self.batch_size))
 
 
 def batch_sizes(count: int, batch_size: int) -> list[int]:
@@ -219,7 +264,7 @@ class HostProbeSet:
         return images.to(self.device), self.probe_labels[pick.to(self.device)]
 
 
-class LoaderBatches:
+class LoaderBatches(Batches):
     """The reference data path: a torch DataLoader with PIL transforms in worker processes.
 
     Slower than `DeviceBatches`, but it never holds the dataset on the device. Labels stay on the
@@ -233,23 +278,21 @@ class LoaderBatches:
         normalize_pil = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
         augment = transforms.Compose([transforms.RandomCrop(IMAGE_SIZE, padding=PAD),
                                       transforms.RandomHorizontalFlip(), *normalize_pil])
-        self.device = device
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+        self.evaluation_transform = transforms.Compose(normalize_pil)
+        self.images = data.images
         self.workers = workers
         self.loaders: dict[PilTransformSet, torch.utils.data.DataLoader] = {}
         self.train_set = PilTransformSet(data.images[data.train_index], augment)
-        self.test_set = PilTransformSet(data.test.images, transforms.Compose(normalize_pil))
-        self.holdout_set = PilTransformSet(data.images[data.holdout.index], transforms.Compose(normalize_pil))
-        self.assigned = torch.as_tensor(data.assigned_labels).to(device)
-        self.true = torch.as_tensor(data.true_labels).to(device)
-        sets = {name: HostProbeSet(torch.as_tensor(data.images[probe.index]), torch.as_tensor(probe.labels).to(device),
-                                   batch_size, device)
-                for name, probe in {"": data.probe_set(), **data.extra_probes}.items()}
-        self.probe = sets.pop("")
-        self.extra_probes = sets
-        self.test_labels = torch.as_tensor(data.test.labels).to(device)
-        self.holdout_labels = torch.as_tensor(data.holdout.labels).to(device)
+        super().__init__(data, device, batch_size, eval_batch_size)
+
+    def probe_set(self, probe: ProbeSet) -> HostProbeSet:
+        """The probe set's images in host memory, with its labels on the device."""
+        return HostProbeSet(torch.as_tensor(self.images[probe.index]), self.device_tensor(probe.labels),
+                            self.batch_size, self.device)
+
+    def evaluation_images(self, images: np.ndarray) -> PilTransformSet:
+        """The images through the normalizing PIL transforms."""
+        return PilTransformSet(images, self.evaluation_transform)
 
     def loader(self, dataset: PilTransformSet) -> torch.utils.data.DataLoader:
         """The DataLoader of `dataset`, made once: its worker processes serve every pass (pinning
@@ -288,22 +331,6 @@ class LoaderBatches:
         GPU the loader gives it in pinned memory, from which copies run asynchronously)."""
         return images.to(self.device, non_blocking=True), positions.to(self.device, non_blocking=True)
 
-    @property
-    def probe_labels(self) -> torch.Tensor:
-        return self.probe.probe_labels
-
-    def probe_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented batch of the probe set that defines ζ (see `HostProbeSet`)."""
-        return self.probe.probe_batch(generator)
-
-    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The test set in order, normalized only."""
-        return self.evaluation_batches(self.test_set, self.test_labels)
-
-    def holdout_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The noisy hold-out set with its noisy labels, like the test set."""
-        return self.evaluation_batches(self.holdout_set, self.holdout_labels)
-
     def evaluation_batches(self, dataset: PilTransformSet, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """A dataset's images in order, normalized only, with their labels."""
         order = torch.arange(len(dataset))
@@ -311,6 +338,3 @@ class LoaderBatches:
         for batch in self.passes(dataset, batches):
             images, positions = self.on_device(*batch)
             yield images, labels[positions]
-
-    def train_batch_count(self) -> int:
-        return len(batch_sizes(len(self.train_set), self.batch_size))

@@ -1,13 +1,13 @@
-"""Where a run's files go, what its checkpoint holds, and the rules for continuing it.
+"""Where a run's files go, how its checkpoint is written and read, and the rules for continuing it.
 
-A checkpoint is everything needed to continue a run exactly: the configuration, model, optimizer,
-schedule, per-sample signals, probe measurements, labels and epoch rows. Every random stream is
+A checkpoint (`run.Run.state_dict`) is everything needed to continue a run exactly: the
+configuration, model, optimizer, schedule, per-sample signals, probe measurements, labels and epoch
+rows. Every random stream is
 derived from the seed and the epoch number, so the seed and the epoch count are the run's whole RNG
 state. Checkpoints of earlier formats are brought to the current one by `migrate`, in one place.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,13 +16,11 @@ import torch
 
 from runner import config as run_config
 from runner import records
+from runner import safe_files
 from runner.command_line import UsageError
-from runner.machine import environment_changes
 
 if TYPE_CHECKING:
     from argparse import Namespace
-
-    from runner.run import Run
 
 # 1: configuration under `args`; the probe's state, the signals and the hold-out labels were added
 #    to it one by one, so its checkpoints may lack them.
@@ -74,7 +72,7 @@ def check_paths(args: Namespace, paths: Paths) -> None:
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Atomically save a checkpoint dictionary with torch.save."""
-    records.atomic_write(path, lambda f: torch.save(state, f))
+    safe_files.atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
@@ -112,58 +110,20 @@ def from_format_1(state: dict) -> dict:
             "labels": labels, "probe": probe, "signals": state.get("signals")}
 
 
-def label_tensors(run: Run) -> dict[str, torch.Tensor]:
-    """The run's subset, labels, probe set and hold-out set, which a resumed run must share."""
-    d, as_tensor = run.data, torch.as_tensor
-    return {"train_index": as_tensor(d.train_index), "assigned": as_tensor(d.assigned_labels),
-            "true": as_tensor(d.true_labels), "probe_index": as_tensor(d.probe_index),
-            "probe_labels": as_tensor(d.probe_labels),
-            "holdout_index": as_tensor(d.holdout.index), "holdout_labels": as_tensor(d.holdout.labels)}
-
-
-def checkpoint_state(run: Run, finished: bool) -> dict:
-    """Everything needed to continue the run."""
-    return {
-        "format": CHECKPOINT_FORMAT, "config": run.config.as_dict(), "command": run.command,
-        "epochs_completed": len(run.rows), "finished": finished,
-        "environment": run.meta["environment"],
-        "rng": {"seed": run.config.seed, "next_epoch": len(run.rows)},
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "signals": run.signals.state_dict(), "rows": run.rows,
-        "probe": run.probe.state_dict(), "labels": label_tensors(run),
-        "extra_probes": {name: probe.state_dict() for name, probe in run.extra_probes.items()},
-    }
-
-
-def restore(run: Run, state: dict, path: Path) -> None:
-    """Load a checkpoint (in the current format) into a freshly built run after checking that it
-    belongs to the same run."""
-    differing = run_config.differing_settings(state["config"], run.config)
+def check_same_run(state: dict, config: run_config.RunConfig, labels: dict[str, torch.Tensor],
+                   device: torch.device, path: Path) -> None:
+    """Refuse a checkpoint (in the current format) of another run: made with other arguments, on
+    other data (`labels`: the subset, labels, probe and hold-out sets drawn now) or on another
+    device type."""
+    differing = run_config.differing_settings(state["config"], config)
     if differing:
         described = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differing.items())
         raise UsageError(f"{path} was made with other arguments ({described}); repeat the original "
                          f"command with --resume, or start over with --overwrite")
-    saved_environment = state.get("environment", {})
-    check_device_type(saved_environment, run.device, path)
-    current, saved = label_tensors(run), state["labels"]
-    if any(not torch.equal(current[k], saved[k].cpu()) for k in current):
-        raise UsageError(f"the data in {run.config.data_dir} differ from those {path} was trained on; "
+    check_device_type(state.get("environment", {}), device, path)
+    if any(not torch.equal(labels[k], state["labels"][k].cpu()) for k in labels):
+        raise UsageError(f"the data in {config.data_dir} differ from those {path} was trained on; "
                          f"point --data-dir at the original data")
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    missing = run.signals.load_state_dict(state["signals"] or {})
-    if missing:
-        print(f"note: {path} holds no {', '.join(missing)} history of the training samples (it was "
-              f"written before they were kept); those signals start afresh", file=sys.stderr)
-    run.rows = list(state["rows"])
-    run.probe.load_state_dict(state["probe"])
-    for name, probe in run.extra_probes.items():
-        probe.load_state_dict(state["extra_probes"][name])
-    changes = environment_changes(saved_environment, run.meta["environment"])
-    if changes:
-        print(f"warning: {path} was made with {'; '.join(changes)}; the epochs from here on may differ "
-              f"in their last digits from those of an uninterrupted run", file=sys.stderr)
 
 
 def check_device_type(saved_environment: dict, device: torch.device, path: Path) -> None:

@@ -1,14 +1,21 @@
-"""Ctrl-C and SIGTERM (a scheduler's stop) for experiments.py and sweep.py.
+"""Ctrl-C and SIGTERM (a scheduler's stop) for experiments.py and sweep.py, and how both end.
 
 Both programs end a stopped block with KeyboardInterrupt, including when started as a background job,
-and hold the signals back while a file that must be written whole is being written.
+and hold the signals back while a file that must be written whole is being written. An error of the
+user's (bad input, a run another process holds) or a stop before the work started ends either with
+one line and its exit code (`one_line_errors`).
 """
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Iterator
+
+from runner.command_line import INTERRUPTED, USAGE
+from runner.safe_files import LockHeld
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -51,3 +58,32 @@ def interrupts_deferred() -> Iterator[None]:
         yield
     if received:
         raise KeyboardInterrupt
+
+
+@dataclass
+class Outcome:
+    """The exit code of a program whose block `one_line_errors` ended."""
+
+    exit_code: int = 0
+
+
+@contextmanager
+def one_line_errors(program: str, errors: tuple[type[Exception], ...], lock_held: str,
+                    interrupted: str) -> Iterator[Outcome]:
+    """Run the block with Ctrl-C and SIGTERM stopping it; where it raises one of `errors`, finds a
+    lock held by another process (`lock_held` says what that means, `{error}` naming the holder) or
+    is stopped (`interrupted` says what that left), print one line to stderr and set the outcome's
+    exit code (USAGE or INTERRUPTED) instead of raising."""
+    outcome = Outcome()
+    try:
+        with interrupts_stop_the_run():
+            yield outcome
+    except errors as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        outcome.exit_code = USAGE
+    except LockHeld as error:
+        print(f"{program}: error: {lock_held.format(error=error)}", file=sys.stderr)
+        outcome.exit_code = USAGE
+    except KeyboardInterrupt:
+        print(f"\n{interrupted}", file=sys.stderr)
+        outcome.exit_code = INTERRUPTED

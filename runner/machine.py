@@ -1,14 +1,17 @@
 """The machine a run computes on: the device it chooses, how it computes there (fp32 precision,
-deterministic kernels, bf16), and the facts that decide its last digits.
+deterministic kernels, bf16), and the facts that decide its last digits. What a run sets for the
+whole process it gives back when it ends (`run_settings_restored`).
 
 The record's `environment` header holds these facts; a run resumed where they differ goes ahead with
-a warning (see `checkpoints.restore`), since its later epochs may then differ in their last digits.
+a warning (see `run.restore`), since its later epochs may then differ in their last digits.
 """
 from __future__ import annotations
 
 import os
 import platform
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -73,6 +76,51 @@ def configure_device(device: torch.device, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
+
+
+@contextmanager
+def run_settings_restored() -> Iterator[None]:
+    """Put back, after the block, the process-wide settings a run changes for its own computation:
+    torch's fp32 precision, its deterministic-algorithm and cuDNN flags (`configure_device`), cuBLAS's
+    workspace variable (`prepare_determinism`) and torch's global CPU random stream (which the run
+    seeds), so that a caller running experiments in its own process (a test, a notebook) finds them
+    as they were.
+
+    Two stay as the run left them, since undoing them would be untrue: the workspace variable once
+    CUDA has started, as cuBLAS has read it then and later runs of the process compute with it; and
+    the global CUDA random streams, which cannot be saved before the block without starting CUDA
+    ahead of that variable.
+    """
+    precision, flags, workspace = fp32_precision(), determinism_flags(), os.environ.get(CUBLAS_CONFIG)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        set_fp32_precision(precision)
+        set_determinism_flags(flags)
+        if not torch.cuda.is_initialized():
+            restore_variable(CUBLAS_CONFIG, workspace)
+
+
+def determinism_flags() -> tuple[bool, bool, bool, bool]:
+    """torch's deterministic-algorithm mode (and whether it only warns) and cuDNN's deterministic and
+    benchmark flags, as they stand."""
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+
+
+def set_determinism_flags(flags: tuple[bool, bool, bool, bool]) -> None:
+    """Set the flags `determinism_flags` reads."""
+    deterministic, warn_only, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def restore_variable(name: str, value: str | None) -> None:
+    """Set the environment variable `name` to `value`, or remove it where `value` is None."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def cpu_has_native_bf16() -> bool:

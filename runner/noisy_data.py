@@ -44,8 +44,6 @@ def choose_subset(available: int | np.ndarray, numsamples: int | None,
     return draw_rows(pool, numsamples, rng)
 
 
-
-
 def assign_labels(train: ImageSet, index: np.ndarray, noise: LabelNoise, num_classes: int,
                   seed: int, *stream: str) -> np.ndarray:
     """The noisy labels of the training images at `index`, as the noise process gives them.
@@ -116,19 +114,13 @@ class NoisyData:
     train_index: np.ndarray     # rows of `images` the network trains on
     assigned_labels: np.ndarray  # label trained on, per row of train_index
     true_labels: np.ndarray     # ground truth, per row of train_index (the assigned label if unknown)
-    probe_index: np.ndarray     # rows of `images` that form the unlabeled probe set
-    probe_labels: np.ndarray    # random labels of the probe set, fixed for the run
+    probe: ProbeSet             # the unlabeled probe set that defines ζ, with the run's seed
     test: ImageSet
     num_classes: int
     noise: LabelNoise = field(default_factory=LabelNoise)
     holdout: NoisyHoldout = field(default_factory=lambda: NoisyHoldout.empty())
-    seed: int = 0
     # Probes recorded beside ζ (--extra-probes), by source, each with a seed of its own.
     extra_probes: dict[str, ProbeSet] = field(default_factory=dict)
-
-    def probe_set(self) -> ProbeSet:
-        """The probe set that defines the run's ζ."""
-        return ProbeSet(self.probe_index, self.probe_labels, self.seed)
 
     def noise_summary(self) -> dict:
         """The noise of the training labels for the run record and, where the truth is known, how
@@ -195,9 +187,8 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
         if source == "heldout" and len(outside) == 0:
             raise DataError(f"{option} heldout needs training images outside the subset and the "
                             f"noisy hold-out set; set --numsamples below {len(train) - noisy_holdout}")
-    probe_index = images_of[probe_source]
-    probe_labels = random_labels(len(probe_index), num_classes, seed)
+    probe = ProbeSet.drawn(images_of[probe_source], num_classes, seed)
     extra = {source: ProbeSet.drawn(images_of[source], num_classes, derive_seed(seed, Stream.EXTRA_PROBE, source))
              for source in extra_probes}
-    return NoisyData(train.images, train_index, assigned, true_labels, probe_index, probe_labels,
-                     test, num_classes, noise, holdout, seed, extra)
+    return NoisyData(train.images, train_index, assigned, true_labels, probe, test, num_classes, noise, holdout,
+                     extra)

@@ -1,30 +1,26 @@
-"""Run records and checkpoints on disk, always written atomically.
+"""Run records and the per-sample tables beside them: their columns, and how they are written
+(atomically, through `safe_files`) and read.
 
 A run record is a CSV file that a text editor and `pandas.read_csv(path, comment="#")` both open:
 commented header lines `# <section>: <json>` describe the run (arguments, environment, data, noise,
 status), then one row per epoch with the columns of `COLUMNS`. This module needs no torch, so that
-the analysis of records runs without it; checkpoints are written by `checkpoints`.
+the analysis of records runs without it.
 """
 from __future__ import annotations
 
 import csv
-import errno
-import fcntl
 import gzip
 import io
 import json
 import math
-import os
 import re
-import secrets
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+
+from runner.safe_files import atomic_write
 
 FORMAT_VERSION = 1
 SUFFIX = ".csv"
-TEMPORARY_BYTES = 8  # random bytes in the name of an atomic write's temporary file, written as hex
 
 # The evaluation passes, each recorded as <prefix>_loss and <prefix>_acc.
 TEST, NOISY_HOLDOUT = "test", "noisy_holdout"
@@ -58,7 +54,7 @@ COLUMNS = [
     "probe_seconds",     # of which the probe that defines zeta
     "extra_probe_seconds",  # and the extra probes (--extra-probes)
     "compile_seconds",   # time torch.compile spent compiling during the epoch (--compile)
-    "save_seconds",      # writing the epoch's checkpoint, per-sample scores and test predictions
+    "save_seconds",      # writing the epoch's per-sample scores and test predictions (before its checkpoint)
 ]
 TIMING_COLUMNS = ("seconds", "probe_seconds", "extra_probe_seconds", "compile_seconds", "save_seconds")
 # Files written next to a run's record `<name>.csv`: per training sample and per test image,
@@ -91,114 +87,6 @@ class RunRecord:
 
     meta: dict = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Write a file through `write(binary_file)` into a temporary sibling, then rename it over `path`.
-
-    A crash, Ctrl-C or power loss at any moment leaves either the old file or the new one, never a
-    partial file: the data are flushed to disk before the rename, and the rename itself after it.
-    The file gets the permissions the user's umask gives any new file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(TEMPORARY_BYTES)}.tmp")
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    sync_folder(path.parent)
-
-
-def remove_stale_temporaries(path: str | Path) -> None:
-    """Remove the temporary files that `atomic_write` of `path` left behind when its process was
-    killed mid-write (by SIGKILL, say, at a cluster's time limit).
-
-    Call it only while holding the lock of `path`: then no other process is writing it. The names
-    matched are those of `path`'s temporary files only, never another file's.
-    """
-    path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{{2 * TEMPORARY_BYTES}}}\.tmp")
-    if not path.parent.is_dir():
-        return
-    for entry in path.parent.iterdir():
-        if pattern.fullmatch(entry.name):
-            entry.unlink(missing_ok=True)
-
-
-def sync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk, where the file system can: some (network
-    file systems among them) refuse to sync a folder, and the file itself is on disk already."""
-    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(handle)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(handle)
-
-
-class LockHeld(Exception):
-    """Another process holds the lock; its message names that process."""
-
-
-@contextmanager
-def exclusive_lock(path: str | Path) -> Iterator[None]:
-    """Hold the lock file `path` for the duration of the block, or raise LockHeld at once.
-
-    The operating system releases the lock when its process ends, however it ends, so a file left
-    behind by a killed process is stale and simply taken over. The file holds the holder's process
-    id and is removed on release, with the folders made for it if they stayed empty.
-    """
-    path = Path(path)
-    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise LockHeld(f"process {holder} holds {path}") from None
-        if same_file(handle, path):
-            break
-        handle.close()  # the holder removed the file as we opened it: lock the new one
-    try:
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        handle.close()
-        remove_if_empty(made)
-
-
-def remove_if_empty(folders: list[Path]) -> None:
-    """Remove the folders, innermost first, as long as they are empty: those made only to hold a lock
-    file leave no trace when nothing else was written into them."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
-def same_file(handle, path: Path) -> bool:
-    """Whether the open file `handle` is still the file at `path`."""
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
-    except FileNotFoundError:
-        return False
 
 
 def format_value(value) -> str:

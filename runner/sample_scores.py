@@ -29,15 +29,11 @@ import math
 import torch
 
 from runner.records import DETECTOR_COLUMNS, SAMPLE_SCORES
+from runner.training import accumulator_dtype
 
 NO_PREDICTION = -1
 NOT_LEARNED = -1
-UNKNOWN, WRONG, RIGHT = -1, 0, 1  # whether a sample's last prediction was its assigned label
-
-
-def accumulator_dtype(device: torch.device) -> torch.dtype:
-    """float64 sums where the device has them (MPS does not)."""
-    return torch.float32 if device.type == "mps" else torch.float64
+UNKNOWN, RIGHT = -1, 1  # a sample's last prediction: not made yet, or its assigned label (0: another)
 
 
 class TrainingSignals:

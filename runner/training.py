@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from runner.batching import TrainBatch
-from runner.sample_scores import TrainingSignals, accumulator_dtype
 
 CLEAN, NOISY = 0, 1
 
@@ -31,6 +30,19 @@ SCHEDULERS = {
     "exponential": lambda opt, epochs: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.01 ** (1 / epochs)),
     "constant": lambda opt, epochs: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0),
 }
+
+
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """The type of sums over many samples (losses, counts, margins): float64 where the device has it
+    (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+class BatchObserver(Protocol):
+    """What sees every training batch: the per-sample signals (`sample_scores.TrainingSignals`)."""
+
+    def observe(self, index: torch.Tensor, logits: torch.Tensor, assigned: torch.Tensor,
+                losses: torch.Tensor) -> None: ...
 
 
 class NonFiniteLoss(RuntimeError):
@@ -118,7 +130,7 @@ def without_subsets(metrics: dict[str, float]) -> dict[str, float]:
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[TrainBatch],
                     progress: Iterator | None = None,
-                    signals: TrainingSignals | None = None) -> dict[str, float]:
+                    signals: BatchObserver | None = None) -> dict[str, float]:
     """Train on every batch once; return loss and accuracy over all, clean and noisy samples.
 
     Like the reference, the figures are measured on the fly on augmented batches in train mode.
@@ -132,7 +144,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
 
 
 def training_sums(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[TrainBatch],
-                  progress: Iterator | None = None, signals: TrainingSignals | None = None) -> torch.Tensor:
+                  progress: Iterator | None = None, signals: BatchObserver | None = None) -> torch.Tensor:
     """The training pass of `train_one_epoch`, leaving its [loss sum, correct, count] rows per group
     on the device, unread."""
     model.train()
@@ -148,7 +160,7 @@ def training_sums(model: nn.Module, optimizer: torch.optim.Optimizer, batches: I
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, sums: torch.Tensor,
-               signals: TrainingSignals | None = None) -> None:
+               signals: BatchObserver | None = None) -> None:
     """One optimizer step on `batch`, adding its losses, hits and sample count per group to `sums`."""
     logits = model(batch.images)
     per_sample = F.cross_entropy(logits, batch.assigned, reduction="none")

@@ -99,8 +99,8 @@ def test_probe_set_defaults_to_the_training_subset_with_fresh_random_labels(synt
     train, test = datasets.load_cifar(synthetic_cifar10)
     data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
                                     probe_source="train", seed=0)
-    assert np.array_equal(data.probe_index, data.train_index)
-    assert not np.array_equal(data.probe_labels, data.assigned_labels)
+    assert np.array_equal(data.probe.index, data.train_index)
+    assert not np.array_equal(data.probe.labels, data.assigned_labels)
     assert np.array_equal(data.true_labels, train.labels[data.train_index])
 
 
@@ -108,8 +108,8 @@ def test_heldout_probe_set_uses_images_outside_the_subset(synthetic_cifar10):
     train, test = datasets.load_cifar(synthetic_cifar10)
     data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=200, corrupt_prob=0.5,
                                     probe_source="heldout", seed=0)
-    assert len(data.probe_index) == len(train) - 200
-    assert not set(data.probe_index) & set(data.train_index)
+    assert len(data.probe.index) == len(train) - 200
+    assert not set(data.probe.index) & set(data.train_index)
     with pytest.raises(label_noise.DataError, match="heldout needs training images outside"):
         noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
                                  probe_source="heldout", seed=0)

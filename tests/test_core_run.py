@@ -22,6 +22,7 @@ import experiments
 from runner import machine
 import models
 from runner import records
+from runner import safe_files
 import sweep
 from runner import training
 from conftest import (
@@ -283,7 +284,7 @@ def test_resume_without_an_earlier_run_says_that_it_starts_from_the_beginning(sy
 @pytest.mark.e2e
 def test_a_run_already_being_written_is_refused(synthetic_cifar10, tmp_path, capsys):
     lock = tmp_path / "checkpoint" / "t_cnn_2_0.05.pt.lock"
-    with records.exclusive_lock(lock):
+    with safe_files.exclusive_lock(lock):
         assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"another process is writing this run (process {os.getpid()} holds" in err
@@ -300,7 +301,7 @@ def test_a_second_process_is_refused_by_the_lock_even_after_the_first_saved_epoc
     record_lock = tmp_path / "results" / "t_cnn_1_0.05.csv.lock"
     for argv in (run_args(synthetic_cifar10, tmp_path, epochs=1),
                  [*run_args(synthetic_cifar10, tmp_path, epochs=1), "--modelfilename", "other"]):
-        with records.exclusive_lock(record_lock):
+        with safe_files.exclusive_lock(record_lock):
             capsys.readouterr()
             assert experiments.main(argv) == 2
             assert "another process is writing this run" in capsys.readouterr().err

@@ -116,8 +116,8 @@ def test_extra_probe_sets_are_the_training_subset_and_the_images_outside_it(synt
     assert np.array_equal(extra["train"].index, data.train_index)
     assert len(extra["heldout"].index) == 300 - 150 - 40
     assert not set(extra["heldout"].index) & (set(data.train_index) | set(data.holdout.index))
-    assert len({extra["train"].seed, extra["heldout"].seed, data.seed}) == 3  # streams of their own
-    assert not np.array_equal(extra["train"].labels, data.probe_labels)
+    assert len({extra["train"].seed, extra["heldout"].seed, data.probe.seed}) == 3  # streams of their own
+    assert not np.array_equal(extra["train"].labels, data.probe.labels)
     with pytest.raises(noisy_data.DataError, match="--extra-probes heldout needs training images outside"):
         noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
                                    probe_source="train", seed=4, extra_probes=("heldout",))

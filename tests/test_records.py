@@ -12,6 +12,7 @@ import torch
 
 from runner import checkpoints
 from runner import records
+from runner import safe_files
 from conftest import ROOT
 
 
@@ -40,7 +41,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        records.atomic_write(path, crash)
+        safe_files.atomic_write(path, crash)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["r.csv"]
 
 
@@ -110,37 +111,37 @@ def test_a_file_system_that_cannot_sync_a_folder_still_gets_the_file(tmp_path, m
 
 def test_a_held_lock_is_refused_naming_its_holder_and_removed_on_release(tmp_path):
     path = tmp_path / "run.lock"
-    with records.exclusive_lock(path):
+    with safe_files.exclusive_lock(path):
         assert path.read_text() == f"{os.getpid()}\n"
-        with pytest.raises(records.LockHeld, match=f"process {os.getpid()} holds {path}"):
-            with records.exclusive_lock(path):
+        with pytest.raises(safe_files.LockHeld, match=f"process {os.getpid()} holds {path}"):
+            with safe_files.exclusive_lock(path):
                 pass
     assert not path.exists()
-    with records.exclusive_lock(path):  # free again
+    with safe_files.exclusive_lock(path):  # free again
         pass
 
 
 @pytest.mark.e2e
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     path = tmp_path / "run.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom runner import records\n"
-                               f"with records.exclusive_lock({str(path)!r}):\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom runner import safe_files\n"
+                               f"with safe_files.exclusive_lock({str(path)!r}):\n"
                                "    print('held', flush=True); time.sleep(60)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
-    with pytest.raises(records.LockHeld, match=f"process {holder.pid}"):
-        with records.exclusive_lock(path):
+    with pytest.raises(safe_files.LockHeld, match=f"process {holder.pid}"):
+        with safe_files.exclusive_lock(path):
             pass
     holder.kill()
     holder.wait()
     assert path.exists()  # stale: its process is gone
-    with records.exclusive_lock(path):
+    with safe_files.exclusive_lock(path):
         assert path.read_text() == f"{os.getpid()}\n"
 
 
 def test_a_lock_file_removed_while_it_is_taken_is_made_again(tmp_path, monkeypatch):
     path = tmp_path / "run.lock"
-    flock, calls = records.fcntl.flock, []
+    flock, calls = safe_files.fcntl.flock, []
 
     def racing_flock(handle, operation):
         if not calls:
@@ -148,15 +149,15 @@ def test_a_lock_file_removed_while_it_is_taken_is_made_again(tmp_path, monkeypat
         calls.append(operation)
         return flock(handle, operation)
 
-    monkeypatch.setattr(records.fcntl, "flock", racing_flock)
-    with records.exclusive_lock(path):
+    monkeypatch.setattr(safe_files.fcntl, "flock", racing_flock)
+    with safe_files.exclusive_lock(path):
         assert path.read_text() == f"{os.getpid()}\n" and len(calls) == 2
 
 
 def test_folders_made_for_a_lock_are_removed_with_it_unless_something_was_written_there(tmp_path):
-    with records.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
+    with safe_files.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
         pass
     assert list(tmp_path.iterdir()) == []
-    with records.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
+    with safe_files.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
         (tmp_path / "a" / "kept.txt").write_text("x")
     assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["a", "a/kept.txt"]

@@ -111,10 +111,10 @@ def test_holdout_is_disjoint_from_training_and_probe_sets_and_leaves_them_as_the
     data, plain = drawn(train, 5000), drawn(train, 0)
     holdout = data.holdout.index
     assert len(holdout) == len(np.unique(holdout)) == 5000
-    assert not set(holdout) & set(data.train_index) and not set(holdout) & set(data.probe_index)
+    assert not set(holdout) & set(data.train_index) and not set(holdout) & set(data.probe.index)
     assert np.array_equal(data.train_index, plain.train_index)  # the training set never shrinks
     assert np.array_equal(data.assigned_labels, plain.assigned_labels)
-    assert len(data.probe_index) == len(plain.probe_index) - 5000
+    assert len(data.probe.index) == len(plain.probe.index) - 5000
 
 
 def test_holdout_labels_follow_the_symmetric_noise_rate():

@@ -321,9 +321,9 @@ def test_a_resumed_run_removes_the_temporary_files_of_its_killed_writes_and_no_o
 def killed_mid_write(path: Path) -> Path:
     """SIGKILL a process in the middle of its atomic write of `path`; returns the temporary file left."""
     before = set(path.parent.iterdir())
-    writer = ("import sys, time\nfrom runner import records\n"
+    writer = ("import sys, time\nfrom runner import safe_files\n"
               "def write(f):\n    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(600)\n"
-              f"records.atomic_write({str(path)!r}, write)\n")
+              f"safe_files.atomic_write({str(path)!r}, write)\n")
     process = subprocess.Popen([sys.executable, "-c", writer], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "writing\n"
     process.kill()

@@ -70,7 +70,7 @@ def test_api_in_a_user_style_loop_gives_the_phi_values_experiments_records(synth
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     augment = lambda images: batching.normalize(batching.random_augment(images, torch.default_generator))
-    zeta = Susceptibility(torch.as_tensor(data.images[data.probe_index]), num_classes=10,
+    zeta = Susceptibility(torch.as_tensor(data.images[data.probe.index]), num_classes=10,
                           batch_size=batch_size, seed=seed, augment=augment)
     for epoch in range(epochs):
         zeta.measure(model, optimizer)

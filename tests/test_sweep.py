@@ -11,6 +11,7 @@ from runner import command_line
 import experiments
 from runner.sweeps import grid
 from runner import records
+from runner import safe_files
 import sweep
 from runner.sweeps import jobs
 from conftest import ROOT, interrupt_at_epoch, start_in_background, start_in_foreground, write_sweep
@@ -305,7 +306,7 @@ def test_slurm_path_runs_the_job_array_through_submitit(tmp_path, synthetic_cifa
 def test_a_second_invocation_of_a_running_sweep_is_refused(tmp_path, synthetic_cifar10, capsys):
     path = write_sweep(tmp_path, synthetic_cifar10, TWO_RUNS, epochs=1)
     lock = grid.load_sweep(path).log_dir / ".lock"
-    with records.exclusive_lock(lock):
+    with safe_files.exclusive_lock(lock):
         assert sweep.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert f"another sweep.py is working on this sweep (process {os.getpid()} holds {lock})" in err
