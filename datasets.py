@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runner import records
-from runner.label_noise import DataError
+from runner.label_noise import DataError, label_problem
 
 IMAGE_SIZE = 32  # every image is 32x32, the models' input size; a folder's images are resized to it
 
@@ -88,13 +88,16 @@ class BatchUnpickler(pickle.Unpickler):
         return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
 
 
-def read_batch(path: Path, label_key: str) -> ImageSet:
-    """Read one pickled batch of the official python format, or say which file is broken."""
+def read_batch(path: Path, label_key: str, num_classes: int | None = None) -> ImageSet:
+    """Read one pickled batch of the official python format, or say which file is broken.
+
+    With `num_classes`, every label must be one of these classes (CIFAR-10's ten, say), so that a
+    stray label cannot silently widen the run's class count."""
     try:
         with open(path, "rb") as f:
             batch = BatchUnpickler(f, encoding="latin1").load()
         data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
+        labels = np.asarray(batch[label_key])
         images = data.reshape(len(data), 3, IMAGE_SIZE, IMAGE_SIZE)
     except ForbiddenObject as error:
         raise DataError(f"CIFAR batch {path} refers to {error}, which an official batch never holds; "
@@ -102,19 +105,29 @@ def read_batch(path: Path, label_key: str) -> ImageSet:
     except Exception as error:  # any unpickling or shape failure means the same thing to the user
         raise DataError(f"cannot read CIFAR batch {path} ({type(error).__name__}: {error}); "
                         f"the file is corrupt or truncated, replace it from the official archive")
-    if len(images) != len(labels):
-        raise DataError(f"CIFAR batch {path} has {len(images)} images but {len(labels)} labels; "
-                        f"replace it from the official archive")
-    return ImageSet(images, labels)
+    check_batch(path, images, labels, num_classes)
+    return ImageSet(images, labels.astype(np.int64))
 
 
-def read_batches(folder: Path, names: tuple[str, ...], label_key: str) -> ImageSet:
+def check_batch(path: Path, images: np.ndarray, labels: np.ndarray, num_classes: int | None) -> None:
+    """Refuse a batch that no official archive holds: one without images, or whose labels are not
+    one integer class per image."""
+    problem = label_problem(labels, num_classes)
+    if problem is None and len(images) != len(labels):
+        problem = f"{len(images)} images but {len(labels)} labels"
+    if problem is None and len(images) == 0:
+        problem = "no images"
+    if problem:
+        raise DataError(f"CIFAR batch {path} holds {problem}; replace it from the official archive")
+
+
+def read_batches(folder: Path, names: tuple[str, ...], source: CifarSource) -> ImageSet:
     """Concatenate whichever of the named batches exist in `folder` (a subset may hold fewer)."""
     present = [folder / name for name in names if (folder / name).exists()]
     if not present:
         raise DataError(f"no batch files ({', '.join(names)}) in {folder}; "
                         f"extract the official archive there")
-    parts = [read_batch(path, label_key) for path in present]
+    parts = [read_batch(path, source.label_key, source.num_classes) for path in present]
     return ImageSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
 
 
@@ -162,8 +175,8 @@ def load_cifar(data_dir: str | Path, dataset: str = "cifar10") -> tuple[ImageSet
         next(folder.iterdir(), None)
     except OSError as error:
         raise DataError(f"cannot read {folder} ({error.strerror}); check its permissions")
-    train = read_batches(folder, source.train_files, source.label_key)
-    test = read_batches(folder, source.test_files, source.label_key)
+    train = read_batches(folder, source.train_files, source)
+    test = read_batches(folder, source.test_files, source)
     return train, test
 
 

@@ -62,7 +62,7 @@ def assign_labels(train: ImageSet, index: np.ndarray, noise: LabelNoise, num_cla
                                 numpy_rng(seed, Stream.ASYMMETRIC_NOISE, *stream))
     if noise.type == GIVEN:
         return true_labels.copy()
-    return human_labels(noise.file, noise.type, train.labels)[index]
+    return human_labels(noise.file, noise.type, train.labels, num_classes)[index]
 
 
 @dataclass
