@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runner import records
+from runner.file_kinds import irregular_kind
 from runner.label_noise import DataError, label_problem
 
 IMAGE_SIZE = 32  # every image is 32x32, the models' input size; a folder's images are resized to it
@@ -93,6 +94,10 @@ def read_batch(path: Path, label_key: str, num_classes: int | None = None) -> Im
 
     With `num_classes`, every label must be one of these classes (CIFAR-10's ten, say), so that a
     stray label cannot silently widen the run's class count."""
+    kind = irregular_kind(path)
+    if kind:
+        raise DataError(f"CIFAR batch {path} is {kind}, not a file; replace it with the batch file from "
+                        f"the official archive")
     try:
         with open(path, "rb") as f:
             batch = BatchUnpickler(f, encoding="latin1").load()
@@ -190,6 +195,10 @@ LIST_FORMAT = "one `relative/path/to/image.jpg <label>` per line"
 
 def read_image_list(path: Path) -> tuple[list[str], np.ndarray]:
     """Image paths (relative to the list's folder) and integer labels of one list file."""
+    kind = irregular_kind(path)
+    if kind:
+        raise DataError(f"image list {path} is {kind}, not a text file; replace it with a file of "
+                        f"{LIST_FORMAT}")
     if not path.is_file():
         raise DataError(f"image list {path} not found; a folder dataset needs train.txt and "
                         f"test.txt there, {LIST_FORMAT}")
@@ -216,6 +225,10 @@ def read_image(path: Path, list_path: Path) -> np.ndarray:
     """One image file as uint8 RGB of shape (3, 32, 32): squeezed to the models' input size."""
     from PIL import Image
 
+    kind = irregular_kind(path)
+    if kind:
+        raise DataError(f"image {path} (listed in {list_path}) is {kind}, not an image file; replace "
+                        f"it or remove its line")
     try:
         with Image.open(path) as image:
             image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale, far faster
@@ -229,7 +242,10 @@ def read_image(path: Path, list_path: Path) -> np.ndarray:
 
 
 def cached_images(cache: Path, key: str) -> np.ndarray | None:
-    """The resized images stored in `cache` if it was made from the list with this `key`."""
+    """The resized images stored in `cache` if it was made from the list with this `key` (and is a
+    regular file: anything else is replaced)."""
+    if irregular_kind(cache):
+        return None
     try:
         with np.load(cache) as stored:
             return stored["images"] if str(stored["key"]) == key else None

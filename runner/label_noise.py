@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runner.file_kinds import irregular_kind
+
 
 class DataError(Exception):
     """A data problem the user can fix; its message is one line saying what and how.
@@ -116,6 +118,10 @@ def label_file_globals() -> list:
 
 def read_label_file(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a CIFAR-10N label file: the authors' `.pt` or an `.npz` with the same arrays."""
+    kind = irregular_kind(path)
+    if kind:
+        raise DataError(f"--noise-file {path} is {kind}, not a label file; give CIFAR-10_human.pt or an "
+                        f".npz with the same arrays")
     if not path.is_file():
         raise DataError(f"--noise-file {path} not found; get CIFAR-10_human.pt from the CIFAR-N "
                         f"authors (github.com/UCSC-REAL/cifar-10-100n)")
