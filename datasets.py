@@ -7,6 +7,8 @@ What a run draws from them (its subset, noisy labels, probe sets and hold-out se
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import pickle
 import sys
 import tarfile
@@ -74,19 +76,79 @@ class ForbiddenObject(pickle.UnpicklingError):
     """A pickle refers to something other than the numpy arrays of an official CIFAR batch."""
 
 
+class OversizedBatch(pickle.UnpicklingError):
+    """A pickle that would build far more than its file holds: it refers to the same data again and
+    again, or asks numpy for large empty arrays, as no official batch does."""
+
+
+class ArrayType:
+    """Stands in for `numpy.ndarray` in a batch pickle: arrays name their type to `_reconstruct`, but a
+    pickle cannot call it to allocate an array of any size it likes."""
+
+
 class BatchUnpickler(pickle.Unpickler):
     """Unpickles the official CIFAR batches (dictionaries of strings, lists and numpy arrays) and
-    refuses every other global, so that a crafted batch file cannot run code when it is read."""
+    refuses every other global, so that a crafted batch file cannot run code when it is read.
+
+    The empty arrays the pickle has numpy make (and then fills from its bytes) may take at most
+    `budget` bytes together: the size of the file, which is all an official batch needs."""
 
     # Array reconstruction under numpy 1 and 2 names, and the bytes of protocol-2 pickles of Python 3.
     ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                      ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
                      ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
+    def __init__(self, file, budget: int):
+        super().__init__(file, encoding="latin1")
+        self.budget = budget
+
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ARRAY_GLOBALS:
             raise ForbiddenObject(f"{module}.{name}")
+        if name in ("ndarray", "_reconstruct"):
+            return ArrayType if name == "ndarray" else self.empty_array
         return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+
+    def empty_array(self, subtype, shape: tuple, dtype) -> np.ndarray:
+        """numpy's `_reconstruct`: the empty array that the pickle then fills, within the budget."""
+        if subtype is not ArrayType:
+            raise ForbiddenObject(f"an array of type {subtype!r}")
+        dtype = np.dtype(dtype)
+        size = math.prod(shape) * dtype.itemsize
+        if size > self.budget:
+            raise OversizedBatch(f"an empty array of {size:,} bytes")
+        self.budget -= size
+        return np.ndarray(shape, dtype)
+
+
+MAX_NESTING = 4  # lists in lists of a batch's data or labels: an official batch has arrays and flat lists
+
+
+def values_built(value, walked: dict[int, int], depth: int = 0) -> int:
+    """How many values `np.asarray(value)` builds: an array's size, or the sum over the items of a
+    list, tuple or object array, where a part that is referred to many times counts each time.
+    `walked` holds the counts of the containers already walked, so each is walked only once."""
+    if id(value) in walked:
+        return walked[id(value)]
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value.size
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return 1
+    if depth == MAX_NESTING:
+        raise OversizedBatch(f"lists nested more than {MAX_NESTING} deep")
+    items = value.ravel() if isinstance(value, np.ndarray) else value
+    walked[id(value)] = sum(values_built(item, walked, depth + 1) for item in items)
+    return walked[id(value)]
+
+
+def check_unpacked_size(batch, label_key: str, file_size: int) -> None:
+    """Refuse a batch whose data and labels would unpack to more values than its file has bytes: each
+    value of an official batch takes at least a byte of the file."""
+    walked: dict[int, int] = {}
+    parts = [batch.get(key) for key in ("data", label_key)] if isinstance(batch, dict) else []
+    count = sum(values_built(part, walked) for part in parts)
+    if count > file_size:
+        raise OversizedBatch(f"{count:,} values")
 
 
 def read_batch(path: Path, label_key: str, num_classes: int | None = None) -> ImageSet:
@@ -100,13 +162,18 @@ def read_batch(path: Path, label_key: str, num_classes: int | None = None) -> Im
                         f"the official archive")
     try:
         with open(path, "rb") as f:
-            batch = BatchUnpickler(f, encoding="latin1").load()
+            file_size = os.fstat(f.fileno()).st_size
+            batch = BatchUnpickler(f, budget=file_size).load()
+        check_unpacked_size(batch, label_key, file_size)
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key])
         images = data.reshape(len(data), 3, IMAGE_SIZE, IMAGE_SIZE)
     except ForbiddenObject as error:
         raise DataError(f"CIFAR batch {path} refers to {error}, which an official batch never holds; "
                         f"it was not loaded, since it could run code. Replace it from the official archive")
+    except OversizedBatch as error:
+        raise DataError(f"CIFAR batch {path} would unpack to {error} from a file of {file_size:,} bytes, "
+                        f"which no official batch does; it was not loaded. Replace it from the official archive")
     except Exception as error:  # any unpickling or shape failure means the same thing to the user
         raise DataError(f"cannot read CIFAR batch {path} ({type(error).__name__}: {error}); "
                         f"the file is corrupt or truncated, replace it from the official archive")
