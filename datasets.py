@@ -329,37 +329,56 @@ def store_images(cache: Path, key: str, images: np.ndarray) -> None:
               f"decoded again next time", file=sys.stderr)
 
 
-def read_folder_split(folder: Path, split: str) -> ImageSet:
-    """The images of `<folder>/<split>.txt` with their labels, decoded once and then cached."""
+@dataclass
+class FolderSplit:
+    """One split of a folder dataset, with the cache its images belong in and whether they were
+    decoded now (so that the cache is to be written, once the dataset is known to be good)."""
+
+    data: ImageSet
+    cache: Path
+    key: str
+    decoded: bool
+
+
+def read_folder_split(folder: Path, split: str) -> FolderSplit:
+    """The images of `<folder>/<split>.txt` with their labels, from the cache or decoded."""
     list_path = folder / f"{split}.txt"
     names, labels = read_image_list(list_path)
     key = hashlib.sha256(list_path.read_bytes()).hexdigest()
     cache = folder / f"{split}_{IMAGE_SIZE}px.npz"
     images = cached_images(cache, key)
-    if images is None:
-        listed = tqdm(names, desc=f"resizing the {split} images", unit="image", leave=False, disable=None)
-        images = np.stack([read_image(folder / name, list_path) for name in listed])
-        store_images(cache, key, images)
-    return ImageSet(images, labels)
+    if images is not None:
+        return FolderSplit(ImageSet(images, labels), cache, key, decoded=False)
+    listed = tqdm(names, desc=f"resizing the {split} images", unit="image", leave=False, disable=None)
+    images = np.stack([read_image(folder / name, list_path) for name in listed])
+    return FolderSplit(ImageSet(images, labels), cache, key, decoded=True)
 
 
-def load_folder(data_dir: str | Path) -> tuple[ImageSet, ImageSet]:
+def load_folder(data_dir: str | Path, num_classes: int | None = None) -> tuple[ImageSet, ImageSet]:
     """Training images with their given (noisy) labels and the clean test images of a folder dataset.
 
     `data_dir` holds `train.txt` and `test.txt`, each with one `relative/path label` line per image.
     Images are converted to RGB and resized to 32x32; the result is cached as
-    `<split>_32px.npz` next to the list, and rebuilt when the list changes.
+    `<split>_32px.npz` next to the list, and rebuilt when the list changes. The caches are written
+    only once both splits are read and their labels fit `num_classes` (see `class_count`), so that
+    a dataset refused as bad input leaves the folder as it was.
     """
     folder = Path(data_dir)
     if not folder.is_dir():
         raise DataError(f"--data-dir {folder} is not a folder; a folder dataset needs train.txt and "
                         f"test.txt there, {LIST_FORMAT}")
-    return read_folder_split(folder, "train"), read_folder_split(folder, "test")
+    train, test = read_folder_split(folder, "train"), read_folder_split(folder, "test")
+    class_count(train.data, test.data, num_classes)
+    for split in (train, test):
+        if split.decoded:
+            store_images(split.cache, split.key, split.data.images)
+    return train.data, test.data
 
 
-def load_dataset(data_dir: str | Path, dataset: str) -> tuple[ImageSet, ImageSet]:
-    """Training and test sets of a CIFAR variant or of a folder dataset."""
-    return load_folder(data_dir) if dataset == FOLDER else load_cifar(data_dir, dataset)
+def load_dataset(data_dir: str | Path, dataset: str, num_classes: int | None = None) -> tuple[ImageSet, ImageSet]:
+    """Training and test sets of a CIFAR variant or of a folder dataset (whose labels are checked
+    against `num_classes` before its caches are written)."""
+    return load_folder(data_dir, num_classes) if dataset == FOLDER else load_cifar(data_dir, dataset)
 
 
 def class_count(train: ImageSet, test: ImageSet, num_classes: int | None) -> int:
