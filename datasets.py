@@ -173,7 +173,8 @@ def read_batch(path: Path, label_key: str, num_classes: int | None = None) -> Im
                         f"it was not loaded, since it could run code. Replace it from the official archive")
     except OversizedBatch as error:
         raise DataError(f"CIFAR batch {path} would unpack to {error} from a file of {file_size:,} bytes, "
-                        f"which no official batch does; it was not loaded. Replace it from the official archive")
+                        f"which no official batch does; it was not loaded. Replace it from the official "
+                        f"archive")
     except Exception as error:  # any unpickling or shape failure means the same thing to the user
         raise DataError(f"cannot read CIFAR batch {path} ({type(error).__name__}: {error}); "
                         f"the file is corrupt or truncated, replace it from the official archive")
@@ -375,7 +376,8 @@ def load_folder(data_dir: str | Path, num_classes: int | None = None) -> tuple[I
     return train.data, test.data
 
 
-def load_dataset(data_dir: str | Path, dataset: str, num_classes: int | None = None) -> tuple[ImageSet, ImageSet]:
+def load_dataset(data_dir: str | Path, dataset: str,
+                 num_classes: int | None = None) -> tuple[ImageSet, ImageSet]:
     """Training and test sets of a CIFAR variant or of a folder dataset (whose labels are checked
     against `num_classes` before its caches are written)."""
     return load_folder(data_dir, num_classes) if dataset == FOLDER else load_cifar(data_dir, dataset)

@@ -66,7 +66,8 @@ def epochs_problem(epochs: pd.Series, meta: dict) -> str | None:
                                        f"number of epochs (args.epochs)")
     whole = epochs.notna() & (epochs % 1 == 0)
     for wrong, problem in ((epochs[~whole], "is not a whole number"), (epochs[epochs < 0], "is negative"),
-                           (epochs[epochs >= limit], beyond), (epochs[epochs.duplicated()], "appears more than once")):
+                           (epochs[epochs >= limit], beyond),
+                           (epochs[epochs.duplicated()], "appears more than once")):
         if len(wrong):
             value = wrong.iloc[0]
             shown = f"{int(value)}" if value % 1 == 0 else ("(empty)" if np.isnan(value) else f"{value:g}")

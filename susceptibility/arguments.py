@@ -63,7 +63,8 @@ def labels_problem(labels) -> str | None:
     except (TypeError, ValueError, RuntimeError):
         return f"holds labels of type {type(labels).__name__}, not a tensor"
     if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex():
-        return f"holds labels of dtype {labels.dtype} and shape {tuple(labels.shape)}, not one integer per image"
+        return (f"holds labels of dtype {labels.dtype} and shape {tuple(labels.shape)}, not one integer "
+                f"per image")
     return None
 
 

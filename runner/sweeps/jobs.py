@@ -57,9 +57,9 @@ def readable_header(meta: dict) -> bool:
     """Whether the header sections a sweep reads (status, command, args) hold what `experiments.py`
     writes there; a record with an edited or damaged header counts as holding no epochs."""
     status, command = meta.get("status", {}), meta.get("command")
+    command_words = command is None or isinstance(command, list) and all(isinstance(w, str) for w in command)
     return (isinstance(status, dict) and isinstance(meta.get("args", {}), dict)
-            and type(status.get("epochs_completed", 0)) is int
-            and (command is None or isinstance(command, list) and all(isinstance(word, str) for word in command)))
+            and type(status.get("epochs_completed", 0)) is int and command_words)
 
 
 def recorded_state(point: GridPoint) -> tuple[bool, int]:
