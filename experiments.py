@@ -213,7 +213,7 @@ def start(args, argv: list[str], paths: Paths) -> Run:
     elif args.resume:
         print(f"no earlier run to resume ({paths.checkpoint} does not exist); starting "
               f"{paths.record.name} from the first epoch")
-    train, test = datasets.load_dataset(args.data_dir, args.dataset)
+    train, test = datasets.load_dataset(args.data_dir, args.dataset, args.num_classes)
     recorded_layout = checkpoint["config"].get("channels_last") if checkpoint else None
     layout = next(choice for choice in (args.channels_last, recorded_layout, channels_last_default(device))
                   if choice is not None)

@@ -51,6 +51,31 @@ def zeta_column(convention: str) -> str:
     return ZETA_COLUMNS[convention]
 
 
+# The most epochs a record may number where its header plans none (args.epochs): ζ is computed over
+# an array as long as the largest epoch number.
+MAX_EPOCHS = 10 ** 6
+
+
+def epochs_problem(epochs: pd.Series, meta: dict) -> str | None:
+    """What makes a record's epoch numbers unusable, as a sentence; None if nothing. They must be
+    distinct whole numbers from 0 to below the planned epochs: ζ is indexed by them."""
+    planned = meta_value(meta, "args", "epochs")
+    if isinstance(planned, int) and not isinstance(planned, bool) and planned > 0:
+        limit, beyond = planned, f"is not below the {planned} epochs its header plans (args.epochs)"
+    else:
+        limit, beyond = MAX_EPOCHS, (f"is not below {MAX_EPOCHS:,}, the limit where the header plans no "
+                                       f"number of epochs (args.epochs)")
+    whole = epochs.notna() & (epochs % 1 == 0)
+    for wrong, problem in ((epochs[~whole], "is not a whole number"), (epochs[epochs < 0], "is negative"),
+                           (epochs[epochs >= limit], beyond),
+                           (epochs[epochs.duplicated()], "appears more than once")):
+        if len(wrong):
+            value = wrong.iloc[0]
+            shown = f"{int(value)}" if value % 1 == 0 else ("(empty)" if np.isnan(value) else f"{value:g}")
+            return f"epoch {shown} {problem}; the record was edited or is damaged"
+    return None
+
+
 def zetas_at(epochs: np.ndarray, drops: np.ndarray, convention: str) -> np.ndarray:
     """ζ at each of `epochs` from the drops r there; an epoch missing from the record leaves a gap,
     from which on ζ is undefined (NaN)."""
@@ -68,6 +93,9 @@ def meta_value(meta: dict, section: str, key: str) -> object:
 def run_table(name: str, record: records.RunRecord) -> pd.DataFrame:
     """The epoch rows of one run record with ζ recomputed and the run's identifying fields."""
     frame = pd.DataFrame(record.rows, columns=records.record_columns(record.rows)).astype(float)
+    problem = epochs_problem(frame["epoch"], record.meta)
+    if problem:
+        raise ValueError(problem)
     frame = frame.sort_values("epoch", ignore_index=True)
     frame["epoch"] = frame["epoch"].astype(int)
     if not frame.empty:

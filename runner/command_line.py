@@ -291,6 +291,18 @@ def noise_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
     ]
 
 
+# What a run's name may not hold: it names files inside --results-dir and --checkpoint-dir.
+NOT_IN_NAMES = {"/": "a path separator (/)", "\\": "a path separator (\\)", "\0": "a NUL character"}
+
+
+def name_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
+    """--filename and --modelfilename must be plain names, so that no run writes outside its folders."""
+    named = [("--filename", args.filename), ("--modelfilename", args.modelfilename)]
+    return [(char not in name, f"{flag} {name!r} holds {what}; give a plain name: the run's files go "
+                               f"into --results-dir and --checkpoint-dir")
+            for flag, name in named if name is not None for char, what in NOT_IN_NAMES.items()]
+
+
 def check(args: argparse.Namespace) -> None:
     """Reject bad values and combinations of a parsed command line."""
     value_checks(args)
@@ -299,7 +311,7 @@ def check(args: argparse.Namespace) -> None:
         classes = datasets.CIFAR[args.dataset].num_classes
         checks.append((args.num_classes == classes, f"--num_classes {args.num_classes} does not match "
                        f"{args.dataset}, which has {classes} classes; leave it out"))
-    raise_first_failure(checks + noise_checks(args))
+    raise_first_failure(checks + noise_checks(args) + name_checks(args))
 
 
 def parse(argv: list[str], description: str = "") -> argparse.Namespace:

@@ -15,12 +15,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runner.file_kinds import irregular_kind
+
 
 class DataError(Exception):
     """A data problem the user can fix; its message is one line saying what and how.
 
     The one error type of the data layer: defined here, in the module that `datasets` builds on,
     and raised by `datasets` as well."""
+
+
+def label_problem(labels: np.ndarray, num_classes: int | None) -> str | None:
+    """What makes `labels` unusable as class labels, as the words after "holds"; None if nothing.
+
+    Labels index the network's outputs, so they must be one integer per image, from 0 to
+    `num_classes` - 1 (from 0 up where the class count is not known yet)."""
+    if labels.ndim != 1:
+        return f"labels of shape {labels.shape}, not one label per image"
+    if labels.size == 0:
+        return None
+    if labels.dtype.kind not in "iu":
+        return f"{labels.dtype} labels, not integers"
+    if labels.min() < 0:
+        return f"a negative label ({labels.min()})"
+    if num_classes is not None and labels.max() >= num_classes:
+        return f"label {labels.max()}, outside the {num_classes} classes 0 to {num_classes - 1}"
+    return None
 
 
 def symmetric_noise(labels: np.ndarray, corrupt_prob: float, num_classes: int,
@@ -98,6 +118,10 @@ def label_file_globals() -> list:
 
 def read_label_file(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a CIFAR-10N label file: the authors' `.pt` or an `.npz` with the same arrays."""
+    kind = irregular_kind(path)
+    if kind:
+        raise DataError(f"--noise-file {path} is {kind}, not a label file; give CIFAR-10_human.pt or an "
+                        f".npz with the same arrays")
     if not path.is_file():
         raise DataError(f"--noise-file {path} not found; get CIFAR-10_human.pt from the CIFAR-N "
                         f"authors (github.com/UCSC-REAL/cifar-10-100n)")
@@ -119,11 +143,22 @@ def read_label_file(path: Path) -> dict[str, np.ndarray]:
     return {name: np.asarray(values) for name, values in arrays.items()}
 
 
-def human_labels(path: str | Path, noise_type: str, train_labels: np.ndarray) -> np.ndarray:
+def check_label_arrays(path: Path, arrays: dict[str, np.ndarray], num_classes: int) -> None:
+    """Refuse a label file whose arrays are not integer labels of the run's classes."""
+    for name, values in arrays.items():
+        problem = label_problem(values, num_classes)
+        if problem:
+            raise DataError(f"--noise-file {path}: its {name} array holds {problem}; give "
+                            f"CIFAR-10_human.pt of CIFAR-10N or an .npz of its integer label arrays")
+
+
+def human_labels(path: str | Path, noise_type: str, train_labels: np.ndarray,
+                 num_classes: int = 10) -> np.ndarray:
     """The CIFAR-10N labels of `noise_type` for every loaded training image, in the loaded order.
 
     The file must list exactly these images in this order: its length and its `clean_label` array
-    are checked against the training set.
+    are checked against the training set, and both arrays must hold labels of the `num_classes`
+    classes (CIFAR-10's ten unless the run has another count).
     """
     path = Path(path)
     arrays = read_label_file(path)
@@ -133,6 +168,7 @@ def human_labels(path: str | Path, noise_type: str, train_labels: np.ndarray) ->
         raise DataError(f"--noise-file {path} has no {' or '.join(missing)} array (it has "
                         f"{', '.join(sorted(arrays)) or 'none'}); give CIFAR-10_human.pt of CIFAR-10N")
     clean, noisy = arrays["clean_label"], arrays[key]
+    check_label_arrays(path, {"clean_label": clean, key: noisy}, num_classes)
     if not len(clean) == len(noisy) == len(train_labels):
         raise DataError(f"--noise-file {path} has {len(noisy)} labels but the training set has "
                         f"{len(train_labels)} images; give the label file of exactly these images in "

@@ -60,7 +60,7 @@ def assign_labels(train: ImageSet, index: np.ndarray, noise: LabelNoise, num_cla
                                 numpy_rng(seed, Stream.ASYMMETRIC_NOISE, *stream))
     if noise.type == GIVEN:
         return true_labels.copy()
-    return human_labels(noise.file, noise.type, train.labels)[index]
+    return human_labels(noise.file, noise.type, train.labels, num_classes)[index]
 
 
 @dataclass
@@ -134,6 +134,17 @@ class NoisyData:
         return summary
 
 
+def holdout_too_large(holdout_size: int, available: int, left: int) -> str:
+    """Why a noisy hold-out set of `holdout_size` images does not fit beside the training subset,
+    which leaves `left` of the `available` training images, and what would fit."""
+    if holdout_size >= available:
+        return (f"--noisy-holdout {holdout_size} needs that many training images outside the training "
+                f"subset, but the training set has only {available}; choose --noisy-holdout below {available}")
+    return (f"--noisy-holdout {holdout_size} needs that many training images outside the --numsamples "
+            f"subset, but {left} are left; lower --noisy-holdout or set --numsamples to at most "
+            f"{available - holdout_size}")
+
+
 def split_training_images(available: int, numsamples: int | None, holdout_size: int,
                           noise: LabelNoise, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """The training subset, the noisy hold-out images and the images outside both, and where the
@@ -152,9 +163,7 @@ def split_training_images(available: int, numsamples: int | None, holdout_size: 
         return train_index, holdout, outside, "held out of the training images"
     train_index, outside = choose_subset(available, numsamples, numpy_rng(seed, Stream.SUBSET))
     if holdout_size > len(outside):
-        raise DataError(f"--noisy-holdout {holdout_size} needs that many training images outside the "
-                        f"--numsamples subset, but {len(outside)} are left; lower --noisy-holdout or "
-                        f"set --numsamples to at most {available - holdout_size}")
+        raise DataError(holdout_too_large(holdout_size, available, len(outside)))
     holdout, outside = draw_rows(outside, holdout_size, numpy_rng(seed, Stream.NOISY_HOLDOUT))
     return train_index, holdout, outside, "training images outside the training subset"
 

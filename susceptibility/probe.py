@@ -27,10 +27,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from susceptibility.arguments import check_optimizer, model_placement, network_input, state_problem
 from susceptibility.traceless import ieee_fp32, own_random_stream, restored_afterwards
 from susceptibility.zeta import drop_standard_errors, running_zetas, zeta_standard_errors
 
 STATE_FORMAT = 2  # 1: one loss before and after per epoch; 2: one per batch, several batches per epoch
+# The keys of a state of each format.
+STATE_KEYS = {1: ("seed", "labels", "phi_before", "phi_after"),
+              STATE_FORMAT: ("seed", "labels", "batches_per_epoch", "phi_before", "phi_after")}
+SEED_LIMIT = 2 ** 64  # torch seeds its generators with unsigned 64-bit integers
 
 
 @enum.unique
@@ -131,10 +136,13 @@ def integer(value) -> int | None:
 
 
 def checked_seed(seed) -> int:
-    """The seed as an int; a TypeError for anything but an integer."""
+    """The seed as an int; a TypeError for anything but an integer, a ValueError for one that torch
+    cannot seed a generator with."""
     value = integer(seed)
     if value is None:
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
     return value
 
 
@@ -308,14 +316,15 @@ class Susceptibility:
         state.
         """
         epoch, losses = self.epoch, []
-        device = next(model.parameters()).device
+        device, dtype = model_placement(model)
+        check_optimizer(optimizer, model)
         with (torch.autocast(device.type, enabled=False) if self.full_precision else nullcontext(),
               ieee_fp32() if self.ieee_fp32 else nullcontext()):
             for batch in range(self.batches_per_epoch):
                 key = self.streams(epoch, batch)
                 images, labels = self.batches.probe_batch(
                     torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, *key))
-                losses += probe_step(model, optimizer, images.to(device), labels.to(device),
+                losses += probe_step(model, optimizer, network_input(images, device, dtype), labels.to(device),
                                      seed=derive_seed(self.seed, ProbeStream.DROPOUT, *key),
                                      num_classes=self.num_classes)
         values = torch.stack(losses).tolist()  # one read from the device per epoch
@@ -381,10 +390,12 @@ class Susceptibility:
 
 def state_of_current_format(state: dict) -> dict:
     """A `Susceptibility.state_dict` in the current format: format 1 kept one loss per epoch."""
-    well_formed = (isinstance(state, dict) and state.get("format") in (1, STATE_FORMAT)
-                   and len(state.get("phi_before", ())) == len(state.get("phi_after", ())))
-    if not well_formed:
-        raise ValueError("not a Susceptibility state_dict; pass what state_dict() returned")
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be the dict that state_dict() returned, got {type(state).__name__}")
+    problem = state_problem(state, STATE_KEYS)
+    if problem:
+        raise ValueError(f"state {problem}, so it is not a Susceptibility state_dict; pass what "
+                         f"state_dict() returned")
     if state["format"] == 1:
         return {**state, "format": STATE_FORMAT, "batches_per_epoch": 1,
                 "phi_before": [[value] for value in state["phi_before"]],

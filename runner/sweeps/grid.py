@@ -13,6 +13,7 @@ import argparse
 import functools
 import itertools
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ SET_BY_SWEEP = {"filename", "modelfilename", "results_dir", "checkpoint_dir", "r
 # experiments.py appends these to every record name, so run names leave them out.
 IN_RECORD_NAME = ("model", "epochs", "lr")
 NAME_PREFIXES = {"scale": "s", "corruptprob": "noise", "numsamples": "n", "batchsize": "bs"}
+MAX_RUNS = 10_000  # runs in one sweep: each is checked and listed one by one, about a millisecond apiece
 
 
 class SweepError(Exception):
@@ -78,6 +80,9 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"cannot read the sweep file {path} ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
         raise SweepError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise SweepError(f"{path} is not UTF-8 text (byte {error.start} cannot be decoded); save it as "
+                         f"UTF-8, as TOML requires") from None
     try:
         return build_sweep(path, spec)
     except SweepError as error:
@@ -244,7 +249,12 @@ def group_points(key: str, cases: list[dict]) -> list[dict]:
 
 
 def combinations(factors: list[list[dict]]) -> list[dict]:
-    """The product of the factors, each combination merged into one dict, in file order."""
+    """The product of the factors, each combination merged into one dict, in file order; refused
+    before it is built where it holds more than `MAX_RUNS` runs."""
+    count = math.prod(len(factor) for factor in factors)
+    if count > MAX_RUNS:
+        raise SweepError(f"the grid has {count:,} runs, more than the {MAX_RUNS:,} a sweep may hold; "
+                         f"check its axes, or split it into several sweep files")
     return [{k: v for part in parts for k, v in part.items()} for parts in itertools.product(*factors)]
 
 

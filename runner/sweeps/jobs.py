@@ -53,11 +53,22 @@ def same_settings(meta: dict, args: argparse.Namespace) -> bool:
                for key, value in wanted.items())
 
 
+def readable_header(meta: dict) -> bool:
+    """Whether the header sections a sweep reads (status, command, args) hold what `experiments.py`
+    writes there; a record with an edited or damaged header counts as holding no epochs."""
+    status, command = meta.get("status", {}), meta.get("command")
+    command_words = command is None or isinstance(command, list) and all(isinstance(w, str) for w in command)
+    return (isinstance(status, dict) and isinstance(meta.get("args", {}), dict)
+            and type(status.get("epochs_completed", 0)) is int and command_words)
+
+
 def recorded_state(point: GridPoint) -> tuple[bool, int]:
     """Whether the point's record shows it finished with the sweep's settings, and its epoch count."""
     try:
         meta = records.read_record(point.record).meta
     except (OSError, ValueError, csv.Error):
+        return False, 0
+    if not readable_header(meta):
         return False, 0
     status = meta.get("status", {})
     return bool(status.get("finished")) and same_settings(meta, point.args), status.get("epochs_completed", 0)
