@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runner import records
-from runner.label_noise import DataError
+from runner.errors import DataError
 
 IMAGE_SIZE = 32  # every image is 32x32, the models' input size; a folder's images are resized to it
 

@@ -27,9 +27,8 @@ from runner import config as run_config
 import datasets
 from runner import records
 from runner.checkpoints import Paths
-from runner.command_line import DIVERGED, INTERRUPTED, USAGE, UsageError
+from runner.errors import DIVERGED, INTERRUPTED, USAGE, DataError, UsageError
 from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
-from runner.label_noise import DataError
 from runner.machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
 from runner.run import Run, build_run
 from runner.streams import Stream

@@ -32,7 +32,7 @@ from runner import command_line
 import datasets
 from runner import records
 from runner.sweeps import slurm
-from runner.command_line import INTERRUPTED, USAGE
+from runner.errors import INTERRUPTED, USAGE
 from runner.sweeps.grid import GridPoint, Sweep, SweepError, load_sweep
 from runner.interrupts import interrupts_stop_the_run
 from runner.sweeps.jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, Progress, active_cluster_jobs, describe,

@@ -16,7 +16,7 @@ import torch
 
 from runner import config as run_config
 from runner import records
-from runner.command_line import UsageError
+from runner.errors import UsageError
 from runner.machine import environment_changes
 
 if TYPE_CHECKING:

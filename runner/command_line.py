@@ -19,10 +19,9 @@ import datasets
 from runner import label_noise
 from runner import noisy_data
 from models import FAMILIES
+from runner.errors import UsageError
+from runner.errors import DIVERGED, INTERRUPTED, USAGE  # experiments.py's exit codes, also importable from here
 from runner.training import OPTIMIZERS, SCHEDULERS
-
-# Exit codes of experiments.py (and of sweep.py, which reads its runs' codes).
-USAGE, DIVERGED, INTERRUPTED = 2, 3, 130
 
 REPRODUCIBILITY = (
     "The same arguments give identical run records (wall times aside) on the same CPU model and "
@@ -31,10 +30,6 @@ REPRODUCIBILITY = (
     "on the same GPU model with the same CUDA and cuDNN versions, with deterministic kernels (the "
     "default; --no-deterministic gives them up for speed). A run resumed on the same machine ends as "
     "an uninterrupted one.")
-
-
-class UsageError(Exception):
-    """A problem with the command line or the files it names; reported as one line."""
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -15,12 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class DataError(Exception):
-    """A data problem the user can fix; its message is one line saying what and how.
-
-    The one error type of the data layer: defined here, in the module that `datasets` builds on,
-    and raised by `datasets` as well."""
+from runner.errors import DataError
 
 
 def symmetric_noise(labels: np.ndarray, corrupt_prob: float, num_classes: int,

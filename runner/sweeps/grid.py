@@ -22,6 +22,7 @@ from runner import command_line
 from runner import config
 from runner import records
 from runner.command_line import Flag
+from runner.errors import UsageError
 
 SWEEP_SETTINGS = {"name", "results_dir", "checkpoint_dir", "log_dir"}
 # experiments.py arguments the sweep sets itself for every run.
@@ -191,7 +192,7 @@ def parse_experiment(argv: list[str], alone: bool = False) -> argparse.Namespace
             command_line.value_checks(args)
         else:
             args = command_line.parse(argv)
-    except command_line.UsageError as error:
+    except UsageError as error:
         raise SweepError(str(error).removesuffix(" (see --help)")) from None
     return args
 
