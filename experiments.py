@@ -26,11 +26,11 @@ from runner import command_line
 from runner import config as run_config
 import datasets
 from runner import records
-from runner.checkpoints import Paths
 from runner.errors import DIVERGED, INTERRUPTED, USAGE, DataError, UsageError
 from runner.interrupts import interrupts_deferred, interrupts_stop_the_run
 from runner.machine import amp_refusal, channels_last_default, configure_device, prepare_determinism, select_device
 from runner.run import Run, build_run
+from runner.run_files import RunFiles, run_files
 from runner.streams import Stream
 from susceptibility import derive_seed, torch_generator
 from runner.tensorboard_log import TensorBoardLog
@@ -121,13 +121,13 @@ def opening_line(run: Run) -> str:
             f"{config.dataset} images, {labels}, device {run.device}")
 
 
-def nothing_saved(paths: Paths) -> str:
+def nothing_saved(paths: RunFiles) -> str:
     """What is on disk when a run stops before its first epoch is saved."""
     return (f"{paths.record} still holds the earlier run, unchanged" if paths.record.exists()
             else "nothing was written")
 
 
-def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
+def interruption_message(run: Run, paths: RunFiles, argv: list[str]) -> str:
     """What an interrupted run left on disk, and the command that continues or restarts it."""
     if not run.rows:
         command = shlex.join(["python", "experiments.py", *argv])
@@ -143,14 +143,14 @@ def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
 # The run: start or continue, train, save
 
 
-def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> None:
+def write_record(run: Run, paths: RunFiles, stopped_because: str | None = None) -> None:
     """Rewrite the run record with every completed epoch and the run's status."""
     status = {"epochs_completed": len(run.rows), "epochs_planned": run.config.epochs,
               "finished": len(run.rows) == run.config.epochs, "stopped_because": stopped_because}
     records.write_record(paths.record, records.RunRecord({**run.meta, "status": status}, run.rows))
 
 
-def save_epoch(run: Run, paths: Paths, row: dict) -> None:
+def save_epoch(run: Run, paths: RunFiles, row: dict) -> None:
     """Add an epoch's row and write the per-sample scores, the test predictions, the checkpoint and
     the record; Ctrl-C and SIGTERM wait until all are written, so an epoch is saved whole or not at
     all (the record, written last, counts the saved epochs). The row gets the time the first three
@@ -201,7 +201,7 @@ def test_predictions(run: Run) -> dict[str, list]:
     return {"index": list(range(len(labels))), "label": labels, "predicted": run.test_predictions.cpu().tolist()}
 
 
-def start(args, argv: list[str], paths: Paths) -> Run:
+def start(args, argv: list[str], paths: RunFiles) -> Run:
     """Resolve the configuration and build the run, loading its checkpoint when resuming, or saying
     that there is none."""
     prepare_determinism(args.deterministic)  # before CUDA starts
@@ -232,7 +232,7 @@ def start(args, argv: list[str], paths: Paths) -> Run:
     return run
 
 
-def train(run: Run, paths: Paths, argv: list[str]) -> int:
+def train(run: Run, paths: RunFiles, argv: list[str]) -> int:
     """The epoch loop; returns the process exit code."""
     print(opening_line(run))
     board = TensorBoardLog(run.config.tensorboard, run.meta["run"]["name"], run.rows) \
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with interrupts_stop_the_run():
             args = command_line.parse(argv, DESCRIPTION)
-            paths = checkpoints.run_paths(args)
+            paths = run_files(args)
             with records.exclusive_lock(paths.locks[0]), records.exclusive_lock(paths.locks[1]):
                 checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
                 for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them

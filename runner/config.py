@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from runner import command_line
 import datasets
 from runner import label_noise
+from runner.run_files import RunFiles, checkpoint_prefix, run_files
 
 # Settings that change where files go or how fast the run is, but not what it computes (beyond the
 # last digits: `deterministic`, compared on --resume as the machine's facts are).
@@ -71,24 +72,15 @@ class RunConfig:
         return run_defining(self.as_dict())
 
     @property
-    def run_name(self) -> str:
-        """The reference's file naming: <filename>_<model>_<epochs>_<lr>."""
-        return run_name(self.filename, self.model, self.epochs, self.lr)
-
-    @property
-    def checkpoint_name(self) -> str:
-        return run_name(self.modelfilename, self.model, self.epochs, self.lr)
+    def files(self) -> RunFiles:
+        """The run's name and the files it writes."""
+        return run_files(self)
 
 
 def run_defining(settings: dict) -> dict:
     """The settings among `settings` (a configuration's, or a command line's as given) that determine
     the numbers a run produces, sorted by name."""
     return {k: v for k, v in sorted(settings.items()) if k not in OPERATIONAL and k not in command_line.ACTIONS}
-
-
-def run_name(prefix: str, model: str, epochs: int, lr: float) -> str:
-    """The reference's file naming: <prefix>_<model>_<epochs>_<lr>."""
-    return f"{prefix}_{model}_{epochs}_{lr}"
 
 
 def noise_type(args: argparse.Namespace) -> str:
@@ -102,7 +94,7 @@ def resolve(args: argparse.Namespace, *, num_classes: int, channels_last: bool) 
     to the data (`num_classes`) and the device (`channels_last`)."""
     given = {k: v for k, v in vars(args).items() if k not in command_line.ACTIONS}
     return RunConfig(**{**given, "num_classes": num_classes, "channels_last": channels_last,
-                        "noise_type": noise_type(args), "modelfilename": args.modelfilename or args.filename})
+                        "noise_type": noise_type(args), "modelfilename": checkpoint_prefix(args)})
 
 
 def differing_settings(recorded: dict, config: RunConfig) -> dict[str, tuple]:

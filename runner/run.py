@@ -66,7 +66,7 @@ def header(config: RunConfig, command: list[str], device: torch.device, train_im
            data: noisy_data.NoisyData) -> dict:
     """The record's header sections that describe the run (its status is added when written)."""
     return {
-        "run": {"name": config.run_name, "checkpoint": config.checkpoint_name + ".pt"},
+        "run": {"name": config.files.name, "checkpoint": config.files.checkpoint.name},
         "args": config.as_dict(),
         "command": command,
         "environment": environment(device),

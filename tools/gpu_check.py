@@ -41,12 +41,12 @@ import torch
 
 
 from runner import batching
-from runner import checkpoints
 from runner import command_line
 import experiments
 from runner import machine
 from runner import records
 from runner import errors
+from runner.run_files import RunFiles, run_files
 from susceptibility import traceless
 from tools.benchmark import Timer, network_alone_epoch, prepare_tensors
 from tools.host_syncs import HostSynchronizations
@@ -126,10 +126,10 @@ def write_cifar(folder: Path, train: int, test: int) -> Path:
     return folder
 
 
-def start(argv: list[str]) -> tuple[experiments.Run, checkpoints.Paths]:
+def start(argv: list[str]) -> tuple[experiments.Run, RunFiles]:
     """The run a command line describes, built as experiments.py builds it."""
     args = command_line.parse(argv)
-    paths = checkpoints.run_paths(args)
+    paths = run_files(args)
     return experiments.start(args, argv, paths), paths
 
 
@@ -248,7 +248,7 @@ def every_model_deterministically(check: Check) -> None:
 def same_records(check: Check) -> None:
     images = min(check.sizes.train, 2048)
     argv = lambda name: check.argv(name, images=images, epochs=3)
-    paths = {name: checkpoints.run_paths(command_line.parse(argv(name))).record for name in ("first", "second", "cut")}
+    paths = {name: run_files(command_line.parse(argv(name))).record for name in ("first", "second", "cut")}
     assert experiments.main(argv("first")) == 0 and experiments.main(argv("second")) == 0
     check.result("determinism", record_content(paths["first"]) == record_content(paths["second"]),
                  f"two runs with the same seed (3 epochs, {images} images): identical records")
