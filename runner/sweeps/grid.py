@@ -5,7 +5,7 @@ A sweep file (TOML) names the grid: `[sweep]` says where its files go, `[fixed]`
 every run shares, `[grid]` the axes whose every combination is one run, and arrays of tables under
 `[grid]` (`[[grid.<group>]]`) groups of cases, of which every run takes one (an optimizer with its own
 learning rates, say). Every value is checked by experiments.py's own checks (`command_line`) before
-anything starts; each grid point's command line is written from the flag table `command_line.FLAGS`,
+anything starts; each grid point's command line is written from the settings' flags `config.FLAGS`,
 and its name and files come from `run_files`.
 """
 from __future__ import annotations
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import command_line
-from runner.command_line import Flag
+from runner import config
 from runner.errors import UsageError
 from runner.run_files import NAMING_SETTINGS, run_files
+from runner.settings import Flag
 
 SWEEP_SETTINGS = {"name", "results_dir", "checkpoint_dir", "log_dir"}
 # experiments.py arguments the sweep sets itself for every run.
@@ -125,14 +126,14 @@ def section(spec: dict, name: str) -> dict:
 
 def settable_flags() -> dict[str, Flag]:
     """The experiments.py flags a sweep file may set, by argument name (`data_dir` for --data-dir)."""
-    return {dest: flag for dest, flag in command_line.FLAGS.items() if dest not in SET_BY_SWEEP}
+    return {name: flag for name, flag in config.FLAGS.items() if name not in SET_BY_SWEEP}
 
 
 @functools.cache
 def key_names() -> dict[str, str]:
     """Every spelling a sweep file may use for an argument, with dashes as underscores
     (`data_dir`, `batch_size`), mapped to its argument name."""
-    return {spelling[2:].replace("-", "_"): dest for dest, flag in command_line.FLAGS.items()
+    return {spelling[2:].replace("-", "_"): name for name, flag in {**config.FLAGS, **config.ACTIONS}.items()
             for spelling in flag.spellings}
 
 

@@ -49,7 +49,7 @@ def same_settings(meta: dict, args: argparse.Namespace) -> bool:
             return False
         return config.run_defining(vars(recorded)) == wanted
     resolved = meta.get("args", {})
-    return all(value is None or resolved.get(key, command_line.FLAGS[key].default) == value
+    return all(value is None or resolved.get(key, config.FLAGS[key].default) == value
                for key, value in wanted.items())
 
 
