@@ -19,8 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from runner import safe_files
+from runner.errors import DataError
 from runner.file_kinds import irregular_kind
-from runner.label_noise import DataError, label_problem
+from runner.label_noise import label_problem
 
 IMAGE_SIZE = 32  # every image is 32x32, the models' input size; a folder's images are resized to it
 

@@ -27,13 +27,12 @@ from runner import config as run_config
 import datasets
 from runner import records
 from runner import safe_files
-from runner.checkpoints import Paths
-from runner.command_line import DIVERGED, INTERRUPTED, UsageError
+from runner.errors import DIVERGED, INTERRUPTED, DataError, UsageError
 from runner.interrupts import interrupts_deferred, one_line_errors
-from runner.label_noise import DataError
 from runner.machine import (amp_refusal, channels_last_default, configure_device, prepare_determinism,
                             run_settings_restored, select_device)
 from runner.run import Run, build_run, restore
+from runner.run_files import RunFiles, run_files
 from runner.streams import Stream
 from susceptibility import derive_seed, torch_generator
 from runner.tensorboard_log import TensorBoardLog
@@ -127,13 +126,13 @@ def opening_line(run: Run) -> str:
             f"{config.dataset} images, {labels}, device {run.device}")
 
 
-def nothing_saved(paths: Paths) -> str:
+def nothing_saved(paths: RunFiles) -> str:
     """What is on disk when a run stops before its first epoch is saved."""
     return (f"{paths.record} still holds the earlier run, unchanged" if paths.record.exists()
             else "nothing was written")
 
 
-def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
+def interruption_message(run: Run, paths: RunFiles, argv: list[str]) -> str:
     """What an interrupted run left on disk, and the command that continues or restarts it."""
     if not run.rows:
         command = shlex.join(["python", "experiments.py", *argv])
@@ -149,14 +148,14 @@ def interruption_message(run: Run, paths: Paths, argv: list[str]) -> str:
 # The run: start or continue, train, save
 
 
-def write_record(run: Run, paths: Paths, stopped_because: str | None = None) -> None:
+def write_record(run: Run, paths: RunFiles, stopped_because: str | None = None) -> None:
     """Rewrite the run record with every completed epoch and the run's status."""
     status = {"epochs_completed": len(run.rows), "epochs_planned": run.config.epochs,
               "finished": run.finished, "stopped_because": stopped_because}
     records.write_record(paths.record, records.RunRecord({**run.header(), "status": status}, run.rows))
 
 
-def save_epoch(run: Run, paths: Paths, row: dict) -> None:
+def save_epoch(run: Run, paths: RunFiles, row: dict) -> None:
     """Write the per-sample scores and the test predictions, add the epoch's row with the time they
     took (`save_seconds`), then write the checkpoint and the record; Ctrl-C and SIGTERM wait until
     all are written, so an epoch is saved whole or not at all (the record, written last, counts the
@@ -198,7 +197,7 @@ def test_predictions(run: Run) -> dict[str, list]:
     return {"index": list(range(len(labels))), "label": labels, "predicted": run.test_predictions.cpu().tolist()}
 
 
-def start(args, argv: list[str], paths: Paths) -> Run:
+def start(args, argv: list[str], paths: RunFiles) -> Run:
     """Resolve the configuration and build the run, loading its checkpoint when resuming, or saying
     that there is none."""
     prepare_determinism(args.deterministic)  # before CUDA starts
@@ -229,7 +228,7 @@ def start(args, argv: list[str], paths: Paths) -> Run:
     return run
 
 
-def train(run: Run, paths: Paths, argv: list[str]) -> int:
+def train(run: Run, paths: RunFiles, argv: list[str]) -> int:
     """The epoch loop; returns the process exit code."""
     print(opening_line(run))
     board = TensorBoardLog(run.config.tensorboard, run.name, run.rows) if run.config.tensorboard else None
@@ -265,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     with one_line_errors("experiments.py", (UsageError, DataError), LOCK_HELD, NOT_STARTED) as outcome, \
             run_settings_restored():
         args = command_line.parse(argv, DESCRIPTION)
-        paths = checkpoints.run_paths(args)
+        paths = run_files(args)
         with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
             checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
             for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them

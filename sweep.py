@@ -32,7 +32,7 @@ from runner import command_line
 import datasets
 from runner import safe_files
 from runner.sweeps import slurm
-from runner.command_line import INTERRUPTED
+from runner.errors import INTERRUPTED, UsageError
 from runner.sweeps.grid import GridPoint, Sweep, SweepError, load_sweep
 from runner.interrupts import one_line_errors
 from runner.sweeps.jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, Progress, active_cluster_jobs, describe,
@@ -284,7 +284,7 @@ def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep the command line names; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    with one_line_errors("sweep.py", (SweepError, command_line.UsageError), LOCK_HELD, NOT_STARTED) as outcome:
+    with one_line_errors("sweep.py", (SweepError, UsageError), LOCK_HELD, NOT_STARTED) as outcome:
         options = parse_options(argv)
         sweep = load_sweep(options.sweep_file)
         if options.dry_run:

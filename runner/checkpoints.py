@@ -1,4 +1,5 @@
-"""Where a run's files go, how its checkpoint is written and read, and the rules for continuing it.
+"""How a run's checkpoint is written and read, and the rules for starting or continuing a run over its
+files.
 
 A checkpoint (`run.Run.state_dict`) is everything needed to continue a run exactly: the
 configuration, model, optimizer, schedule, per-sample signals, probe measurements, labels and epoch
@@ -8,19 +9,19 @@ state. Checkpoints of earlier formats are brought to the current one by `migrate
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from runner import config as run_config
-from runner import records
 from runner import safe_files
-from runner.command_line import UsageError
+from runner.errors import UsageError
 
 if TYPE_CHECKING:
     from argparse import Namespace
+
+    from runner.run_files import RunFiles
 
 # 1: configuration under `args`; the probe's state, the signals and the hold-out labels were added
 #    to it one by one, so its checkpoints may lack them.
@@ -30,43 +31,13 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = 3
 
 
-@dataclass
-class Paths:
-    record: Path
-    checkpoint: Path
-
-    @property
-    def samples(self) -> Path:
-        """The per-sample scores next to the record: `<name>.samples.csv.gz`."""
-        return self.record.with_name(self.record.stem + records.SAMPLES_SUFFIX)
-
-    @property
-    def test_predictions(self) -> Path:
-        """The test predictions next to the record: `<name>.test.csv.gz`."""
-        return self.record.with_name(self.record.stem + records.TEST_PREDICTIONS_SUFFIX)
-
-    @property
-    def locks(self) -> list[Path]:
-        """The lock files next to the record and the checkpoint, held while a process writes the run:
-        two runs that share either file cannot run at once."""
-        return [path.with_name(path.name + ".lock") for path in (self.record, self.checkpoint)]
-
-
-def run_paths(args: Namespace) -> Paths:
-    """Where the record and the checkpoint of the run a command line describes go."""
-    modelfilename = args.modelfilename or args.filename
-    name = run_config.run_name(args.filename, args.model, args.epochs, args.lr)
-    checkpoint = run_config.run_name(modelfilename, args.model, args.epochs, args.lr)
-    return Paths(Path(args.results_dir) / (name + records.SUFFIX), Path(args.checkpoint_dir) / (checkpoint + ".pt"))
-
-
-def check_paths(args: Namespace, paths: Paths) -> None:
+def check_paths(args: Namespace, files: RunFiles) -> None:
     """Refuse to clobber an existing run by accident, or to resume one whose checkpoint is gone."""
-    if paths.record.exists() and not (args.resume or args.overwrite):
-        raise UsageError(f"{paths.record} already exists; add --resume to continue that run or "
+    if files.record.exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{files.record} already exists; add --resume to continue that run or "
                          f"--overwrite to start it over")
-    if args.resume and paths.record.exists() and not paths.checkpoint.exists():
-        raise UsageError(f"cannot resume: {paths.record} exists but its checkpoint {paths.checkpoint} "
+    if args.resume and files.record.exists() and not files.checkpoint.exists():
+        raise UsageError(f"cannot resume: {files.record} exists but its checkpoint {files.checkpoint} "
                          f"is missing; use --overwrite to start over")
 
 

@@ -1,28 +1,24 @@
-"""The command line of experiments.py: its flags, their checks, and errors as one line.
+"""The command line of experiments.py: its parser, its checks, and errors as one line.
 
-The flags are a table (`FLAGS`), from which `build_parser` makes the parser and which `runner.sweeps.grid`
-reads to write sweep runs' command lines. The reference code's flags keep their names and defaults
-(`--num_classes`, `--numsamples`, `--batchsize`, ...); every flag is also accepted in the other
-spelling (`--num-classes`, `--batch-size`, `--data_dir`), and an unknown flag is answered with the
-closest known one. `parse` checks values and combinations; `config.resolve` turns the result into a
-run's configuration.
+The parser is made from the flags that the fields of `config.RunConfig` carry, followed in their
+group by the actions `config.ACTIONS` (--resume, --overwrite). The reference code's flags keep their
+names and defaults (`--num_classes`, `--numsamples`, `--batchsize`, ...); every flag is also accepted
+in the other spelling (`--num-classes`, `--batch-size`, `--data_dir`), and an unknown flag is answered
+with the closest known one. `parse` checks values and combinations; `config.resolve` turns the result
+into a run's configuration.
 """
 from __future__ import annotations
 
 import argparse
 import difflib
-import math
 import re
-from dataclasses import dataclass, field
 
 import datasets
+from runner import config
 from runner import label_noise
-from runner import noisy_data
-from models import FAMILIES
-from runner.training import OPTIMIZERS, SCHEDULERS
-
-# Exit codes of experiments.py (and of sweep.py, which reads its runs' codes).
-USAGE, DIVERGED, INTERRUPTED = 2, 3, 130
+from runner.errors import UsageError
+from runner.errors import DIVERGED, INTERRUPTED, USAGE  # experiments.py's exit codes, also importable from here
+from runner.settings import Flag
 
 REPRODUCIBILITY = (
     "The same arguments give identical run records (wall times aside) on the same CPU model and "
@@ -31,10 +27,6 @@ REPRODUCIBILITY = (
     "on the same GPU model with the same CUDA and cuDNN versions, with deterministic kernels (the "
     "default; --no-deterministic gives them up for speed). A run resumed on the same machine ends as "
     "an uninterrupted one.")
-
-
-class UsageError(Exception):
-    """A problem with the command line or the files it names; reported as one line."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -77,179 +69,23 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def probe_sources(text: str) -> str:
-    """An argparse type: probe sources separated by commas (`train,heldout`), each once."""
-    sources = [source.strip() for source in text.split(",") if source.strip()]
-    unknown = [source for source in sources if source not in noisy_data.PROBE_SOURCES]
-    if unknown or len(set(sources)) != len(sources) or not sources:
-        raise argparse.ArgumentTypeError(f"give {' or '.join(noisy_data.PROBE_SOURCES)}, or both separated "
-                                         f"by a comma, each once; got {text!r}")
-    return ",".join(sources)
-
-
-def other_spelling(flag: str) -> str:
-    """`--num_classes` -> `--num-classes`, `--data-dir` -> `--data_dir`, `--batchsize` -> `--batch-size`."""
-    name = flag[2:]
-    joined = {"numsamples": "num-samples", "batchsize": "batch-size", "corruptprob": "corrupt-prob",
-              "modelfilename": "model-filename", "eval-batchsize": "eval-batch-size"}
-    if name in joined:
-        return "--" + joined[name]
-    return "--" + (name.replace("_", "-") if "_" in name else name.replace("-", "_"))
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One flag of experiments.py: its documented spelling and what argparse needs to read it."""
-
-    spelling: str
-    group: str
-    options: dict = field(default_factory=dict)
-
-    @property
-    def dest(self) -> str:
-        """The attribute name the value is stored under: `data_dir` for --data-dir."""
-        return self.spelling[2:].replace("-", "_")
-
-    @property
-    def spellings(self) -> list[str]:
-        other = other_spelling(self.spelling)
-        return [self.spelling] if other == self.spelling else [self.spelling, other]
-
-    @property
-    def is_switch(self) -> bool:
-        """An on/off flag (--amp, --channels-last/--no-channels-last), given without a value."""
-        return self.options.get("action") in ("store_true", argparse.BooleanOptionalAction)
-
-    @property
-    def negative(self) -> str | None:
-        """The flag that turns a two-way switch off (`--no-channels-last`), else None."""
-        return ("--no-" + self.spelling[2:]) if self.options.get("action") is argparse.BooleanOptionalAction else None
-
-    @property
-    def choices(self):
-        return self.options.get("choices")
-
-    @property
-    def default(self):
-        return self.options.get("default", False if self.is_switch else None)
-
-
-REFERENCE = "experiment (the reference code's flags)"
-RUN = "data, device and run management"
-SPEED = "speed (defaults stay fp32 and give the same numbers run after run)"
-MODEL_NAMES = sorted(FAMILIES)
-
-FLAGS: dict[str, Flag] = {flag.dest: flag for flag in [
-    Flag("--model", REFERENCE, dict(required=True, choices=MODEL_NAMES, metavar="MODEL",
-                                    help=f"network: {', '.join(MODEL_NAMES)}")),
-    Flag("--scale", REFERENCE, dict(type=positive_float, default=1.0,
-                                    help="width multiplier of every layer of the reference architecture")),
-    Flag("--dataset", REFERENCE, dict(choices=datasets.DATASETS, default="cifar10",
-                                      help="folder: images listed in <data-dir>/train.txt and test.txt (see README)")),
-    Flag("--num_classes", REFERENCE, dict(type=int, default=None,
-                                          help="number of classes (default: the dataset's, must match it; for a "
-                                               "folder dataset the largest label + 1)")),
-    Flag("--numsamples", REFERENCE, dict(type=int, default=None,
-                                         help="train on a seeded random subset of this many images (default: all)")),
-    Flag("--batchsize", REFERENCE, dict(type=int, default=128, help="batch size of training and probe")),
-    Flag("--corruptprob", REFERENCE, dict(type=float, default=0.5,
-                                          help="probability that a training label is replaced by a uniformly random "
-                                               "one (symmetric) or flipped to its partner class (asymmetric)")),
-    Flag("--noise-type", REFERENCE, dict(choices=label_noise.NOISE_TYPES, default=None,
-                                         help="label noise: symmetric (when left out), asymmetric class-pair flips, "
-                                              "or the human labels of CIFAR-10N from --noise-file; leave it out for "
-                                              "--dataset folder, which trains on its labels as given")),
-    Flag("--noise-file", REFERENCE, dict(default=None,
-                                         help="CIFAR-10N label file (CIFAR-10_human.pt or .npz) for a cifar10n noise type")),
-    Flag("--epochs", REFERENCE, dict(type=int, default=200, help="training epochs; the cosine schedule spans them")),
-    Flag("--lr", REFERENCE, dict(type=positive_float, default=0.1, help="initial learning rate")),
-    Flag("--optimizer", REFERENCE, dict(choices=sorted(OPTIMIZERS), default="sgd",
-                                        help="sgd: momentum 0.9, weight decay 5e-4 (reference); adam: torch defaults")),
-    Flag("--scheduler", REFERENCE, dict(choices=sorted(SCHEDULERS), default="cosine",
-                                        help="cosine annealing over --epochs (reference); step: x0.1 at 50%% and "
-                                             "75%% of the epochs; exponential: down to 1%% at the end; constant")),
-    Flag("--filename", REFERENCE, dict(default="run", help="results file prefix")),
-    Flag("--modelfilename", REFERENCE, dict(default=None, help="checkpoint prefix (default: --filename)")),
-    Flag("--seed", REFERENCE, dict(type=int, default=123,
-                                   help="fixes subset, noise, probe labels and batches, weights and augmentation")),
-    Flag("--probe-source", RUN, dict(choices=["train", "heldout"], default="train",
-                                     help="images of the unlabeled probe set: the training subset relabelled at "
-                                          "random (reference), or training images outside the subset")),
-    Flag("--probe-batches", RUN, dict(type=int, default=1, metavar="K",
-                                      help="batches of the probe per epoch, each probed from the same state; r "
-                                           "is their mean and the record keeps each batch's r (the paper: 1)")),
-    Flag("--extra-probes", RUN, dict(type=probe_sources, default=None, metavar="SOURCES",
-                                     help="also probe, each epoch, these unlabeled sets beside the one that "
-                                          "defines zeta, each with random labels and streams of its own: train "
-                                          "(the training subset), heldout (training images outside it), or "
-                                          "train,heldout; the record keeps each batch's r")),
-    Flag("--extra-probe-batches", RUN, dict(type=int, default=4, metavar="K",
-                                            help="batches per epoch of each extra probe")),
-    Flag("--noisy-holdout", RUN, dict(type=int, default=0, metavar="N",
-                                      help="also evaluate, every epoch, N training images outside the --numsamples "
-                                           "subset (and the probe set) with labels from the same noise process: a "
-                                           "validation accuracy that needs no clean label; 0 turns it off")),
-    Flag("--data-dir", RUN, dict(default=datasets.DEFAULT_DATA_DIR,
-                                 help="existing folder holding cifar-10-batches-py (or cifar-100-python; or "
-                                      "train.txt and test.txt for --dataset folder); CIFAR is downloaded into it "
-                                      "when the batch folder is missing; a folder that does not exist is an error, "
-                                      "except the default, which is created for the download")),
-    Flag("--data-path", RUN, dict(choices=["device", "loader"], default="device",
-                                  help="device: whole dataset on the compute device, augmented there; loader: "
-                                       "torch DataLoader with PIL transforms in worker processes")),
-    Flag("--workers", RUN, dict(type=int, default=4, help="DataLoader workers (--data-path loader)")),
-    Flag("--eval-batchsize", RUN, dict(type=int, default=1000, help="batch size of the test pass")),
-    Flag("--device", RUN, dict(default="auto", help="auto (CUDA, then Apple MPS, else CPU), cpu, cuda, cuda:N or mps")),
-    Flag("--results-dir", RUN, dict(default="results", help="folder of the run record")),
-    Flag("--checkpoint-dir", RUN, dict(default="checkpoint",
-                                       help="folder of the checkpoint (model, optimizer and labels; kept after the "
-                                            "last epoch)")),
-    Flag("--tensorboard", RUN, dict(default=None, metavar="DIR",
-                                    help="also write every record column as TensorBoard scalars into DIR/<run name>, "
-                                         "one step per epoch; a resumed run continues the same curves")),
-    Flag("--resume", RUN, dict(action="store_true", help="continue the run from its checkpoint")),
-    Flag("--overwrite", RUN, dict(action="store_true", help="discard an existing run and start over")),
-    Flag("--amp", SPEED, dict(action="store_true",
-                              help="bf16 autocast of the forward passes of training and evaluation, on CUDA GPUs "
-                                   "and CPUs that compute bf16 natively (refused where it would be emulated); "
-                                   "weights, optimizer and the susceptibility probe stay fp32")),
-    Flag("--channels-last", SPEED, dict(action=argparse.BooleanOptionalAction, default=None,
-                                        help="channels-last memory format of the convolutions (default: on for the "
-                                             "CPU, where it is faster, off on other devices; a resumed run keeps its "
-                                             "choice)")),
-    Flag("--compile", SPEED, dict(action="store_true", help="torch.compile the network")),
-    Flag("--deterministic", SPEED, dict(action=argparse.BooleanOptionalAction, default=True,
-                                        help="on a CUDA GPU, deterministic kernels (cuDNN, cuBLAS, index and "
-                                             "scatter operations), so that the same seed gives the same record; "
-                                             "--no-deterministic lets cuDNN pick the fastest kernels, which "
-                                             "change the last digits from run to run. The CPU's kernels are "
-                                             "deterministic either way; a resumed run may change it, with a "
-                                             "warning")),
-]}
-# Flags that say what to do with an existing run, not what the run is: never stored with it.
-ACTIONS = ("resume", "overwrite")
+def flags_by_group() -> dict[str, list[Flag]]:
+    """Every flag under its group of --help, the groups in the order of the settings, each group's
+    settings before its actions."""
+    groups: dict[str, list[Flag]] = {}
+    for flag in [*config.FLAGS.values(), *config.ACTIONS.values()]:
+        groups.setdefault(flag.group, []).append(flag)
+    return groups
 
 
 def build_parser(description: str = "") -> OneLineParser:
-    """The parser of experiments.py, made from `FLAGS`."""
+    """The parser of experiments.py, made from the flags of the settings and the actions."""
     parser = OneLineParser(description=description, epilog=REPRODUCIBILITY,
                            formatter_class=DefaultsHelpFormatter, allow_abbrev=False)
-    groups = {}
-    for flag in FLAGS.values():
-        if flag.group not in groups:
-            groups[flag.group] = parser.add_argument_group(flag.group)
-        groups[flag.group].add_argument(*flag.spellings, dest=flag.dest, **flag.options)
+    for group, flags in flags_by_group().items():
+        arguments = parser.add_argument_group(group)
+        for flag in flags:
+            arguments.add_argument(*flag.spellings, **flag.argparse_options())
     return parser
 
 
@@ -261,17 +97,11 @@ def raise_first_failure(checks: list[tuple[bool, str]]) -> None:
 
 
 def value_checks(args: argparse.Namespace) -> None:
-    """Reject single values that argparse cannot check by type alone."""
-    raise_first_failure([
-        (0 <= args.corruptprob <= 1, f"--corruptprob must be within [0, 1], got {args.corruptprob}"),
-        (args.batchsize >= 1, f"--batchsize must be at least 1, got {args.batchsize}"),
-        (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
-        (args.workers >= 0, f"--workers must be 0 or more, got {args.workers}"),
-        (args.noisy_holdout >= 0, f"--noisy-holdout must be 0 or more, got {args.noisy_holdout}"),
-        (args.eval_batchsize >= 1, f"--eval-batchsize must be at least 1, got {args.eval_batchsize}"),
-        (args.probe_batches >= 1, f"--probe-batches must be at least 1, got {args.probe_batches}"),
-        (args.extra_probe_batches >= 1, f"--extra-probe-batches must be at least 1, got {args.extra_probe_batches}"),
-    ])
+    """Reject a value outside its setting's range, which argparse cannot check by type alone."""
+    for name, flag in config.FLAGS.items():
+        message = flag.out_of_range(getattr(args, name))
+        if message is not None:
+            raise UsageError(message)
 
 
 def noise_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:

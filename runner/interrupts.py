@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from runner.command_line import INTERRUPTED, USAGE
+from runner.errors import INTERRUPTED, USAGE
 from runner.safe_files import LockHeld
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -15,14 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runner.errors import DataError
 from runner.file_kinds import irregular_kind
-
-
-class DataError(Exception):
-    """A data problem the user can fix; its message is one line saying what and how.
-
-    The one error type of the data layer: defined here, in the module that `datasets` builds on,
-    and raised by `datasets` as well."""
 
 
 def label_problem(labels: np.ndarray, num_classes: int | None) -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torchvision
 
-from runner.command_line import UsageError
+from runner.errors import UsageError
 from susceptibility.traceless import IEEE_FP32, fp32_precision, set_fp32_precision
 
 # Facts of the machine and settings that decide which kernels compute a run, and so its last digits.

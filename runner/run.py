@@ -50,7 +50,7 @@ class Run:
     @property
     def name(self) -> str:
         """The run's name, which its record and its messages carry."""
-        return self.config.run_name
+        return self.config.files.name
 
     @property
     def generator_device(self) -> torch.device:
@@ -66,7 +66,7 @@ class Run:
         """The record's header sections that describe the run (its status is added when written)."""
         config, data = self.config, self.data
         return {
-            "run": {"name": self.name, "checkpoint": config.checkpoint_name + ".pt"},
+            "run": {"name": self.name, "checkpoint": config.files.checkpoint.name},
             "args": config.as_dict(),
             "command": self.command,
             "environment": self.environment,

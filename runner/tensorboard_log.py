@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from runner.command_line import UsageError
+from runner.errors import UsageError
 
 RECORD_ONLY = ("epoch",)  # columns that are the step, not a scalar
 

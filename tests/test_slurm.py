@@ -21,7 +21,9 @@ from conftest import (ROOT, interrupt_at_epoch, run_args, same_record, start_in_
 
 import experiments
 from runner.sweeps import grid
+from runner import command_line
 from runner import records
+from runner.run_files import run_files
 from runner.sweeps import slurm
 import sweep
 from runner.sweeps import jobs
@@ -301,7 +303,7 @@ def test_ctrl_c_on_wait_cancels_the_array_and_says_what_is_kept(cluster, tmp_pat
 def test_a_resumed_run_removes_the_temporary_files_of_its_killed_writes_and_no_others(
         tmp_path, synthetic_cifar10, monkeypatch):
     argv = run_args(synthetic_cifar10, tmp_path)
-    paths = experiments.checkpoints.run_paths(experiments.command_line.parse(argv))
+    paths = run_files(command_line.parse(argv))
     interrupt_at_epoch(monkeypatch, 1)
     assert experiments.main(argv) == 130
     monkeypatch.undo()

@@ -41,11 +41,12 @@ import torch
 
 
 from runner import batching
-from runner import checkpoints
 from runner import command_line
 import experiments
 from runner import machine
 from runner import records
+from runner import errors
+from runner.run_files import RunFiles, run_files
 from susceptibility import traceless
 from tools.benchmark import Timer, network_alone_epoch, prepare_tensors
 from tools.host_syncs import HostSynchronizations
@@ -125,10 +126,10 @@ def write_cifar(folder: Path, train: int, test: int) -> Path:
     return folder
 
 
-def start(argv: list[str]) -> tuple[experiments.Run, checkpoints.Paths]:
+def start(argv: list[str]) -> tuple[experiments.Run, RunFiles]:
     """The run a command line describes, built as experiments.py builds it."""
     args = command_line.parse(argv)
-    paths = checkpoints.run_paths(args)
+    paths = run_files(args)
     return experiments.start(args, argv, paths), paths
 
 
@@ -247,12 +248,12 @@ def every_model_deterministically(check: Check) -> None:
 def same_records(check: Check) -> None:
     images = min(check.sizes.train, 2048)
     argv = lambda name: check.argv(name, images=images, epochs=3)
-    paths = {name: checkpoints.run_paths(command_line.parse(argv(name))).record for name in ("first", "second", "cut")}
+    paths = {name: run_files(command_line.parse(argv(name))).record for name in ("first", "second", "cut")}
     assert experiments.main(argv("first")) == 0 and experiments.main(argv("second")) == 0
     check.result("determinism", record_content(paths["first"]) == record_content(paths["second"]),
                  f"two runs with the same seed (3 epochs, {images} images): identical records")
     with stopped_at(2):
-        assert experiments.main(argv("cut")) == command_line.INTERRUPTED
+        assert experiments.main(argv("cut")) == errors.INTERRUPTED
     assert experiments.main([*argv("cut"), "--resume"]) == 0
     check.result("determinism", record_content(paths["cut"]) == record_content(paths["first"]),
                  "a run stopped after 2 of 3 epochs and resumed: the record of the uninterrupted run")
@@ -374,10 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         machine.prepare_determinism(True)  # before CUDA starts
         device = machine.select_device(args.device)
         if unknown:
-            raise command_line.UsageError(f"--only {args.only}: no check {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
-    except command_line.UsageError as error:
+            raise errors.UsageError(f"--only {args.only}: no check {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
+    except errors.UsageError as error:
         print(f"gpu_check.py: error: {error}", file=sys.stderr)
-        return command_line.USAGE
+        return errors.USAGE
     sizes = PAPER if device.type == "cuda" else SMALL
     if args.train_size:
         sizes = Sizes(sizes.scale, args.train_size, sizes.test, sizes.batch)

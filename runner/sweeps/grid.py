@@ -5,7 +5,8 @@ A sweep file (TOML) names the grid: `[sweep]` says where its files go, `[fixed]`
 every run shares, `[grid]` the axes whose every combination is one run, and arrays of tables under
 `[grid]` (`[[grid.<group>]]`) groups of cases, of which every run takes one (an optimizer with its own
 learning rates, say). Every value is checked by experiments.py's own checks (`command_line`) before
-anything starts; each grid point's command line is written from the flag table `command_line.FLAGS`.
+anything starts; each grid point's command line is written from the settings' flags `config.FLAGS`,
+and its name and files come from `run_files`.
 """
 from __future__ import annotations
 
@@ -21,14 +22,13 @@ from pathlib import Path
 
 from runner import command_line
 from runner import config
-from runner import records
-from runner.command_line import Flag
+from runner.errors import UsageError
+from runner.run_files import NAMING_SETTINGS, run_files
+from runner.settings import Flag
 
 SWEEP_SETTINGS = {"name", "results_dir", "checkpoint_dir", "log_dir"}
 # experiments.py arguments the sweep sets itself for every run.
 SET_BY_SWEEP = {"filename", "modelfilename", "results_dir", "checkpoint_dir", "resume", "overwrite"}
-# experiments.py appends these to every record name, so run names leave them out.
-IN_RECORD_NAME = ("model", "epochs", "lr")
 NAME_PREFIXES = {"scale": "s", "corruptprob": "noise", "numsamples": "n", "batchsize": "bs"}
 MAX_RUNS = 10_000  # runs in one sweep: each is checked and listed one by one, about a millisecond apiece
 
@@ -131,14 +131,14 @@ def section(spec: dict, name: str) -> dict:
 
 def settable_flags() -> dict[str, Flag]:
     """The experiments.py flags a sweep file may set, by argument name (`data_dir` for --data-dir)."""
-    return {dest: flag for dest, flag in command_line.FLAGS.items() if dest not in SET_BY_SWEEP}
+    return {name: flag for name, flag in config.FLAGS.items() if name not in SET_BY_SWEEP}
 
 
 @functools.cache
 def key_names() -> dict[str, str]:
     """Every spelling a sweep file may use for an argument, with dashes as underscores
     (`data_dir`, `batch_size`), mapped to its argument name."""
-    return {spelling[2:].replace("-", "_"): dest for dest, flag in command_line.FLAGS.items()
+    return {spelling[2:].replace("-", "_"): name for name, flag in {**config.FLAGS, **config.ACTIONS}.items()
             for spelling in flag.spellings}
 
 
@@ -196,7 +196,7 @@ def parse_experiment(argv: list[str], alone: bool = False) -> argparse.Namespace
             command_line.value_checks(args)
         else:
             args = command_line.parse(argv)
-    except command_line.UsageError as error:
+    except UsageError as error:
         raise SweepError(str(error).removesuffix(" (see --help)")) from None
     return args
 
@@ -275,7 +275,7 @@ def make_point(sweep_name: str, settings: dict, name_order: list[str],
     """The run of one grid point, named after its varying values and checked as a whole."""
     results_dir, checkpoint_dir, log_dir = folders
     parts = [name_part(key, settings[key]) for key in name_order
-             if key in settings and key not in IN_RECORD_NAME]
+             if key in settings and key not in NAMING_SETTINGS]
     filename = "_".join([sweep_name, *parts])
     argv = [token for key, value in settings.items() for token in tokens(key, value)]
     argv += ["--filename", filename, "--results-dir", str(results_dir),
@@ -284,9 +284,8 @@ def make_point(sweep_name: str, settings: dict, name_order: list[str],
         args = parse_experiment(argv)
     except SweepError as error:
         raise SweepError(f"run {filename}: {error}") from None
-    name = config.run_name(filename, args.model, args.epochs, args.lr)
-    return GridPoint(name, settings, argv, args, results_dir / (name + records.SUFFIX),
-               checkpoint_dir / (name + ".pt"), log_dir / f"{name}.log")
+    files = run_files(args)
+    return GridPoint(files.name, settings, argv, args, files.record, files.checkpoint, log_dir / f"{files.name}.log")
 
 
 def check_unique_names(runs: list[GridPoint]) -> None:

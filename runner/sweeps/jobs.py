@@ -18,7 +18,7 @@ from pathlib import Path
 from runner import command_line
 from runner import config
 from runner import records
-from runner.command_line import DIVERGED, INTERRUPTED
+from runner.errors import DIVERGED, INTERRUPTED, UsageError
 from runner.sweeps.grid import GridPoint, SweepError
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments.py"
@@ -45,11 +45,11 @@ def same_settings(meta: dict, args: argparse.Namespace) -> bool:
     if meta.get("command"):
         try:
             recorded = command_line.parse(meta["command"])
-        except command_line.UsageError:
+        except UsageError:
             return False
         return config.run_defining(vars(recorded)) == wanted
     resolved = meta.get("args", {})
-    return all(value is None or resolved.get(key, command_line.FLAGS[key].default) == value
+    return all(value is None or resolved.get(key, config.FLAGS[key].default) == value
                for key, value in wanted.items())
 
 
