@@ -157,6 +157,14 @@ def run_args(data_dir, out: Path, *extra: str, epochs: int = 2, name: str = "t",
             "--filename", name, *extra]
 
 
+def one_line_refusal(argv: list[str], capsys) -> str:
+    """The one line that experiments.py, run in-process, prints when it refuses `argv` with exit code 2."""
+    assert experiments.main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    return error.strip()
+
+
 def record_path(out: Path, epochs: int = 2, name: str = "t", model: str = "cnn", lr: str = "0.05") -> Path:
     return out / "results" / f"{name}_{model}_{epochs}_{lr}.csv"
 

@@ -10,7 +10,6 @@ from runner import command_line
 import datasets
 from runner import noisy_data
 import experiments
-from runner import machine
 from runner import records
 from conftest import interrupt_at_epoch, run_args
 from models import create_model
@@ -172,12 +171,6 @@ def test_channels_last_is_the_cpu_default_and_recorded_as_chosen(synthetic_cifar
     assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 1, *flags) == 0
     assert records.read_record(tmp_path / "run_cnn_1_0.1.csv").meta["args"]["channels_last"] is recorded
     assert checkpoints.load_checkpoint(tmp_path / "run_cnn_1_0.1.pt")["config"]["channels_last"] is recorded
-
-
-def test_channels_last_is_the_default_on_the_cpu_only():
-    assert machine.channels_last_default(torch.device("cpu")) is True
-    assert machine.channels_last_default(torch.device("cuda")) is False
-    assert machine.channels_last_default(torch.device("mps")) is False
 
 
 @pytest.mark.e2e

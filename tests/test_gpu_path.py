@@ -28,7 +28,7 @@ from runner import records
 import susceptibility.probe
 from susceptibility import traceless
 from runner import training
-from conftest import built_run, record_path, run_args, small_dropout_net
+from conftest import built_run, one_line_refusal, record_path, run_args, small_dropout_net
 from models import create_model
 from runner.sample_scores import TrainingSignals
 from susceptibility import Susceptibility, probe_step
@@ -365,9 +365,7 @@ def determinism_settings() -> tuple:
 
 def refused(argv: list[str], out: Path, capsys) -> str:
     """The one line of a command line refused with exit code 2, having written nothing under `out`."""
-    assert experiments.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    err = one_line_refusal(argv, capsys)
     assert [path for path in out.rglob("*") if path.is_file()] == []
     return err
 
