@@ -1,5 +1,6 @@
 """Run records: round trip, atomic and durable writes with the umask's permissions, rejection of
-files that are not records, and the lock that keeps two processes off one run."""
+files that are not records, the lock that keeps two processes off one run, and the save times a
+record keeps."""
 import errno
 import math
 import os
@@ -10,8 +11,10 @@ import sys
 import pytest
 import torch
 
+import experiments
 from runner import checkpoints
 from runner import records
+from conftest import record_path, run_args
 
 
 def sample_record() -> records.RunRecord:
@@ -159,3 +162,34 @@ def test_folders_made_for_a_lock_are_removed_with_it_unless_something_was_writte
     with records.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
         (tmp_path / "a" / "kept.txt").write_text("x")
     assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["a", "a/kept.txt"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The time an epoch spends saving, in the record and across a resume
+
+
+@pytest.mark.e2e
+def test_the_time_spent_saving_each_epoch_is_recorded(synthetic_cifar10, tmp_path):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")) == 0
+    rows = records.read_record(record_path(tmp_path)).rows
+    assert all(0 < row["save_seconds"] < 60 for row in rows) and all(math.isnan(row["compile_seconds"]) for row in rows)
+
+
+@pytest.mark.e2e
+def test_a_finished_run_whose_record_lost_its_last_epoch_gets_it_back_from_the_checkpoint(synthetic_cifar10, tmp_path):
+    argv = run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")
+    assert experiments.main(argv) == 0
+    path = record_path(tmp_path)
+    whole = records.read_record(path)
+    records.write_record(path, records.RunRecord(whole.meta, whole.rows[:1]))  # killed before the record's rewrite
+    assert experiments.main([*argv, "--resume"]) == 0
+    repaired = records.read_record(path)
+    assert len(repaired.rows) == 2 and math.isnan(repaired.rows[1]["save_seconds"])
+    assert repaired.rows[1]["test_loss"] == whole.rows[1]["test_loss"]
+
+
+def test_rows_restored_from_a_checkpoint_take_the_save_times_their_record_holds():
+    restored = [{"epoch": 0, "save_seconds": 0.25}, {"epoch": 1, "save_seconds": math.nan}, {"epoch": 2}]
+    recorded = [{"epoch": 0, "save_seconds": 9.0}, {"epoch": 1, "save_seconds": 0.5}]
+    experiments.keep_recorded_save_times(restored, recorded)
+    assert [row.get("save_seconds") for row in restored] == [0.25, 0.5, None]
