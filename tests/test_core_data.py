@@ -1,5 +1,14 @@
 """The data side of a run: reading CIFAR batches, subset, label noise, probe set, augmentation."""
+import dataclasses
+import functools
+import hashlib
+import http.server
 import pickle
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -166,3 +175,80 @@ def test_real_subset_loads_with_its_documented_sizes(real_cifar10):
     assert (len(train), len(test)) == (5170, 1017)
     assert set(np.unique(train.labels)) == set(range(10))
 
+
+
+# --------------------------------------------------------------------------------------------------
+# The download of a missing CIFAR folder, served here by a web server on this machine
+
+
+@pytest.fixture
+def web_folder(tmp_path, monkeypatch) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on 127.0.0.1, and its URL."""
+    for variable in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    folder = tmp_path / "served"
+    folder.mkdir()
+    quiet = type("QuietHandler", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *args: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=folder))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def official_archive(tmp_path: Path, folder: Path) -> Path:
+    """A small cifar-10-python.tar.gz in `folder`, laid out as the official one: the batch folder at
+    its top."""
+    source = write_cifar(tmp_path / "source", train_per_batch=4, test_size=3)
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive
+
+
+def serve(monkeypatch, url: str, md5: str) -> None:
+    """Make CIFAR-10's download fetch `url` and expect the MD5 checksum `md5`."""
+    official = datasets.CIFAR["cifar10"]
+    monkeypatch.setitem(datasets.CIFAR, "cifar10", dataclasses.replace(official, url=url, md5=md5))
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def empty_folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def test_a_missing_cifar_folder_is_downloaded_verified_and_extracted(tmp_path, web_folder, monkeypatch):
+    folder, url = web_folder
+    archive = official_archive(tmp_path, folder)
+    serve(monkeypatch, f"{url}/{archive.name}", md5_of(archive))
+    data_dir = empty_folder(tmp_path / "data")
+    train, test = datasets.load_cifar(data_dir)
+    expected_train, expected_test = datasets.load_cifar(tmp_path / "source")
+    assert np.array_equal(train.images, expected_train.images) and np.array_equal(test.labels, expected_test.labels)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+
+
+def test_an_intact_archive_in_the_data_dir_is_extracted_without_a_download(tmp_path, web_folder, monkeypatch):
+    folder, url = web_folder
+    archive = official_archive(tmp_path, folder)
+    serve(monkeypatch, f"{url}/absent.tar.gz", md5_of(archive))  # fetching it would fail
+    data_dir = empty_folder(tmp_path / "data")
+    shutil.copy(archive, data_dir)
+    train, _ = datasets.load_cifar(data_dir)
+    assert len(train) == 20
+
+
+def test_a_download_without_the_official_checksum_is_one_line_and_leaves_nothing(tmp_path, web_folder,
+                                                                                  monkeypatch):
+    folder, url = web_folder
+    archive = official_archive(tmp_path, folder)
+    serve(monkeypatch, f"{url}/{archive.name}", "0" * 32)
+    data_dir = empty_folder(tmp_path / "data")
+    with pytest.raises(label_noise.DataError) as error:
+        datasets.load_cifar(data_dir)
+    assert "cifar-10-python.tar.gz does not have the official MD5 checksum 000" in str(error.value)
+    assert "\n" not in str(error.value) and list(data_dir.iterdir()) == []
