@@ -143,6 +143,17 @@ def start_in_background(command: list[str], **kwargs) -> subprocess.Popen:
     return start_with_sigint(command, signal.SIG_IGN, **kwargs)
 
 
+class RunsCode:
+    """Unpickling this runs code: it creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+
 # --------------------------------------------------------------------------------------------------
 # Runs of experiments.py
 

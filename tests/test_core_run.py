@@ -27,6 +27,7 @@ from runner import training
 from conftest import (
     DEVICES,
     ROOT,
+    RunsCode,
     as_format_1,
     checkpoint_path,
     interrupt_at_epoch,
@@ -410,16 +411,6 @@ def test_corrupt_batch_file_is_named(tmp_path, capsys):
     assert experiments.main(run_args(root, tmp_path)) == 2
     err = capsys.readouterr().err
     assert "test_batch" in err and "corrupt or truncated" in err and err.count("\n") == 1
-
-
-class RunsCode:
-    """Unpickling this runs code: it creates the file `marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
 
 
 @pytest.mark.e2e
