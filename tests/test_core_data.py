@@ -65,12 +65,6 @@ def test_streams_of_one_seed_are_independent_and_repeatable():
                 susceptibility.derive_seed(5, "probe", 3), susceptibility.derive_seed(6, "train", 3)}) == 4
 
 
-def test_no_stream_name_is_used_twice_by_the_run_and_the_probe():
-    """Two streams of one name would draw the same numbers."""
-    names = [stream.value for stream in (*streams.Stream, *susceptibility.ProbeStream)]
-    assert len(names) == len(set(names))
-
-
 def test_reads_whichever_batches_the_folder_holds(tmp_path):
     root = write_cifar(tmp_path, train_per_batch=7, test_size=5)
     (root / "cifar-10-batches-py" / "data_batch_4").unlink()
