@@ -9,6 +9,7 @@ import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -26,15 +27,39 @@ def tracked_files() -> list[str]:
     return [name for name in listing.split("\0") if name and (ROOT / name).is_file()]
 
 
+def copy_of_the_repository(destination: Path) -> Path:
+    """The repository as a clone has it, copied to `destination`, so that a build leaves the checkout
+    as it was."""
+    for name in tracked_files():
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, destination / name)
+    return destination
+
+
+@pytest.mark.e2e
+def test_the_wheel_holds_the_susceptibility_package_alone(tmp_path):
+    """The wheel that `pip install .` builds and installs, built offline with this interpreter's
+    setuptools."""
+    source = copy_of_the_repository(tmp_path / "source")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "--wheel-dir", str(tmp_path / "wheels"), str(source)],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = (tmp_path / "wheels").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    top_level = {name.split("/")[0] for name in names}
+    metadata = {name for name in top_level if name.endswith(".dist-info")}
+    assert len(metadata) == 1 and top_level - metadata == {"susceptibility"}
+    assert {"susceptibility/__init__.py", "susceptibility/probe.py", "susceptibility/zeta.py"} <= set(names)
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_clean_install_imports_the_api_from_anywhere(tmp_path):
     """Installs a copy of the repository into a fresh virtual environment, offline: the environment
     reaches torch and the build backend through a .pth file naming this interpreter's packages."""
-    source = tmp_path / "source"
-    for name in tracked_files():
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, source / name)
+    source = copy_of_the_repository(tmp_path / "source")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
