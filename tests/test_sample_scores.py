@@ -172,6 +172,7 @@ def test_tensorboard_holds_every_column_once_per_epoch_also_after_an_interrupt(s
     assert [step for step, _ in tensorboard_scalars(board)["test_acc"]] == [0, 1, 2]
 
 
+@pytest.mark.e2e
 def test_the_benchmark_times_the_per_sample_scores_with_the_epoch_and_alone(capsys):
     benchmark.main(["--model", "cnn", "--scale", "0.125", "--train-size", "256", "--test-size", "64",
                     "--paths", "device,signals", "--device", "cpu"])
