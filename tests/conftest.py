@@ -3,6 +3,7 @@ subset, the command line of a tiny run, and ways to build, compare and interrupt
 from __future__ import annotations
 
 import copy
+import hashlib
 import pickle
 import signal
 import subprocess
@@ -182,6 +183,11 @@ def record_path(out: Path, epochs: int = 2, name: str = "t", model: str = "cnn",
 
 def checkpoint_path(out: Path, epochs: int = 2, name: str = "t", model: str = "cnn", lr: str = "0.05") -> Path:
     return out / "checkpoint" / f"{name}_{model}_{epochs}_{lr}.pt"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under `folder`, by name: equal digests mean nothing was changed."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def without_folders(argv: list[str]) -> list[str]:

@@ -1,13 +1,10 @@
 """experiments.py end to end: records, checkpoints, determinism, resume, and bad input."""
-import hashlib
 import math
 import os
-import pickle
 import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,9 +24,9 @@ from runner import training
 from conftest import (
     DEVICES,
     ROOT,
-    RunsCode,
     as_format_1,
     checkpoint_path,
+    digest,
     interrupt_at_epoch,
     record_path,
     run_args,
@@ -367,92 +364,6 @@ def test_resume_with_other_arguments_is_refused(synthetic_cifar10, finished_run,
     argv = run_args(synthetic_cifar10, finished_run, "--resume", "--corruptprob", "0.2", epochs=3)
     assert experiments.main(argv) == 2
     assert "corruptprob: checkpoint 0.5, now 0.2" in capsys.readouterr().err
-
-
-def digest(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-# Input refused once the data is read; what the command line alone settles is in test_parse_errors.py.
-BAD_INPUTS = {
-    "zero samples": (["--numsamples", "0"], "--numsamples 0 is out of range"),
-    "too many samples": (["--numsamples", "301"], "--numsamples 301 is out of range"),
-    "no heldout images": (["--probe-source", "heldout"], "heldout needs training images outside"),
-    "unknown device": (["--device", "tpu9"], "--device tpu9"),
-    "existing record": ([], "already exists; add --resume"),
-}
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("extra, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_is_one_line_nonzero_exit_and_keeps_results(synthetic_cifar10, finished_run, capsys,
-                                                             extra, message):
-    before = digest(finished_run)
-    fresh_name = ["--filename", "fresh"] if extra else []  # else the existing record is the error
-    assert experiments.main([*run_args(synthetic_cifar10, finished_run, epochs=3), *extra, *fresh_name]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
-    assert digest(finished_run) == before
-
-
-@pytest.mark.e2e
-def test_bad_data_dir_is_one_line(tmp_path, capsys):
-    not_a_folder = tmp_path / "file"
-    not_a_folder.write_text("x")
-    assert experiments.main(run_args(not_a_folder, tmp_path)) == 2
-    err = capsys.readouterr().err
-    assert "is a file, not a folder" in err and err.count("\n") == 1
-
-
-@pytest.mark.e2e
-def test_corrupt_batch_file_is_named(tmp_path, capsys):
-    root = write_cifar(tmp_path / "data", train_per_batch=10, test_size=10)
-    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
-    assert experiments.main(run_args(root, tmp_path)) == 2
-    err = capsys.readouterr().err
-    assert "test_batch" in err and "corrupt or truncated" in err and err.count("\n") == 1
-
-
-@pytest.mark.e2e
-def test_a_batch_file_that_would_run_code_is_refused(tmp_path, capsys):
-    root = write_cifar(tmp_path / "data", train_per_batch=10, test_size=10)
-    marker = tmp_path / "code-ran"
-    batch = root / "cifar-10-batches-py" / "data_batch_2"
-    batch.write_bytes(pickle.dumps({"data": RunsCode(marker), "labels": [0]}))
-    assert experiments.main(run_args(root, tmp_path)) == 2
-    err = capsys.readouterr().err
-    assert not marker.exists()
-    assert f"{batch} refers to pathlib.Path.touch" in err and "not loaded" in err
-    assert err.count("\n") == 1 and not (tmp_path / "results").exists()
-
-
-@pytest.mark.e2e
-def test_a_missing_data_dir_is_named_and_not_created(tmp_path, capsys):
-    missing = tmp_path / "dta"
-    assert experiments.main(run_args(missing, tmp_path)) == 2
-    err = capsys.readouterr().err
-    assert f"--data-dir {missing} does not exist" in err and err.count("\n") == 1
-    assert not missing.exists() and list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.e2e
-def test_a_data_dir_holding_the_batches_themselves_points_to_its_parent(synthetic_cifar10, tmp_path, capsys):
-    batches = synthetic_cifar10 / "cifar-10-batches-py"
-    before = digest(synthetic_cifar10)
-    assert experiments.main(run_args(batches, tmp_path)) == 2
-    err = capsys.readouterr().err
-    assert f"point --data-dir at its parent, {synthetic_cifar10}" in err and err.count("\n") == 1
-    assert digest(synthetic_cifar10) == before and list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.e2e
-def test_command_line_errors_exit_nonzero_with_one_line_and_write_nothing(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "experiments.py"), "--model", "cnn", "--scale", "-1"],
-                            cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["experiments.py: error: argument --scale: must be a "
-                                                  "positive number, got -1 (see --help)"]
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.e2e
