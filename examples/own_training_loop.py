@@ -6,11 +6,11 @@ a checkout of this repository), torch and torchvision.
     python own_training_loop.py --data-dir DIR [--epochs 5] [--images 1000] [--seed 0]
 
 Trains on --images images of the CIFAR-10 python batches in DIR (the folder holding
-cifar-10-batches-py; on half of those present where they are fewer than twice --images) with half the
-labels replaced at random, probes with as many other images, and prints every epoch the training
-accuracy, the accuracy on the samples whose label is wrong (memorization) and ζ. Without --data-dir
-it runs on synthetic images and says so; bad input is one line and exit code 2. The lines marked ζ
-are all ζ adds to a loop.
+cifar-10-batches-py; on half of those present where they are fewer than twice --images, and at
+least 256 are needed) with half the labels replaced at random, probes with as many other images, and
+prints every epoch the training accuracy, the accuracy on the samples whose label is wrong
+(memorization) and ζ. Without --data-dir it runs on synthetic images and says so; bad input is one
+line and exit code 2. The lines marked ζ are all ζ adds to a loop.
 """
 import argparse
 import pickle
@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from susceptibility import Susceptibility
 
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+BATCH_SIZE = 128  # of training and of the probe
 
 
 class CifarBatchUnpickler(pickle.Unpickler):
@@ -92,27 +93,31 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> OneLineParser:
+    """The example's command line."""
     parser = OneLineParser(description="Train a torchvision ResNet-18 on CIFAR-10 with half the labels "
                                        "replaced at random, and print its memorization and zeta every epoch.")
     parser.add_argument("--data-dir", type=Path, help="the folder holding cifar-10-batches-py (default: "
                                                       "synthetic images)")
     parser.add_argument("--epochs", type=whole_number(1), default=5, help="epochs to train (default: 5)")
-    parser.add_argument("--images", type=whole_number(2), default=1000,
+    parser.add_argument("--images", type=whole_number(BATCH_SIZE), default=1000,
                         help="training images; as many others form the unlabeled set (default: 1000)")
     parser.add_argument("--seed", type=whole_number(0), default=0, help="seed of everything random (default: 0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train on half the images with noisy labels, probe with the other half, print ζ every epoch."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
+    torch.manual_seed(args.seed)
     try:
         images, labels = load_images(args.data_dir, 2 * args.images)
     except ValueError as error:
         parser.error(str(error))
-    torch.manual_seed(args.seed)
+    if len(images) < 2 * BATCH_SIZE:
+        parser.error(f"{args.data_dir} holds {len(images)} training images; the loop needs {2 * BATCH_SIZE}")
     size = len(images) // 2
     train_images, unlabeled = images[:size], images[size:]
     noisy = torch.where(torch.rand(size) < 0.5, torch.randint(0, 10, (size,)), labels[:size])
@@ -120,12 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     model = torchvision.models.resnet18(num_classes=10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    zeta = Susceptibility(unlabeled, num_classes=10, batch_size=128, seed=args.seed, augment=augment)  # ζ
+    zeta = Susceptibility(unlabeled, num_classes=10, batch_size=BATCH_SIZE, seed=args.seed, augment=augment)  # ζ
     for epoch in range(args.epochs):
         r = zeta.measure(model, optimizer)  # ζ: one probe step, undone, before the epoch's training
         model.train()
         hits = torch.zeros(size, dtype=torch.bool)
-        for batch in torch.randperm(size).split(128):
+        for batch in torch.randperm(size).split(BATCH_SIZE):
             logits = model(augment(train_images[batch]))
             loss = F.cross_entropy(logits, noisy[batch])
             optimizer.zero_grad()

@@ -119,6 +119,7 @@ EXAMPLE_REFUSALS = {
     "missing-folder": (["--data-dir", "/nonexistent"], "--data-dir /nonexistent is not a folder"),
     "folder-without-batches": (["--data-dir", "."], "holds no CIFAR-10 training batches"),
     "zero-epochs": (["--epochs", "0"], "argument --epochs: must be a whole number from 1, got 0"),
+    "fewer-images-than-a-batch": (["--images", "64"], "argument --images: must be a whole number from 128, got 64"),
 }
 
 
