@@ -154,7 +154,6 @@ class RunsCode:
         return Path.touch, (self.marker,)
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Runs of experiments.py
 
