@@ -10,6 +10,7 @@ import hashlib
 import math
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -206,21 +207,43 @@ def read_batches(folder: Path, names: tuple[str, ...], source: CifarSource) -> I
 
 
 def download(source: CifarSource, data_dir: Path) -> None:
-    """Fetch and extract the official archive, verifying its MD5 checksum."""
-    from torchvision.datasets.utils import download_url
-
+    """Fetch the official archive into `data_dir` (unless the one there is intact), verify its MD5
+    checksum and extract it. A failure leaves nothing it made behind: neither the archive, nor a
+    partly extracted folder, nor the folder made for them."""
+    archive = data_dir / source.archive
+    new_paths = [path for path in (archive, data_dir / source.folder, data_dir) if not path.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        download_url(source.url, str(data_dir), source.archive, source.md5)
-        archive = data_dir / source.archive
-        if not archive.exists():
-            raise OSError("checksum mismatch")
+        fetch_verified(source, archive)
         with tarfile.open(archive) as tar:
             tar.extractall(data_dir, filter="data")
     except Exception as error:
+        remove(new_paths)
         raise DataError(
             f"{source.folder} not found in {data_dir} and the download failed ({error}); "
             f"place {source.archive} from {source.url} in {data_dir} and extract it there")
+
+
+def fetch_verified(source: CifarSource, archive: Path) -> None:
+    """Download `archive` unless it is there with the official MD5 checksum (a damaged one, such as
+    an interrupted download, is fetched again), and refuse a download without that checksum."""
+    from torchvision.datasets.utils import check_integrity, download_url
+
+    if check_integrity(str(archive), source.md5):
+        return
+    archive.unlink(missing_ok=True)
+    download_url(source.url, str(archive.parent), archive.name)
+    if not check_integrity(str(archive), source.md5):
+        raise OSError(f"{archive.name} does not have the official MD5 checksum {source.md5}")
+
+
+def remove(paths: list[Path]) -> None:
+    """Delete the files and folders of `paths` that exist."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def check_data_dir(data_dir: Path, source: CifarSource) -> None:

@@ -14,7 +14,8 @@ from runner import records
 from susceptibility.zeta import CONVENTIONS, running_zetas
 
 
-# ζ is recomputed from the probe losses under both running-mean conventions (PAPER.md).
+# ζ is recomputed from the probe losses under both running-mean conventions, the paper's and the
+# reference notebook's (see `susceptibility.zeta.running_zetas` and docs/ANALYSIS.md).
 ZETA_COLUMNS = {convention: f"zeta_{convention}" for convention in CONVENTIONS}
 # Columns copied from the record's header into every row of its run: column -> (section, key).
 RUN_FIELDS = {

@@ -51,3 +51,13 @@ def create_model(name: str, scale: float = 1.0, num_classes: int = 10) -> nn.Mod
     if not scale > 0:
         raise ValueError(f"scale must be a positive number, got {scale}")
     return FAMILIES[name].build(scale, num_classes)
+
+
+def parameter_count(name: str, scale: float = 1.0, num_classes: int = 10) -> int:
+    """Parameters of the registered model `name`, built on the meta device so that nothing is
+    allocated or initialized (torch is imported here, as the registry itself needs none)."""
+    import torch
+
+    with torch.device("meta"):
+        model = create_model(name, scale, num_classes)
+    return sum(p.numel() for p in model.parameters())

@@ -17,7 +17,6 @@ import datasets
 from runner import config
 from runner import label_noise
 from runner.errors import UsageError
-from runner.errors import DIVERGED, INTERRUPTED, USAGE  # experiments.py's exit codes, also importable from here
 from runner.settings import Flag
 
 REPRODUCIBILITY = (

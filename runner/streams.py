@@ -3,8 +3,9 @@
 Every random draw of a run comes from a stream seeded by `susceptibility.derive_seed(seed, name, ...)`,
 so that adding or skipping one stream never shifts another's numbers. A misspelt name would silently
 open a new stream and change the numbers; naming each stream here, once, turns that into an
-AttributeError. The probe's own streams are named in `susceptibility.ProbeStream`, since that module
-also stands alone; `tests/test_streams.py` checks that all names are distinct.
+AttributeError. The probe's own streams are named in `susceptibility.ProbeStream`, since that package
+is installed without the runner; `tests/test_layout.py` checks that no name is used twice across
+the two.
 """
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ the running mean of r over epochs.
         r = zeta.measure(model, optimizer)   # before the epoch's training
         ...                                  # train as usual; zeta.zeta is the running ζ
 
-This file is long because it stands alone: with zeta_stats.py it is what `pip install .` installs,
-so the metric, its unlabeled-image handling and its state travel together into any training loop.
+This module holds the metric, its unlabeled-image handling and its state, so that they travel
+together into any training loop; with `traceless` (the in-memory restore) and `zeta` (ζ's statistics)
+it makes up the `susceptibility` package, which is all that `pip install .` installs.
 """
 from __future__ import annotations
 

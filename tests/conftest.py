@@ -3,6 +3,7 @@ subset, the command line of a tiny run, and ways to build, compare and interrupt
 from __future__ import annotations
 
 import copy
+import hashlib
 import pickle
 import signal
 import subprocess
@@ -143,6 +144,16 @@ def start_in_background(command: list[str], **kwargs) -> subprocess.Popen:
     return start_with_sigint(command, signal.SIG_IGN, **kwargs)
 
 
+class RunsCode:
+    """Unpickling this runs code: it creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
 # --------------------------------------------------------------------------------------------------
 # Runs of experiments.py
 
@@ -157,12 +168,25 @@ def run_args(data_dir, out: Path, *extra: str, epochs: int = 2, name: str = "t",
             "--filename", name, *extra]
 
 
+def one_line_refusal(argv: list[str], capsys) -> str:
+    """The one line that experiments.py, run in-process, prints when it refuses `argv` with exit code 2."""
+    assert experiments.main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    return error.strip()
+
+
 def record_path(out: Path, epochs: int = 2, name: str = "t", model: str = "cnn", lr: str = "0.05") -> Path:
     return out / "results" / f"{name}_{model}_{epochs}_{lr}.csv"
 
 
 def checkpoint_path(out: Path, epochs: int = 2, name: str = "t", model: str = "cnn", lr: str = "0.05") -> Path:
     return out / "checkpoint" / f"{name}_{model}_{epochs}_{lr}.pt"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under `folder`, by name: equal digests mean nothing was changed."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def without_folders(argv: list[str]) -> list[str]:

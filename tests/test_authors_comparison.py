@@ -139,12 +139,14 @@ def study(synthetic_cifar10, tmp_path_factory) -> tuple[Path, Path]:
     return checkout, folder / "records"
 
 
+@pytest.mark.e2e
 def test_the_checkout_is_left_as_it_was(study, synthetic_cifar10, tmp_path):
     checkout, _ = study
     fresh = write_stand_in(tmp_path / "fresh", our_parameters("resnet", 0.125))
     assert folder_contents(checkout) == folder_contents(fresh)
 
 
+@pytest.mark.e2e
 def test_the_authors_results_become_our_records_with_their_values_and_empty_cells_elsewhere(study):
     _, out = study
     for seed in (0, 1):
@@ -161,6 +163,7 @@ def test_the_authors_results_become_our_records_with_their_values_and_empty_cell
             assert all(np.isnan(row[column]) for column in records.COLUMNS if column not in expected)
 
 
+@pytest.mark.e2e
 def test_our_runs_have_the_same_setting_and_the_settings_the_authors_code_fixes(study):
     _, out = study
     for seed in (0, 1):
@@ -172,6 +175,7 @@ def test_our_runs_have_the_same_setting_and_the_settings_the_authors_code_fixes(
                ("sgd", "cosine", "symmetric", "train")
 
 
+@pytest.mark.e2e
 def test_a_finished_run_is_kept_when_the_study_runs_again(study, synthetic_cifar10, capsys):
     checkout, out = study
     before = folder_contents(out / "ours") | folder_contents(out / "authors")
@@ -186,6 +190,7 @@ def record_values(out: Path, side: str, metric: str, epoch: int) -> np.ndarray:
     return np.array([row["phi_before"] - row["phi_after"] if metric == "r" else row[metric] for row in rows])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("metric", list(setting.METRICS))
 def test_the_gap_is_the_difference_of_means_over_the_pooled_spread_with_its_t_test_and_interval(study, metric):
     _, out = study
@@ -203,6 +208,7 @@ def test_the_gap_is_the_difference_of_means_over_the_pooled_spread_with_its_t_te
         assert (row["difference_low"], row["difference_high"]) == pytest.approx((interval.low, interval.high))
 
 
+@pytest.mark.e2e
 def test_zeta_per_run_is_the_running_mean_our_records_hold_at_their_last_epoch(study):
     _, out = study
     summary = compared.run_summaries(compared.load_study(out)).loc["zeta"]
@@ -211,6 +217,7 @@ def test_zeta_per_run_is_the_running_mean_our_records_hold_at_their_last_epoch(s
     assert summary["authors_mean"] == pytest.approx(np.mean([2.5 - 2.05, 2.6 - 2.05]))  # the stand-in's r at epoch 1
 
 
+@pytest.mark.e2e
 def test_the_signs_of_the_gaps_are_counted_over_the_epochs(study):
     _, out = study
     rows = {row[0]: row[1:] for row in compared.sign_rows(compared.per_epoch(compared.load_study(out)))}
@@ -220,6 +227,7 @@ def test_the_signs_of_the_gaps_are_counted_over_the_epochs(study):
         assert rows[about.label][0] == f"{higher} of 2"
 
 
+@pytest.mark.e2e
 def test_compare_prints_every_epoch_and_draws_the_figure(study, tmp_path, capsys):
     _, out = study
     assert harness.main(["compare", str(out), "--figure", str(tmp_path / "figures" / "curves.png")]) == 0
@@ -231,6 +239,7 @@ def test_compare_prints_every_epoch_and_draws_the_figure(study, tmp_path, capsys
     assert (tmp_path / "figures" / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("left_out", [patch.name for patch in setting.patches(0)])
 def test_each_patch_is_needed_by_the_stand_in(left_out, synthetic_cifar10, tmp_path, monkeypatch):
     checkout = write_stand_in(tmp_path / "checkout", our_parameters("resnet", 0.125))
@@ -252,6 +261,7 @@ def test_a_patch_whose_target_is_missing_stops_the_harness_and_names_the_patch(s
     assert "patch schedule-spans-epochs: experiments.py holds 0 occurrence(s) of 'T_max=200'" in one_line_error(capsys)
 
 
+@pytest.mark.e2e
 def test_another_width_in_the_authors_code_is_refused_before_training(synthetic_cifar10, tmp_path, capsys):
     checkout = write_stand_in(tmp_path / "checkout", our_parameters("resnet", 0.125) + 1)
     assert run_harness(checkout, tmp_path / "records", synthetic_cifar10) == 2
@@ -264,6 +274,7 @@ def test_a_folder_that_is_not_a_checkout_is_refused(synthetic_cifar10, tmp_path,
     assert "is not a checkout of the authors' repository" in one_line_error(capsys)
 
 
+@pytest.mark.e2e
 def test_compare_refuses_a_side_with_fewer_than_two_runs(study, tmp_path, capsys):
     _, out = study
     (tmp_path / "authors").mkdir()
@@ -281,6 +292,7 @@ def copy_records(out: Path, folder: Path, edit=lambda text: text) -> None:
             (folder / side / path.name).write_text(edit(path.read_text()))
 
 
+@pytest.mark.e2e
 def test_compare_refuses_records_of_different_settings(study, tmp_path, capsys):
     _, out = study
     copy_records(out, tmp_path)
@@ -290,6 +302,7 @@ def test_compare_refuses_records_of_different_settings(study, tmp_path, capsys):
     assert "do not all share one setting" in one_line_error(capsys)
 
 
+@pytest.mark.e2e
 def test_compare_refuses_authors_records_made_with_other_patches(study, tmp_path, capsys):
     _, out = study
     copy_records(out, tmp_path, lambda text: text.replace('"no-download", ', ""))

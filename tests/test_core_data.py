@@ -1,10 +1,20 @@
 """The data side of a run: reading CIFAR batches, subset, label noise, probe set, augmentation."""
+import dataclasses
+import functools
+import hashlib
+import http.server
 import pickle
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
 
+from runner import errors
 from runner import batching
 import datasets
 from runner import noisy_data
@@ -46,7 +56,7 @@ def test_subset_has_the_requested_size_is_deterministic_and_disjoint_from_the_re
 
 @pytest.mark.parametrize("numsamples", [0, -5, 1001])
 def test_subset_out_of_range_is_a_clear_error(numsamples):
-    with pytest.raises(label_noise.DataError, match="--numsamples .* choose 1 to 1000"):
+    with pytest.raises(errors.DataError, match="--numsamples .* choose 1 to 1000"):
         noisy_data.choose_subset(1000, numsamples, streams.numpy_rng(0, "subset"))
 
 
@@ -78,7 +88,7 @@ def test_a_truncated_batch_is_reported_by_name(tmp_path):
     root = write_cifar(tmp_path, train_per_batch=7, test_size=5)
     path = root / "cifar-10-batches-py" / "data_batch_2"
     path.write_bytes(path.read_bytes()[:500])
-    with pytest.raises(label_noise.DataError, match="data_batch_2.*corrupt or truncated"):
+    with pytest.raises(errors.DataError, match="data_batch_2.*corrupt or truncated"):
         datasets.load_cifar(root)
 
 
@@ -88,7 +98,7 @@ def test_missing_data_without_network_names_folder_and_archive(tmp_path, monkeyp
     monkeypatch.setitem(datasets.CIFAR, "cifar10", offline)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(label_noise.DataError) as error:
+    with pytest.raises(errors.DataError) as error:
         datasets.load_cifar(empty)
     message = str(error.value)
     assert "cifar-10-batches-py not found in" in message and str(empty) in message
@@ -110,7 +120,7 @@ def test_heldout_probe_set_uses_images_outside_the_subset(synthetic_cifar10):
                                     probe_source="heldout", seed=0)
     assert len(data.probe.index) == len(train) - 200
     assert not set(data.probe.index) & set(data.train_index)
-    with pytest.raises(label_noise.DataError, match="heldout needs training images outside"):
+    with pytest.raises(errors.DataError, match="heldout needs training images outside"):
         noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=None, corrupt_prob=0.5,
                                  probe_source="heldout", seed=0)
 
@@ -138,7 +148,7 @@ def test_a_folder_dataset_may_keep_one_image_to_train_on_beside_its_noisy_holdou
         train, test, num_classes=5, numsamples=None, corrupt_prob=0.0, probe_source="train", seed=0,
         noise_type=label_noise.GIVEN, noisy_holdout=holdout)
     assert len(make(4).train_index) == 1
-    with pytest.raises(label_noise.DataError, match="--noisy-holdout 5 leaves none of the 5 training images"):
+    with pytest.raises(errors.DataError, match="--noisy-holdout 5 leaves none of the 5 training images"):
         make(5)
 
 
@@ -160,3 +170,80 @@ def test_real_subset_loads_with_its_documented_sizes(real_cifar10):
     assert (len(train), len(test)) == (5170, 1017)
     assert set(np.unique(train.labels)) == set(range(10))
 
+
+
+# --------------------------------------------------------------------------------------------------
+# The download of a missing CIFAR folder, served here by a web server on this machine
+
+
+@pytest.fixture
+def web_folder(tmp_path, monkeypatch) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on 127.0.0.1, and its URL."""
+    for variable in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    folder = tmp_path / "served"
+    folder.mkdir()
+    quiet = type("QuietHandler", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *args: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=folder))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def official_archive(tmp_path: Path, folder: Path) -> Path:
+    """A small cifar-10-python.tar.gz in `folder`, laid out as the official one: the batch folder at
+    its top."""
+    source = write_cifar(tmp_path / "source", train_per_batch=4, test_size=3)
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive
+
+
+def serve(monkeypatch, url: str, md5: str) -> None:
+    """Make CIFAR-10's download fetch `url` and expect the MD5 checksum `md5`."""
+    official = datasets.CIFAR["cifar10"]
+    monkeypatch.setitem(datasets.CIFAR, "cifar10", dataclasses.replace(official, url=url, md5=md5))
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def empty_folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def test_a_missing_cifar_folder_is_downloaded_verified_and_extracted(tmp_path, web_folder, monkeypatch):
+    folder, url = web_folder
+    archive = official_archive(tmp_path, folder)
+    serve(monkeypatch, f"{url}/{archive.name}", md5_of(archive))
+    data_dir = empty_folder(tmp_path / "data")
+    train, test = datasets.load_cifar(data_dir)
+    expected_train, expected_test = datasets.load_cifar(tmp_path / "source")
+    assert np.array_equal(train.images, expected_train.images) and np.array_equal(test.labels, expected_test.labels)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+
+
+def test_an_intact_archive_in_the_data_dir_is_extracted_without_a_download(tmp_path, web_folder, monkeypatch):
+    folder, url = web_folder
+    archive = official_archive(tmp_path, folder)
+    serve(monkeypatch, f"{url}/absent.tar.gz", md5_of(archive))  # fetching it would fail
+    data_dir = empty_folder(tmp_path / "data")
+    shutil.copy(archive, data_dir)
+    train, _ = datasets.load_cifar(data_dir)
+    assert len(train) == 20
+
+
+def test_a_download_without_the_official_checksum_is_one_line_and_leaves_nothing(tmp_path, web_folder,
+                                                                                  monkeypatch):
+    folder, url = web_folder
+    archive = official_archive(tmp_path, folder)
+    serve(monkeypatch, f"{url}/{archive.name}", "0" * 32)
+    data_dir = empty_folder(tmp_path / "data")
+    with pytest.raises(errors.DataError) as error:
+        datasets.load_cifar(data_dir)
+    assert "cifar-10-python.tar.gz does not have the official MD5 checksum 000" in str(error.value)
+    assert "\n" not in str(error.value) and list(data_dir.iterdir()) == []

@@ -1,20 +1,28 @@
-"""The device-resident data path: its augmentation, and its agreement with the DataLoader path."""
+"""The data paths and speed options: the device-resident path's augmentation, its agreement with the
+DataLoader path and that path's kept worker processes; channels-last convolutions and --compile."""
+import functools
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
+from torch import nn
+from torch._dynamo.eval_frame import OptimizedModule
 
+from runner import errors
 from runner import batching
 from runner import checkpoints
-from runner import command_line
 import datasets
 from runner import noisy_data
 import experiments
-from runner import machine
 from runner import records
-from conftest import interrupt_at_epoch, run_args
+from conftest import built_run, interrupt_at_epoch, run_args
 from models import create_model
 from susceptibility import probe_step
+from runner import training
 from runner.training import fast_network
 
 
@@ -106,6 +114,56 @@ def test_both_paths_cover_the_epoch_with_the_same_labels_and_augmentations(synth
         assert any(torch.allclose(augmented, c, atol=1e-6) for c in candidates)
 
 
+# --------------------------------------------------------------------------------------------------
+# The DataLoader path: worker processes kept from pass to pass
+
+
+def loader_path(root, workers: int) -> batching.LoaderBatches:
+    train, test = datasets.load_cifar(root)
+    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=100, corrupt_prob=0.5,
+                                      probe_source="train", seed=0)
+    return batching.LoaderBatches(data, torch.device("cpu"), 16, 30, workers)
+
+
+def fresh_loader_pass(batches: batching.LoaderBatches, generator: torch.Generator) -> list[tuple]:
+    """A training pass as a DataLoader made for it alone with the epoch's generator gives it: the
+    order drawn first, then worker processes started and seeded from the generator."""
+    order = torch.randperm(len(batches.train_set), generator=generator)
+    sampler = [b.tolist() for b in batching.batch_slices(order, batches.batch_size)]
+    loader = torch.utils.data.DataLoader(batches.train_set, batch_sampler=sampler, num_workers=batches.workers,
+                                         generator=generator)
+    return [(images, positions) for images, positions in loader]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("workers", [2, 3])
+def test_kept_worker_processes_augment_every_pass_as_fresh_ones_would(synthetic_cifar10, workers):
+    kept = loader_path(synthetic_cifar10, workers)
+    for epoch in range(3):
+        ours = list(kept.train_batches(torch.Generator().manual_seed(epoch)))
+        theirs = fresh_loader_pass(kept, torch.Generator().manual_seed(epoch))
+        assert len(ours) == len(theirs) == 7
+        for batch, (images, positions) in zip(ours, theirs):
+            assert torch.equal(batch.images, images) and torch.equal(batch.index, positions)
+    workers_of = lambda: kept.loaders[kept.train_set]._iterator._workers
+    started = list(workers_of())
+    list(kept.train_batches(torch.Generator().manual_seed(9)))
+    assert len(started) == workers and workers_of() == started  # the same processes, every pass
+
+
+@pytest.mark.e2e
+def test_loader_workers_leave_stop_signals_to_the_main_process(synthetic_cifar10):
+    """Ctrl-C reaches the whole process group, a scheduler's SIGTERM every process of the job: the
+    main process ends the run cleanly, and then its workers."""
+    kept = loader_path(synthetic_cifar10, 2)
+    list(kept.train_batches(torch.Generator().manual_seed(0)))
+    for worker in kept.loaders[kept.train_set]._iterator._workers:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(worker.pid, signum)
+    time.sleep(0.5)
+    assert len(list(kept.train_batches(torch.Generator().manual_seed(1)))) == 7
+
+
 def pil_crop_and_flip(image: np.ndarray, offset: tuple[int, int], flip: bool) -> torch.Tensor:
     """One uint8 (3, 32, 32) image through the PIL transforms of the DataLoader path, at a given
     crop offset (row, column) of the zero-padded image and flip."""
@@ -174,19 +232,13 @@ def test_channels_last_is_the_cpu_default_and_recorded_as_chosen(synthetic_cifar
     assert checkpoints.load_checkpoint(tmp_path / "run_cnn_1_0.1.pt")["config"]["channels_last"] is recorded
 
 
-def test_channels_last_is_the_default_on_the_cpu_only():
-    assert machine.channels_last_default(torch.device("cpu")) is True
-    assert machine.channels_last_default(torch.device("cuda")) is False
-    assert machine.channels_last_default(torch.device("mps")) is False
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("first", [False, True], ids=["started-off", "started-on"])
 def test_a_run_resumed_without_the_flag_keeps_its_layout(synthetic_cifar10, tmp_path, monkeypatch, first):
     """A run started before channels-last became the CPU default continues with the same command."""
     interrupt_at_epoch(monkeypatch, 1)
     flag = "--channels-last" if first else "--no-channels-last"
-    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, flag) == command_line.INTERRUPTED
+    assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, flag) == errors.INTERRUPTED
     monkeypatch.undo()
     assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, "--resume") == 0
     record = records.read_record(tmp_path / "run_cnn_2_0.1.csv")
@@ -199,3 +251,63 @@ def test_compiled_network_trains_and_saves_the_plain_model(synthetic_cifar10, tm
     assert tiny_run(synthetic_cifar10, tmp_path, "cnn", 2, "--compile") == 0
     state = checkpoints.load_checkpoint(tmp_path / "run_cnn_2_0.1.pt")
     assert not any(key.startswith("_orig_mod") for key in state["model"])
+
+
+# --------------------------------------------------------------------------------------------------
+# --compile, and the time an epoch spends compiling
+
+
+def compiled_graphs(network: nn.Module, batch_sizes: list[int]) -> int:
+    """The graphs torch.compile makes (with its eager backend, which compiles nothing) for training
+    steps on batches of `batch_sizes`, then evaluation passes on batches of the same sizes."""
+    torch._dynamo.reset()
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
+    network.train()
+    for size in batch_sizes:
+        nn.functional.cross_entropy(network(torch.rand(size, 3, 32, 32)), torch.zeros(size, dtype=torch.int64)).backward()
+        optimizer.step()
+    network.eval()
+    with torch.no_grad():
+        for size in batch_sizes:
+            network(torch.rand(size, 3, 32, 32))
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+
+
+@pytest.mark.e2e
+def test_compile_makes_one_graph_for_training_and_one_for_evaluation_whatever_the_batch_size(monkeypatch):
+    compile_eagerly = functools.partial(torch.compile, backend="eager")
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    torch.manual_seed(0)
+    sizes = [32, 32, 20, 32]  # on a CPU, oneDNN's kernel choice for batches under 16 would add a graph
+    assert compiled_graphs(torch.compile(create_model("cnn", 0.125)), sizes) == 3  # one more for the last batch
+    assert compiled_graphs(fast_network(create_model("cnn", 0.125), compile=True), sizes) == 2
+
+
+def test_the_probe_runs_uncompiled_beside_a_compiled_network(synthetic_cifar10, tmp_path):
+    for extra in ([], ["--amp"]):
+        run = built_run(run_args(synthetic_cifar10, tmp_path, "--compile", "--numsamples", "64", *extra))
+        compiled = lambda network: any(isinstance(module, OptimizedModule) for module in network.modules())
+        assert compiled(run.network) and not compiled(run.probe_network)
+
+
+@pytest.mark.e2e
+def test_compile_time_is_recorded_apart_from_the_epochs_time(synthetic_cifar10, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda network, **options: network)  # its time is stood in for
+    compiling = [0.0]
+    for module in (training, experiments):
+        monkeypatch.setattr(module, "compile_seconds", lambda: compiling[0])
+    run = built_run(run_args(synthetic_cifar10, tmp_path, "--compile", "--numsamples", "64"))
+    measure = run.probe.measure
+
+    def compiling_probe(*args):
+        time.sleep(0.5)
+        compiling[0] += 0.5
+        return measure(*args)
+
+    monkeypatch.setattr(run.probe, "measure", compiling_probe)
+    started = time.perf_counter()
+    row = experiments.probe_train_and_test(run, 0)
+    wall = time.perf_counter() - started
+    assert row["compile_seconds"] == 0.5 and wall - 0.5 - 0.05 < row["seconds"] < wall - 0.5
+    assert 0 < row["probe_seconds"] < row["seconds"]

@@ -2,24 +2,19 @@
 device and --amp choices, and the per-batch work run on fake CUDA tensors, with no host
 synchronization per batch."""
 import contextlib
-import functools
-import math
 import operator
 import os
-import signal
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import torch
 from torch import nn
-from torch._dynamo.eval_frame import OptimizedModule
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from runner import errors
 from runner import batching
-from runner import command_line
 import datasets
 import experiments
 from runner import machine
@@ -28,7 +23,7 @@ from runner import records
 import susceptibility.probe
 from susceptibility import traceless
 from runner import training
-from conftest import built_run, record_path, run_args, small_dropout_net
+from conftest import built_run, one_line_refusal, record_path, run_args, small_dropout_net
 from models import create_model
 from runner.sample_scores import TrainingSignals
 from susceptibility import Susceptibility, probe_step
@@ -128,56 +123,6 @@ def test_a_cuda_stream_is_seeded_before_cuda_is_initialized(monkeypatch, device,
     cuda = UninitializedCuda(monkeypatch)
     traceless.seed_device_stream(7, torch.device(device))
     assert [generator.initial_seed() == 7 for generator in cuda.generators] == [i == seeded for i in range(2)]
-
-
-# --------------------------------------------------------------------------------------------------
-# The DataLoader path: worker processes kept from pass to pass
-
-
-def loader_path(root, workers: int) -> batching.LoaderBatches:
-    train, test = datasets.load_cifar(root)
-    data = noisy_data.make_noisy_data(train, test, num_classes=10, numsamples=100, corrupt_prob=0.5,
-                                      probe_source="train", seed=0)
-    return batching.LoaderBatches(data, torch.device("cpu"), 16, 30, workers)
-
-
-def fresh_loader_pass(batches: batching.LoaderBatches, generator: torch.Generator) -> list[tuple]:
-    """A training pass as a DataLoader made for it alone with the epoch's generator gives it: the
-    order drawn first, then worker processes started and seeded from the generator."""
-    order = torch.randperm(len(batches.train_set), generator=generator)
-    sampler = [b.tolist() for b in batching.batch_slices(order, batches.batch_size)]
-    loader = torch.utils.data.DataLoader(batches.train_set, batch_sampler=sampler, num_workers=batches.workers,
-                                         generator=generator)
-    return [(images, positions) for images, positions in loader]
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("workers", [2, 3])
-def test_kept_worker_processes_augment_every_pass_as_fresh_ones_would(synthetic_cifar10, workers):
-    kept = loader_path(synthetic_cifar10, workers)
-    for epoch in range(3):
-        ours = list(kept.train_batches(torch.Generator().manual_seed(epoch)))
-        theirs = fresh_loader_pass(kept, torch.Generator().manual_seed(epoch))
-        assert len(ours) == len(theirs) == 7
-        for batch, (images, positions) in zip(ours, theirs):
-            assert torch.equal(batch.images, images) and torch.equal(batch.index, positions)
-    workers_of = lambda: kept.loaders[kept.train_set]._iterator._workers
-    started = list(workers_of())
-    list(kept.train_batches(torch.Generator().manual_seed(9)))
-    assert len(started) == workers and workers_of() == started  # the same processes, every pass
-
-
-@pytest.mark.e2e
-def test_loader_workers_leave_stop_signals_to_the_main_process(synthetic_cifar10):
-    """Ctrl-C reaches the whole process group, a scheduler's SIGTERM every process of the job: the
-    main process ends the run cleanly, and then its workers."""
-    kept = loader_path(synthetic_cifar10, 2)
-    list(kept.train_batches(torch.Generator().manual_seed(0)))
-    for worker in kept.loaders[kept.train_set]._iterator._workers:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            os.kill(worker.pid, signum)
-    time.sleep(0.5)
-    assert len(list(kept.train_batches(torch.Generator().manual_seed(1)))) == 7
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,9 +310,7 @@ def determinism_settings() -> tuple:
 
 def refused(argv: list[str], out: Path, capsys) -> str:
     """The one line of a command line refused with exit code 2, having written nothing under `out`."""
-    assert experiments.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    err = one_line_refusal(argv, capsys)
     assert [path for path in out.rglob("*") if path.is_file()] == []
     return err
 
@@ -429,13 +372,13 @@ def test_the_cpu_keeps_torchs_determinism_settings(cuda_settings):
 
 def test_a_cublas_setting_that_breaks_determinism_is_refused(cuda_settings, monkeypatch):
     monkeypatch.setenv(machine.CUBLAS_CONFIG, ":0:0")
-    with pytest.raises(command_line.UsageError, match=r"CUBLAS_WORKSPACE_CONFIG=:0:0 makes cuBLAS non-deterministic"):
+    with pytest.raises(errors.UsageError, match=r"CUBLAS_WORKSPACE_CONFIG=:0:0 makes cuBLAS non-deterministic"):
         machine.configure_device(torch.device("cuda"), True)
 
 
 def test_cublas_is_set_up_before_cuda_starts(synthetic_cifar10, tmp_path, cuda_settings, monkeypatch, capsys):
     def select_device(name: str) -> torch.device:
-        raise command_line.UsageError(f"{machine.CUBLAS_CONFIG} was {os.environ.get(machine.CUBLAS_CONFIG)}")
+        raise errors.UsageError(f"{machine.CUBLAS_CONFIG} was {os.environ.get(machine.CUBLAS_CONFIG)}")
 
     monkeypatch.setattr(experiments, "select_device", select_device)
     assert f"{machine.CUBLAS_CONFIG} was :4096:8" in refused(run_args(synthetic_cifar10, tmp_path), tmp_path, capsys)
@@ -472,82 +415,3 @@ def test_an_epoch_seeds_the_random_stream_of_no_other_device(synthetic_cifar10, 
 def test_the_determinism_choice_is_recorded(synthetic_cifar10, tmp_path, flags, recorded):
     assert experiments.main(run_args(synthetic_cifar10, tmp_path, *flags, "--numsamples", "64", epochs=1)) == 0
     assert records.read_record(record_path(tmp_path, epochs=1)).meta["args"]["deterministic"] is recorded
-
-
-# --------------------------------------------------------------------------------------------------
-# --compile, and the time an epoch spends compiling and saving
-
-
-def compiled_graphs(network: nn.Module, batch_sizes: list[int]) -> int:
-    """The graphs torch.compile makes (with its eager backend, which compiles nothing) for training
-    steps on batches of `batch_sizes`, then evaluation passes on batches of the same sizes."""
-    torch._dynamo.reset()
-    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
-    network.train()
-    for size in batch_sizes:
-        nn.functional.cross_entropy(network(torch.rand(size, 3, 32, 32)), torch.zeros(size, dtype=torch.int64)).backward()
-        optimizer.step()
-    network.eval()
-    with torch.no_grad():
-        for size in batch_sizes:
-            network(torch.rand(size, 3, 32, 32))
-    return torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
-
-
-@pytest.mark.e2e
-def test_compile_makes_one_graph_for_training_and_one_for_evaluation_whatever_the_batch_size(monkeypatch):
-    compile_eagerly = functools.partial(torch.compile, backend="eager")
-    monkeypatch.setattr(torch, "compile", compile_eagerly)
-    torch.manual_seed(0)
-    sizes = [32, 32, 20, 32]  # on a CPU, oneDNN's kernel choice for batches under 16 would add a graph
-    assert compiled_graphs(torch.compile(create_model("cnn", 0.125)), sizes) == 3  # one more for the last batch
-    assert compiled_graphs(fast_network(create_model("cnn", 0.125), compile=True), sizes) == 2
-
-
-def test_the_probe_runs_uncompiled_beside_a_compiled_network(synthetic_cifar10, tmp_path):
-    for extra in ([], ["--amp"]):
-        run = built_run(run_args(synthetic_cifar10, tmp_path, "--compile", "--numsamples", "64", *extra))
-        compiled = lambda network: any(isinstance(module, OptimizedModule) for module in network.modules())
-        assert compiled(run.network) and not compiled(run.probe_network)
-
-
-@pytest.mark.e2e
-def test_compile_time_is_recorded_apart_from_the_epochs_time(synthetic_cifar10, tmp_path, monkeypatch):
-    monkeypatch.setattr(torch, "compile", lambda network, **options: network)  # its time is stood in for
-    compiling = [0.0]
-    for module in (training, experiments):
-        monkeypatch.setattr(module, "compile_seconds", lambda: compiling[0])
-    run = built_run(run_args(synthetic_cifar10, tmp_path, "--compile", "--numsamples", "64"))
-    measure = run.probe.measure
-
-    def compiling_probe(*args):
-        time.sleep(0.5)
-        compiling[0] += 0.5
-        return measure(*args)
-
-    monkeypatch.setattr(run.probe, "measure", compiling_probe)
-    started = time.perf_counter()
-    row = experiments.probe_train_and_test(run, 0)
-    wall = time.perf_counter() - started
-    assert row["compile_seconds"] == 0.5 and wall - 0.5 - 0.05 < row["seconds"] < wall - 0.5
-    assert 0 < row["probe_seconds"] < row["seconds"]
-
-
-@pytest.mark.e2e
-def test_the_time_spent_saving_each_epoch_is_recorded(synthetic_cifar10, tmp_path):
-    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")) == 0
-    rows = records.read_record(record_path(tmp_path)).rows
-    assert all(0 < row["save_seconds"] < 60 for row in rows) and all(math.isnan(row["compile_seconds"]) for row in rows)
-
-
-@pytest.mark.e2e
-def test_a_finished_run_whose_record_lost_its_last_epoch_gets_it_back_from_the_checkpoint(synthetic_cifar10, tmp_path):
-    argv = run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")
-    assert experiments.main(argv) == 0
-    path = record_path(tmp_path)
-    whole = records.read_record(path)
-    records.write_record(path, records.RunRecord(whole.meta, whole.rows[:1]))  # killed before the record's rewrite
-    assert experiments.main([*argv, "--resume"]) == 0
-    repaired = records.read_record(path)
-    assert repaired.rows == whole.rows  # save times included: the checkpoint holds complete rows

@@ -1,5 +1,6 @@
-"""The shape of the code: files of a readable size, no import circles, an analysis without torch, and
-random streams that cannot be confused."""
+"""The shape of the code: files of a readable size, no import circles, an analysis and statistics of ζ
+without torch, no change of the import path outside the tests, only the entry points at the top,
+and random streams that cannot be confused."""
 import ast
 import re
 import subprocess
@@ -13,10 +14,11 @@ from conftest import ROOT
 LONGEST = 450  # lines; a longer file says why in its opening docstring ("long because ...")
 
 
-def project_files() -> list[Path]:
-    """The project's Python files, tests and virtual environments aside."""
-    skipped = {"tests", ".venv", "build"}
-    return sorted(path for path in ROOT.rglob("*.py")
+def project_files(pattern: str = "*.py") -> list[Path]:
+    """The project's Python files (or others of `pattern`), tests, virtual environments and run
+    outputs aside."""
+    skipped = {"tests", ".venv", "build", "results", ".ipynb_checkpoints"}
+    return sorted(path for path in ROOT.rglob(pattern)
                   if not skipped & set(path.relative_to(ROOT).parts) and not path.name.startswith("."))
 
 
@@ -65,13 +67,48 @@ def test_modules_import_each_other_without_a_circle():
     assert circles == []
 
 
+def torch_loaded_by(modules: list[str]) -> bool:
+    """Whether importing `modules` in a fresh interpreter loads torch."""
+    check = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True)
+    return result.stdout.strip() == "True"
+
+
 def test_the_analysis_imports_no_torch():
     modules = [module_name(path) for path in project_files()
                if path.parts[-2] == "analysis" and path.name != "__main__.py"]
     assert "analysis.figures" in modules and "analysis.cli" in modules
-    check = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    assert not torch_loaded_by(modules)
+
+
+def test_the_statistics_of_zeta_import_no_torch_and_the_probe_does():
+    assert not torch_loaded_by(["susceptibility.zeta"]) and torch_loaded_by(["susceptibility.probe"])
+
+
+# A change of the import path at run time: sys.path.insert/append/extend, an assignment to sys.path
+# or to a slice of it, or site.addsitedir.
+SYS_PATH_CHANGE = re.compile(r"\bsys\.path\s*(\.\s*(insert|append|extend)\s*\(|(\[[^\]]*\])?\s*\+?=(?!=))"
+                             r"|\bsite\.addsitedir\s*\(")
+
+
+def test_the_pattern_finds_every_way_of_changing_sys_path():
+    changes = ["sys.path.insert(0, str(ROOT))", "sys.path.append(x)", "sys.path.extend(paths)", "sys.path = []",
+               "sys.path += [x]", "sys.path[:0] = [x]", "site.addsitedir(folder)"]
+    readings = ["print(sys.path)", "if sys.path == []:", "x = sys.path[0]", "sys.pathname = 1"]
+    assert all(SYS_PATH_CHANGE.search(code) for code in changes)
+    assert not any(SYS_PATH_CHANGE.search(code) for code in readings)
+
+
+def test_no_file_outside_the_tests_changes_the_import_path():
+    """Tools run as modules from the repository root and the example imports the installed package,
+    so nothing needs sys.path changed; the tests alone may (pytest.ini adds the root)."""
+    files = [*project_files(), *project_files("*.ipynb")]
+    assert ROOT / "examples" / "own_training_loop.py" in files and ROOT / "results.ipynb" in files
+    assert [str(path.relative_to(ROOT)) for path in files if SYS_PATH_CHANGE.search(path.read_text())] == []
+
+
+def test_the_top_level_holds_only_the_entry_points_as_modules():
+    assert sorted(path.name for path in ROOT.glob("*.py")) == ["datasets.py", "experiments.py", "sweep.py"]
 
 
 def test_every_random_stream_has_its_own_name():

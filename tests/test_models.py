@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from runner import checkpoints
 import experiments
 from runner import records
-from models import FAMILIES, create_model
+from models import FAMILIES, create_model, parameter_count
 from models.efficientnet import drop_connect
 from reference_counts import REFERENCE_PARAMETERS
 from susceptibility import probe_step
@@ -26,13 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def parameter_count(name: str, scale: float, num_classes: int = 10) -> int:
-    """Parameters of a model built without allocating or initializing its weights."""
-    with torch.device("meta"):
-        model = create_model(name, scale, num_classes)
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.e2e
@@ -67,10 +60,6 @@ def test_any_positive_scale_gives_a_consistent_network(name):
             assert model(torch.empty(2, 3, 32, 32)).shape == (2, 100), scale
 
 
-def test_every_model_has_a_documented_reference_count():
-    assert REFERENCE_PARAMETERS.keys() == FAMILIES.keys()
-
-
 @pytest.mark.parametrize("num_classes", CLASSES)
 @pytest.mark.parametrize("name", NAMES)
 def test_parameter_count_at_scale_1_is_the_reference_count(name, num_classes):
@@ -95,25 +84,6 @@ def cli(data_dir, out, model: str, scale: str, name: str = "zoo") -> list[str]:
             "--data-dir", str(data_dir), "--results-dir", str(out / "results"),
             "--checkpoint-dir", str(out / "checkpoint"), "--filename", name,
             "--modelfilename", name, "--device", "cpu"]
-
-
-@pytest.mark.e2e
-def test_command_line_with_an_unknown_model_lists_the_valid_ones(synthetic_cifar10, tmp_path, capsys):
-    assert experiments.main(cli(synthetic_cifar10, tmp_path, "lenet", "1")) == 2
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1
-    assert "lenet" in error and all(name in error for name in NAMES)
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("scale", ["0", "-1", "wide", "nan", "inf"])
-def test_command_line_with_a_bad_scale_fails_with_one_clear_line(synthetic_cifar10, tmp_path, capsys,
-                                                                 scale):
-    assert experiments.main(cli(synthetic_cifar10, tmp_path, "resnet", scale)) == 2
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1
-    assert "--scale" in error and "positive number" in error and scale in error
-    assert not (tmp_path / "results").exists()
 
 
 def test_dropout_and_drop_connect_draw_from_the_global_generator():

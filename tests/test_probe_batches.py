@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from runner import errors
 from runner import checkpoints
-from runner import command_line
 import experiments
 from runner import noisy_data
 from runner import records
@@ -130,7 +130,7 @@ def test_extra_probe_sets_are_the_training_subset_and_the_images_outside_it(synt
     (("--extra-probe-batches", "-2"), "--extra-probe-batches must be at least 1, got -2"),
 ])
 def test_bad_probe_settings_are_one_clear_line(synthetic_cifar10, tmp_path, capsys, extra, message):
-    assert experiments.main(run_args(synthetic_cifar10, tmp_path, *extra)) == command_line.USAGE
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, *extra)) == errors.USAGE
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error and not tmp_path.joinpath("results").exists()
 
@@ -182,7 +182,7 @@ def test_a_run_with_extra_probes_resumes_exactly(synthetic_cifar10, tmp_path, mo
     assert experiments.main(whole) == 0
     cut = run_args(synthetic_cifar10, tmp_path / "cut", *extra, epochs=3)
     interrupt_at_epoch(monkeypatch, 2)
-    assert experiments.main(cut) == command_line.INTERRUPTED
+    assert experiments.main(cut) == errors.INTERRUPTED
     monkeypatch.undo()
     assert experiments.main([*cut, "--resume"]) == 0
     assert same_record(record_path(tmp_path / "cut", epochs=3), record_path(tmp_path / "whole", epochs=3))

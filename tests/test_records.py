@@ -1,5 +1,6 @@
 """Run records: round trip, atomic and durable writes with the umask's permissions, rejection of
-files that are not records, and the lock that keeps two processes off one run."""
+files that are not records, the lock that keeps two processes off one run, and the save times a
+record keeps."""
 import errno
 import math
 import os
@@ -10,10 +11,11 @@ import sys
 import pytest
 import torch
 
+import experiments
 from runner import checkpoints
 from runner import records
 from runner import safe_files
-from conftest import ROOT
+from conftest import ROOT, record_path, run_args
 
 
 def sample_record() -> records.RunRecord:
@@ -161,3 +163,26 @@ def test_folders_made_for_a_lock_are_removed_with_it_unless_something_was_writte
     with safe_files.exclusive_lock(tmp_path / "a" / "b" / "run.lock"):
         (tmp_path / "a" / "kept.txt").write_text("x")
     assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["a", "a/kept.txt"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The time an epoch spends saving, in the record and across a resume
+
+
+@pytest.mark.e2e
+def test_the_time_spent_saving_each_epoch_is_recorded(synthetic_cifar10, tmp_path):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")) == 0
+    rows = records.read_record(record_path(tmp_path)).rows
+    assert all(0 < row["save_seconds"] < 60 for row in rows) and all(math.isnan(row["compile_seconds"]) for row in rows)
+
+
+@pytest.mark.e2e
+def test_a_finished_run_whose_record_lost_its_last_epoch_gets_it_back_from_the_checkpoint(synthetic_cifar10, tmp_path):
+    argv = run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")
+    assert experiments.main(argv) == 0
+    path = record_path(tmp_path)
+    whole = records.read_record(path)
+    records.write_record(path, records.RunRecord(whole.meta, whole.rows[:1]))  # killed before the record's rewrite
+    assert experiments.main([*argv, "--resume"]) == 0
+    repaired = records.read_record(path)
+    assert repaired.rows == whole.rows  # save times included: the checkpoint holds complete rows

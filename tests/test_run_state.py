@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import experiments
+from runner import errors
 from runner import checkpoints
-from runner import command_line
 from runner import machine
 from runner import records
 from runner.run import restore
@@ -45,7 +45,7 @@ def test_a_run_built_again_continues_from_its_state_exactly(synthetic_cifar10, t
 def test_a_checkpoint_of_another_run_is_refused(synthetic_cifar10, tmp_path):
     state = built_run(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64")).state_dict()
     other = built_run(run_args(synthetic_cifar10, tmp_path, "--numsamples", "64", "--seed", "4"))
-    with pytest.raises(command_line.UsageError, match="made with other arguments .*seed: checkpoint 3, now 4"):
+    with pytest.raises(errors.UsageError, match="made with other arguments .*seed: checkpoint 3, now 4"):
         restore(other, state, tmp_path / "t.pt")
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
+from runner import errors
 from runner import checkpoints
-from runner import command_line
 import experiments
 from runner import records
 from analysis import detectors
@@ -146,7 +146,7 @@ def test_per_sample_scores_are_the_same_after_an_interrupt_and_a_resume(syntheti
     assert experiments.main(whole) == 0
     cut = run_args(synthetic_cifar10, tmp_path / "cut", "--numsamples", "200", epochs=3)
     interrupt_at_epoch(monkeypatch, 2)
-    assert experiments.main(cut) == command_line.INTERRUPTED
+    assert experiments.main(cut) == errors.INTERRUPTED
     monkeypatch.undo()
     assert read_samples(tmp_path / "cut")["learned_at"].notna().any()  # the saved epochs' scores are there
     assert experiments.main([*cut, "--resume"]) == 0
@@ -186,7 +186,7 @@ def test_tensorboard_holds_every_column_once_per_epoch_also_after_an_interrupt(s
     board = tmp_path / "board"
     argv = run_args(synthetic_cifar10, tmp_path, "--numsamples", "200", "--tensorboard", str(board), epochs=3)
     interrupt_at_epoch(monkeypatch, 2)
-    assert experiments.main(argv) == command_line.INTERRUPTED
+    assert experiments.main(argv) == errors.INTERRUPTED
     monkeypatch.undo()
     assert experiments.main([*argv, "--resume"]) == 0
     rows = records.read_record(record_path(tmp_path, epochs=3)).rows
@@ -198,6 +198,7 @@ def test_tensorboard_holds_every_column_once_per_epoch_also_after_an_interrupt(s
     assert [step for step, _ in tensorboard_scalars(board)["test_acc"]] == [0, 1, 2]
 
 
+@pytest.mark.e2e
 def test_the_benchmark_times_the_per_sample_scores_with_the_epoch_and_alone(capsys):
     benchmark.main(["--model", "cnn", "--scale", "0.125", "--train-size", "256", "--test-size", "64",
                     "--paths", "device,signals", "--device", "cpu"])

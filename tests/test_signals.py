@@ -7,18 +7,18 @@ import pytest
 import torch
 from torch import nn
 
+from runner import errors
 from runner import batching
 from runner import checkpoints
-from runner import command_line
 import datasets
 from runner import noisy_data
 import experiments
 from runner import label_noise
 import models
 from runner import records
-from runner import sample_scores
+from runner import training
 import susceptibility
-from conftest import as_format_1, human_label_arrays, run_args, write_image_folder
+from conftest import DEVICES, as_format_1, human_label_arrays, run_args, write_image_folder
 from runner.sample_scores import TrainingSignals, margins
 from runner.training import evaluate, train_one_epoch
 
@@ -79,12 +79,18 @@ class AlwaysClassZero(nn.Module):
         return torch.tensor([[1.0, 0.0]]).expand(len(images), 2)
 
 
-def test_margin_sums_take_the_accumulator_type_of_their_device(monkeypatch):
-    """float64 where the device has it; MPS has none, so every run there would fail to start."""
-    assert TrainingSignals(4, torch.device("cpu")).margin_sum.dtype == torch.float64
-    assert sample_scores.accumulator_dtype(torch.device("mps")) == torch.float32
-    monkeypatch.setattr(sample_scores, "accumulator_dtype", lambda device: torch.float32)
-    assert TrainingSignals(4, torch.device("cpu")).margin_sum.dtype == torch.float32
+# The sums' precision each device offers: MPS has no float64, so a run there would fail to start.
+ACCUMULATOR = {"cpu": torch.float64, "cuda": torch.float64, "mps": torch.float32}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_margin_and_loss_sums_take_the_widest_type_of_their_device(device):
+    signals = TrainingSignals(4, torch.device(device))
+    assert signals.margin_sum.dtype == signals.loss_sum.dtype == ACCUMULATOR[device]
+
+
+def test_sums_on_mps_are_float32_whether_or_not_this_machine_has_mps():
+    assert training.accumulator_dtype(torch.device("mps")) == ACCUMULATOR["mps"]
 
 
 def test_holdout_accuracy_is_the_share_of_noisy_labels_predicted():
@@ -145,7 +151,7 @@ def test_holdout_labels_of_cifar10n_are_the_human_labels_of_those_images(tmp_pat
 
 
 def test_too_large_a_holdout_is_one_clear_error():
-    with pytest.raises(label_noise.DataError, match="--noisy-holdout 600 needs that many training images "
+    with pytest.raises(errors.DataError, match="--noisy-holdout 600 needs that many training images "
                                                  "outside the --numsamples subset, but 500 are left"):
         drawn(fake_dataset(1000), 600)
 
@@ -206,7 +212,7 @@ def test_an_interrupted_run_resumes_with_the_same_signals(synthetic_cifar10, tmp
         return original(row, epochs)
 
     monkeypatch.setattr(experiments, "summary_line", interrupt_after_epoch_1)
-    assert experiments.main(cut) == command_line.INTERRUPTED
+    assert experiments.main(cut) == errors.INTERRUPTED
     assert len(read_rows(tmp_path / "cut", epochs=4)) == 2
     monkeypatch.setattr(experiments, "summary_line", original)
     assert experiments.main([*cut, "--resume"]) == 0

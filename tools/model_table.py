@@ -26,16 +26,9 @@ import torch
 from torch.nn import functional as F
 
 
-from models import FAMILIES, create_model
+from models import FAMILIES, create_model, parameter_count
 
 PARAMETER_SCALES = (0.25, 0.5, 1.0)
-
-
-def parameter_count(name: str, scale: float, num_classes: int = 10) -> int:
-    """Parameters of the model, built on the meta device so that nothing is allocated."""
-    with torch.device("meta"):
-        model = create_model(name, scale, num_classes)
-    return sum(p.numel() for p in model.parameters())
 
 
 def training_throughput(name: str, scale: float, batch_size: int, warmup: int, steps: int,
