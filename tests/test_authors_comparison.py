@@ -65,6 +65,7 @@ def main():
         pickler = pickle.Pickler(f)
         for epoch in range(args.epochs):
             pickler.dump(values(epoch, args.seed))
+            print(f"stand-in epoch {epoch} of seed {args.seed}")
 
 
 main()
@@ -161,6 +162,17 @@ def test_the_authors_results_become_our_records_with_their_values_and_empty_cell
             expected = stand_in_values(epoch, seed)
             assert {column: row[column] for column in expected} == pytest.approx(expected)
             assert all(np.isnan(row[column]) for column in records.COLUMNS if column not in expected)
+
+
+@pytest.mark.e2e
+def test_the_authors_raw_results_and_console_output_are_kept_beside_the_records_made_from_them(study):
+    _, out = study
+    for seed in (0, 1):
+        raw = out / "authors" / "raw"
+        kept = harness.read_authors_results(raw / f"seed{seed}_resnet_2_0.05.pkl")
+        assert [row["train_acc"] for row in kept] == [stand_in_values(epoch, seed)["train_acc"] for epoch in (0, 1)]
+        assert (raw / f"seed{seed}_resnet_2_0.05.log").read_text().splitlines()[-2:] == [f"stand-in epoch {epoch} of seed {seed}"
+                                                                    for epoch in (0, 1)]
 
 
 @pytest.mark.e2e

@@ -198,14 +198,25 @@ def run_authors(checkout: Path, setting: Setting, seed: int, record: Path, worke
     with tempfile.TemporaryDirectory(prefix="authors-code-") as folder:
         code = patched_copy(checkout, Path(folder), workers, data_dir)
         started = time.perf_counter()
-        run_script(python, code / "experiments.py", argv, code, "the authors' experiments.py")
+        console = run_script(python, code / "experiments.py", argv, code, "the authors' experiments.py")
         seconds = time.perf_counter() - started
-        rows = read_authors_results(code / "results" / f"{setting.result_name(run_name(seed))}.pkl")
+        results = code / "results" / f"{setting.result_name(run_name(seed))}.pkl"
+        rows = read_authors_results(results)
+        keep_raw_output(results, console, record)
     if len(rows) != setting.epochs:
         raise RunFailed(f"the authors' run {run_name(seed)} recorded {len(rows)} of {setting.epochs} epochs")
     about = {"checkout": str(checkout), "commit": git_commit(checkout), "sha256": code_digest(checkout),
              "patches": [patch.name for patch in patches(workers)], "workers": workers}
     records.write_record(record, authors_record(rows, setting, seed, argv, about, seconds))
+
+
+def keep_raw_output(results: Path, console: str, record: Path) -> None:
+    """Keep the authors' pickled results and console output in <records>/authors/raw, beside the
+    record made from them, so that a reader can check the conversion."""
+    raw = record.parent / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(results, raw / f"{record.stem}.pkl")
+    (raw / f"{record.stem}.log").write_text(console)
 
 
 def run_ours(setting: Setting, seed: int, records_dir: Path, checkpoint_dir: Path, data_dir: Path,
