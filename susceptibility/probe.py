@@ -16,6 +16,7 @@ so the metric, its unlabeled-image handling and its state travel together into a
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import operator
 import zlib
@@ -169,6 +170,14 @@ def concatenated_batches(batches: Iterable) -> torch.Tensor:
     return torch.cat(parts)
 
 
+@functools.cache
+def unit_table(device: torch.device) -> torch.Tensor:
+    """v / 255 in float32 for every byte v, computed on the CPU and copied to `device` once: looked up,
+    it gives the CPU's bits on every device (a CUDA kernel divides by a scalar by multiplying with
+    its reciprocal, one bit off for about half the bytes)."""
+    return torch.arange(256, dtype=torch.float32).div(255).to(device)
+
+
 class UnlabeledImages:
     """Unlabeled images with labels drawn uniformly at random once from the seed and kept.
 
@@ -232,7 +241,7 @@ class UnlabeledImages:
             if self.augment is not None:
                 batch = self.augment(batch)
         if batch.dtype == torch.uint8:  # images as stored: scaled to floats in [0, 1] for the network
-            batch = batch.float().div_(255)
+            batch = unit_table(batch.device)[batch.long()]
         return batch, self.probe_labels[pick]
 
 

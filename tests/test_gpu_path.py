@@ -287,7 +287,7 @@ def fake_cuda(monkeypatch) -> Iterator[GeneratorDevices]:
         with FakeTensorMode(allow_non_fake_inputs=True), GeneratorDevices() as draws:
             yield draws
     finally:
-        batching.normalization_constants.cache_clear()  # it kept fake tensors
+        batching.normalization_table.cache_clear()  # it kept fake tensors
 
 
 def small_data(root) -> noisy_data.NoisyData:

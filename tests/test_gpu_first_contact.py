@@ -1,0 +1,108 @@
+"""What a first run on a GPU depends on, checked on any machine: pixels normalized to the same bits on
+every device, no silent fall back to the CPU, the probe's random streams and precision settings on
+every device it touches, and the GPU a run names made current."""
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from conftest import make_batches
+from runner import batching
+import susceptibility.probe
+from susceptibility import Susceptibility
+
+CUDA = torch.device("cuda")
+
+
+# --------------------------------------------------------------------------------------------------
+# uint8 to normalized float: one table, the same bits everywhere
+
+
+def plain_formula(channel: int, byte: int) -> np.float32:
+    """(v / 255 - mean) / std, each step rounded to float32, as the PIL path computes a pixel."""
+    f32 = np.float32
+    return (f32(byte) / f32(255) - f32(batching.MEAN[channel])) / f32(batching.STD[channel])
+
+
+def test_the_normalization_table_holds_the_plain_formula_for_every_byte_and_channel():
+    table = batching.byte_normalization_table()
+    expected = np.array([[plain_formula(c, v) for v in range(256)] for c in range(3)], dtype=np.float32)
+    assert table.dtype == torch.float32 and table.shape == (3, 256)
+    assert np.array_equal(table.numpy().view(np.uint32), expected.view(np.uint32))
+
+
+def test_the_normalization_table_gives_the_pil_transforms_pixels():
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    every_byte = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    picture = Image.fromarray(np.stack([every_byte] * 3, axis=-1))
+    pil = TF.normalize(TF.to_tensor(picture), batching.MEAN, batching.STD)
+    ours = batching.normalize(torch.as_tensor(np.stack([every_byte] * 3))[None])[0]
+    assert torch.equal(ours.view(torch.int32), pil.view(torch.int32))
+
+
+def marked_table(device: torch.device) -> torch.Tensor:
+    """A table whose entries say which channel and byte they stand for: 1000 c + v."""
+    return (torch.arange(3)[:, None] * 1000 + torch.arange(256)).float().to(device)
+
+
+def looked_up(images: torch.Tensor) -> bool:
+    """Whether every pixel of a batch came out of `marked_table`, in its own channel's row."""
+    channel_of = torch.arange(3).view(1, 3, 1, 1) * 1000
+    values = images - channel_of
+    return bool(((values >= 0) & (values <= 255) & (values == values.round())).all())
+
+
+def test_training_probe_and_test_batches_are_normalized_through_the_table(synthetic_cifar10, monkeypatch):
+    monkeypatch.setattr(batching, "normalization_table", marked_table)
+    batches = make_batches(synthetic_cifar10, numsamples=40, batch_size=16)
+    generator = torch.Generator().manual_seed(0)
+    train = next(iter(batches.train_batches(generator))).images
+    probe, _ = batches.probe_batch(generator)
+    test, _ = next(iter(batches.test_batches()))
+    assert all(looked_up(images) for images in (train, probe, test))
+
+
+class DeviceArithmetic(TorchDispatchMode):
+    """Notes every operation on CUDA tensors that computes values rather than moving or indexing them."""
+
+    MOVING = {"index", "_to_copy", "arange", "view", "lift_fresh", "_unsafe_view", "copy_", "empty", "detach"}
+
+    def __init__(self):
+        super().__init__()
+        self.computed = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if isinstance(result, torch.Tensor) and result.device.type == "cuda" and name not in self.MOVING:
+            self.computed.append(name)
+        return result
+
+
+def test_normalizing_on_a_gpu_looks_values_up_and_computes_none(monkeypatch):
+    """On fake CUDA tensors: the device indexes the table made on the CPU; no division runs there."""
+    batching.normalization_table.cache_clear()
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8, device=CUDA)
+            with DeviceArithmetic() as spy:
+                normalized = batching.normalize(images)
+    finally:
+        batching.normalization_table.cache_clear()  # it kept a fake tensor
+    assert normalized.device.type == "cuda" and normalized.dtype == torch.float32
+    assert spy.computed == []
+
+
+def test_the_apis_uint8_images_are_scaled_through_a_table_of_v_over_255(monkeypatch):
+    table = susceptibility.probe.unit_table(torch.device("cpu"))
+    expected = np.arange(256, dtype=np.float32) / np.float32(255)
+    assert np.array_equal(table.numpy().view(np.uint32), expected.view(np.uint32))
+    monkeypatch.setattr(susceptibility.probe, "unit_table", lambda device: torch.arange(256.0, device=device) + 1000)
+    images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8)
+    batch, _ = Susceptibility(images, num_classes=10, batch_size=8).batches.probe_batch(torch.Generator())
+    assert batch.min() >= 1000 and torch.equal(batch.sort(0).values, images.float().sort(0).values + 1000)
