@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torchvision
 
+from runner import nvidia
 from runner.command_line import UsageError
 from susceptibility.traceless import IEEE_FP32, fp32_precision, set_fp32_precision
 
@@ -31,7 +32,12 @@ CUBLAS_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
 
 
 def select_device(name: str) -> torch.device:
-    """The compute device: `auto` takes CUDA, then Apple MPS, else the CPU."""
+    """The compute device: `auto` takes CUDA, then Apple MPS, else the CPU, but refuses the CPU
+    where the machine has an NVIDIA GPU that torch cannot use (see `nvidia.unusable_gpu`)."""
+    if name == "auto" or name.startswith("cuda"):
+        refusal = nvidia.unusable_gpu(f"--device {name}")
+        if refusal:
+            raise UsageError(refusal)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

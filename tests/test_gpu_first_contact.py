@@ -1,7 +1,8 @@
 """What a first run on a GPU depends on, checked on any machine: pixels normalized to the same bits on
 every device, no silent fall back to the CPU, the probe's random streams and precision settings on
 every device it touches, and the GPU a run names made current."""
-import contextlib
+import functools
+import subprocess
 
 import numpy as np
 import pytest
@@ -9,8 +10,12 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import make_batches
+from conftest import make_batches, run_args
+import experiments
 from runner import batching
+from runner import command_line
+from runner import machine
+from runner import nvidia
 import susceptibility.probe
 from susceptibility import Susceptibility
 
@@ -106,3 +111,74 @@ def test_the_apis_uint8_images_are_scaled_through_a_table_of_v_over_255(monkeypa
     images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8)
     batch, _ = Susceptibility(images, num_classes=10, batch_size=8).batches.probe_batch(torch.Generator())
     assert batch.min() >= 1000 and torch.equal(batch.sort(0).values, images.float().sort(0).values + 1000)
+
+
+# --------------------------------------------------------------------------------------------------
+# No silent fall back to the CPU where an NVIDIA GPU is present but torch cannot use it
+
+
+@pytest.fixture
+def machine_with_an_unusable_gpu(monkeypatch, tmp_path):
+    """/dev/nvidia0 present, the driver's kernel module 470.57.02, and torch unable to use the GPU (as
+    with a wheel built for a newer CUDA than the driver supports)."""
+    version_file = tmp_path / "version"
+    version_file.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.57.02  Tue Jul 13 16:14:05 UTC 2021\n")
+    monkeypatch.setattr(nvidia, "DRIVER_VERSION_FILE", version_file)
+    monkeypatch.setattr(nvidia.glob, "glob", lambda pattern: ["/dev/nvidia0"] if "nvidia" in pattern else [])
+    monkeypatch.setattr(nvidia.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    return version_file
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda", "cuda:1"])
+def test_a_gpu_torch_cannot_use_stops_the_run_naming_driver_wheel_and_fixes(machine_with_an_unusable_gpu, device):
+    with pytest.raises(command_line.UsageError) as refusal:
+        machine.select_device(device)
+    line = str(refusal.value)
+    assert "\n" not in line and line.startswith(f"--device {device}: this machine has an NVIDIA GPU (/dev/nvidia*")
+    assert "driver 470.57.02" in line and "built for CUDA 12.8" in line and "update the driver" in line
+    assert line.endswith("or pass --device cpu to train on the CPU on purpose")
+
+
+def test_experiments_refuses_the_silent_fallback_in_one_line(machine_with_an_unusable_gpu, synthetic_cifar10,
+                                                            tmp_path, capsys):
+    argv = run_args(synthetic_cifar10, tmp_path, "--device", "auto")
+    assert experiments.main(argv) == command_line.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "torch cannot use it" in err and not (tmp_path / "results").exists()
+
+
+def test_a_cpu_only_wheel_is_named_as_such(machine_with_an_unusable_gpu, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "is built without CUDA; install a torch wheel built for CUDA" in nvidia.unusable_gpu("--device auto")
+
+
+def test_the_driver_version_comes_from_nvidia_smi_without_the_kernel_module_file(machine_with_an_unusable_gpu,
+                                                                                  monkeypatch, tmp_path):
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho 535.104.05\n")
+    smi.chmod(0o755)
+    machine_with_an_unusable_gpu.unlink()
+    monkeypatch.setattr(nvidia.shutil, "which", lambda name: str(smi) if name == "nvidia-smi" else None)
+    monkeypatch.setattr(nvidia.subprocess, "run", functools.partial(subprocess.run, env={"PATH": str(smi.parent)}))
+    assert "nvidia-smi; driver 535.104.05)" in nvidia.unusable_gpu("--device auto")
+
+
+@pytest.mark.parametrize("visible, refused", [("0,1", True), ("", False), ("-1", False)])
+def test_cuda_visible_devices_naming_gpus_is_a_sign_of_one(machine_with_an_unusable_gpu, monkeypatch, visible, refused):
+    monkeypatch.setattr(nvidia.glob, "glob", lambda pattern: [])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert (nvidia.unusable_gpu("--device auto") is not None) == refused
+    if not refused:
+        assert machine.select_device("auto") == torch.device("cpu")
+
+
+def test_a_machine_without_signs_of_a_gpu_or_with_a_usable_one_goes_ahead(machine_with_an_unusable_gpu, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert nvidia.unusable_gpu("--device auto") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(nvidia.glob, "glob", lambda pattern: [])
+    assert machine.select_device("auto") == torch.device("cpu")
