@@ -55,7 +55,15 @@ def select_device(name: str) -> torch.device:
         count = torch.cuda.device_count()
         raise UsageError(f"--device {name}: this machine has {count} CUDA GPU{'s' * (count != 1)}, "
                          f"cuda:0 to cuda:{count - 1}; use one of them or --device cuda")
+    make_current(device)
     return device
+
+
+def make_current(device: torch.device) -> None:
+    """Make a GPU named by its index the current one, so that pinned memory, the DataLoader and
+    anything else that uses the current GPU work on it rather than open a second context on GPU 0."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 def prepare_determinism(deterministic: bool) -> None:

@@ -182,3 +182,16 @@ def test_a_machine_without_signs_of_a_gpu_or_with_a_usable_one_goes_ahead(machin
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(nvidia.glob, "glob", lambda pattern: [])
     assert machine.select_device("auto") == torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# --device cuda:N works on GPU N alone
+
+
+@pytest.mark.parametrize("name, made_current", [("cuda:1", [torch.device("cuda:1")]), ("cuda", []), ("cpu", [])])
+def test_a_gpu_named_by_its_index_is_made_the_current_one(monkeypatch, name, made_current):
+    current = []
+    for attribute, answer in {"is_available": lambda: True, "device_count": lambda: 2,
+                              "set_device": current.append}.items():
+        monkeypatch.setattr(torch.cuda, attribute, answer)
+    assert machine.select_device(name) == torch.device(name) and current == made_current
