@@ -41,6 +41,7 @@ class ProbeStream(enum.StrEnum):
     LABELS = "probe-labels"    # the unlabeled set's random labels, drawn once
     BATCH = "probe"            # per epoch: which images, and their augmentation
     DROPOUT = "probe-dropout"  # per epoch: dropout and stochastic depth in the probe step
+    MODEL_DEVICE = "probe-model-device"  # per epoch: the model's device's stream while the batch is made
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,14 +323,22 @@ class Susceptibility:
               ieee_fp32() if self.ieee_fp32 else nullcontext()):
             for batch in range(self.batches_per_epoch):
                 key = self.streams(epoch, batch)
-                images, labels = self.batches.probe_batch(
-                    torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, *key))
+                images, labels = self.batch_on_seeded_streams(key, device)
                 losses += probe_step(model, optimizer, images.to(device), labels.to(device),
                                      seed=derive_seed(self.seed, ProbeStream.DROPOUT, *key),
                                      num_classes=self.num_classes)
         values = torch.stack(losses).tolist()  # one read from the device per epoch
         self.record(values[0::2], values[1::2])
         return self.phi_before[-1] - self.phi_after[-1]
+
+    def batch_on_seeded_streams(self, key: tuple[int | str, ...], model_device: torch.device
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe batch of stream `key`. Its random draws come from the probe's seed on every device
+        involved: the batch's generator, the global streams of the images' device (see
+        `UnlabeledImages.probe_batch`) and those of the model's device (an augmentation that moves the
+        images there, say), all forked so that the caller's streams continue as if it had not run."""
+        with own_random_stream(derive_seed(self.seed, ProbeStream.MODEL_DEVICE, *key), model_device):
+            return self.batches.probe_batch(torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, *key))
 
     def record(self, before: list[float], after: list[float]) -> None:
         """Keep one epoch's losses before and after the step on each batch, and their means."""

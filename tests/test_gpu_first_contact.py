@@ -1,6 +1,7 @@
 """What a first run on a GPU depends on, checked on any machine: pixels normalized to the same bits on
 every device, no silent fall back to the CPU, the probe's random streams and precision settings on
 every device it touches, and the GPU a run names made current."""
+import contextlib
 import functools
 import subprocess
 
@@ -17,7 +18,8 @@ from runner import command_line
 from runner import machine
 from runner import nvidia
 import susceptibility.probe
-from susceptibility import Susceptibility
+from susceptibility import Susceptibility, traceless
+from susceptibility.probe import ProbeStream, derive_seed
 
 CUDA = torch.device("cuda")
 
@@ -195,3 +197,51 @@ def test_a_gpu_named_by_its_index_is_made_the_current_one(monkeypatch, name, mad
                               "set_device": current.append}.items():
         monkeypatch.setattr(torch.cuda, attribute, answer)
     assert machine.select_device(name) == torch.device(name) and current == made_current
+
+
+# --------------------------------------------------------------------------------------------------
+# The API's probe draws on the probe's own seeded streams on every device it touches
+
+
+def test_the_probe_batch_is_made_on_forked_seeded_streams_of_the_images_and_the_models_device(monkeypatch):
+    """Images on the CPU, a model elsewhere (on the meta device, standing for a GPU): the augmentation
+    may draw on either device's global stream, so both are forked and seeded while the batch is made."""
+    forked, real_stream = [], traceless.own_random_stream
+
+    @contextlib.contextmanager
+    def spy(seed: int, device: torch.device):
+        forked.append((torch.device(device).type, seed))
+        with real_stream(seed, torch.device("cpu")):  # the meta device has no stream: the CPU's stands in
+            yield
+
+    def step(model, optimizer, images, labels, seed, num_classes):
+        forked.append(("probe step on", images.device.type))
+        return torch.tensor(2.0), torch.tensor(1.5)
+
+    monkeypatch.setattr(susceptibility.probe, "own_random_stream", spy)
+    monkeypatch.setattr(susceptibility.probe, "probe_step", step)
+    model = torch.nn.Linear(4, 10, device="meta")
+    probe = Susceptibility(torch.rand(16, 1, 2, 2), num_classes=10, batch_size=8, seed=3,
+                           augment=lambda images: images.to("meta"), full_precision=False)
+    forked.clear()  # reading the images forks the CPU's stream
+    assert probe.measure(model, torch.optim.SGD(model.parameters(), lr=0.1)) == 0.5
+    seeds = {device: seed for device, seed in forked}
+    assert [device for device, _ in forked] == ["meta", "cpu", "probe step on"] and seeds["probe step on"] == "meta"
+    assert seeds["meta"] == derive_seed(3, ProbeStream.MODEL_DEVICE, 0)
+
+
+def test_an_augmentation_on_the_models_device_leaves_the_callers_stream_there_as_it_was():
+    """On the CPU, images and model on one device: the caller's stream continues as without the probe,
+    and the probe's augmentation draws the same numbers whatever state the caller left it in."""
+    drawn = []
+    augment = lambda images: drawn.append(torch.rand(3)) or images + torch.rand_like(images)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = torch.rand(16, 3, 4, 4)
+    for caller_seed in (5, 6):
+        torch.manual_seed(caller_seed)
+        Susceptibility(images, num_classes=10, batch_size=8, seed=1, augment=augment).measure(model, optimizer)
+        after_probe = torch.rand(2)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(torch.rand(2), after_probe)
+    assert torch.equal(drawn[0], drawn[1])
