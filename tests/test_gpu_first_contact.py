@@ -3,6 +3,7 @@ every device, no silent fall back to the CPU, the probe's random streams and pre
 every device it touches, and the GPU a run names made current."""
 import contextlib
 import functools
+import operator
 import subprocess
 
 import numpy as np
@@ -245,3 +246,67 @@ def test_an_augmentation_on_the_models_device_leaves_the_callers_stream_there_as
         torch.manual_seed(caller_seed)
         assert torch.equal(torch.rand(2), after_probe)
     assert torch.equal(drawn[0], drawn[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Inside the probe both views of torch's fp32 precision settings read IEEE fp32, without an error
+
+LEGACY_FLAGS = {"cuda.matmul.allow_tf32": False, "cudnn.allow_tf32": False}
+
+
+def every_precision_flag() -> dict:
+    """Every legacy and per-operation fp32 precision flag, read as a caller would; an error as its text."""
+    def read(getter):
+        try:
+            return getter()
+        except RuntimeError as error:
+            return f"error: {error}"
+
+    names = [*LEGACY_FLAGS, *traceless.IEEE_FP32]
+    flags = {name: read(lambda: operator.attrgetter(name)(torch.backends)) for name in names}
+    return flags | {"float32_matmul_precision": read(torch.get_float32_matmul_precision)}
+
+
+class FlagReader(torch.nn.Module):
+    """A network that reads every precision flag in its forward pass, as a hook or a library might."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(12, 10)
+        self.seen = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append(every_precision_flag())
+        return self.linear(images.flatten(1))
+
+
+CALLERS = {
+    "torch-defaults": lambda: None,
+    "training": lambda: traceless.set_fp32_precision(machine.TRAINING_FP32_PRECISION),
+    "matmul-precision-high": lambda: torch.set_float32_matmul_precision("high"),
+    "legacy-switches": lambda: (setattr(torch.backends.cuda.matmul, "allow_tf32", True),
+                                setattr(torch.backends.cudnn, "allow_tf32", False)),
+    "a-mix-torch-refuses-to-read": lambda: traceless.set_fp32_precision({"cudnn.conv.fp32_precision": "ieee",
+                                                                       "mkldnn.matmul.fp32_precision": "tf32"}),
+}
+
+
+@pytest.fixture
+def restore_precision():
+    saved = traceless.fp32_precision()
+    yield
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
+    traceless.set_fp32_precision(saved)
+
+
+@pytest.mark.parametrize("caller", CALLERS.values(), ids=CALLERS.keys())
+def test_every_precision_flag_reads_ieee_fp32_inside_the_probe_and_as_it_was_after(restore_precision, caller):
+    caller()
+    before = every_precision_flag()
+    model = FlagReader()
+    probe = Susceptibility(torch.rand(16, 3, 2, 2), num_classes=10, batch_size=8)
+    probe.measure(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    inside = {**LEGACY_FLAGS, **traceless.IEEE_FP32, "float32_matmul_precision": "highest"}
+    assert len(model.seen) == 2 and all(seen == inside for seen in model.seen)
+    assert every_precision_flag() == before
