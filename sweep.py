@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "a run that needs longer is requeued and continues")
     slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
     slurm.add_argument("--max-parallel", type=int, default=16, help="jobs of the array running at once")
-    slurm.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of each job (0: CPU only)")
+    slurm.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of each job (0: CPU only, no GPU request)")
+    slurm.add_argument("--gpu-request", choices=["gpus-per-node", "gres"], default="gpus-per-node",
+                       help="how the job asks for its GPUs: --gpus-per-node=N or --gres=gpu:N")
     slurm.add_argument("--cpus-per-run", type=int, default=8,
                        help="CPU cores of each job, and the torch threads of its run")
     slurm.add_argument("--slurm-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
@@ -181,8 +183,8 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         value = getattr(options, name)
         if value < least:
             raise SweepError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
-    cluster_options = ["time", "partition", "max_parallel", "gpus_per_run", "cpus_per_run", "slurm_option",
-                       "wait", "cluster"]
+    cluster_options = ["time", "partition", "max_parallel", "gpus_per_run", "gpu_request", "cpus_per_run",
+                       "slurm_option", "wait", "cluster"]
     given = [name for name in cluster_options if getattr(options, name) != parser.get_default(name)]
     if not options.slurm and given:
         raise SweepError(f"--{given[0].replace('_', '-')} applies to --slurm only")
