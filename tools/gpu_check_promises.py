@@ -1,0 +1,127 @@
+"""The promises `tools.gpu_check` checks: the environment, the data path, the probe's restoring,
+determinism and host synchronizations."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+import experiments
+from models import FAMILIES, create_model
+from runner import batching
+from runner import checkpoints
+from runner import command_line
+from runner import machine
+from susceptibility import probe_step
+from tools.gpu_check_setup import Check, record_content, start, stopped_at
+from tools.host_syncs import HostSynchronizations
+
+
+def environment(check: Check) -> None:
+    facts = machine.environment(check.device)
+    check.info("environment", f"torch {facts['torch']}, CUDA {torch.version.cuda}, cuDNN "
+                              f"{torch.backends.cudnn.version()}, Python {facts['python']}")
+    gpu = f", compute capability {facts['compute_capability']}" if check.on_gpu else ""
+    check.info("environment", f"device {facts['device']}: {facts['device_name']}{gpu}; CPU {facts['cpu_model']} "
+                              f"({facts['cpu_capability']}, {facts['cpu_threads']} torch threads)")
+    amp = "--amp runs here" if check.amp else machine.amp_refusal(check.device)
+    check.info("environment", f"bf16 {facts['bf16']}: {amp}")
+    precision = ", ".join(f"{name.removesuffix('.fp32_precision')} {value}" for name, value in facts["fp32_precision"].items())
+    check.info("environment", f"training fp32 precision: {precision}; the probe: IEEE fp32 throughout")
+    settings = {key: facts[key] for key in ("deterministic_algorithms", "cudnn_deterministic", "cudnn_benchmark",
+                                           "cublas_workspace_config") if key in facts}
+    check.info("environment", f"determinism: {settings or 'the CPU kernels are deterministic'}")
+
+
+def data_path(check: Check) -> None:
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    offsets, flips = torch.randint(0, 9, (64, 2), generator=generator), torch.rand(64, generator=generator) < 0.5
+    ours = batching.normalize(batching.crop_and_flip(*(t.to(check.device) for t in (images, offsets, flips)))).cpu()
+    pil = []
+    for image, (row, column), flip in zip(images.numpy(), offsets.tolist(), flips.tolist()):
+        picture = TF.crop(TF.pad(Image.fromarray(image.transpose(1, 2, 0)), batching.PAD), row, column, 32, 32)
+        picture = TF.hflip(picture) if flip else picture
+        pil.append(TF.normalize(TF.to_tensor(picture), batching.MEAN, batching.STD))
+    difference = (ours - torch.stack(pil)).abs().max().item()
+    check.result("data", difference == 0, f"64 images cropped, flipped and normalized on {check.device} against the "
+                                           f"PIL transforms for the same draws: largest difference {difference:g}")
+
+
+def state_of(run: experiments.Run) -> list[torch.Tensor]:
+    """Everything the probe must leave as it was: weights, buffers, gradients, optimizer state and
+    the random streams of the CPU and the device."""
+    module = torch.get_device_module(run.device.type) if run.device.type != "cpu" else None
+    streams = [torch.get_rng_state(), *([module.get_rng_state()] if module else [])]
+    grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+    optimizer = copy.deepcopy(run.optimizer.state_dict())
+    tensors = [value for state in optimizer["state"].values() for value in state.values() if torch.is_tensor(value)]
+    return [t.detach().clone() for t in [*run.model.state_dict().values(), *grads, *tensors, *streams]]
+
+
+def probe_restores(check: Check) -> None:
+    for optimizer in ("sgd", "adam"):
+        for amp in (False, True) if check.amp else (False,):
+            flags = ["--model", "efficientnet", "--optimizer", optimizer, "--channels-last", *(["--amp"] * amp)]
+            run, _ = start(check.argv(f"probe_{optimizer}_{amp}", *flags, images=256, scale=0.125, batch=32))
+            experiments.probe_train_and_test(run, 0)
+            before = state_of(run)
+            run.probe.measure(run.probe_network, run.optimizer)
+            after = state_of(run)
+            same = len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after))
+            what = f"{optimizer}{' --amp' if amp else ''}, EfficientNet-B0 (BatchNorm, dropout, drop-connect), channels-last"
+            check.result("probe", same, f"{what}: {len(before)} tensors (weights, buffers, gradients, optimizer "
+                                        f"state, random streams) {'put back bit for bit' if same else 'CHANGED'}")
+
+
+def every_model_deterministically(check: Check) -> None:
+    failures, saved = [], torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for name in sorted(FAMILIES):
+            try:
+                network = create_model(name, 0.125).to(check.device)
+                optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9)
+                images = torch.rand(8, 3, 32, 32, device=check.device)
+                labels = torch.randint(0, 10, (8,), device=check.device)
+                probe_step(network, optimizer, images, labels, seed=0)
+                torch.nn.functional.cross_entropy(network(images), labels).backward()
+                optimizer.step()
+                network.eval()(images).sum().item()
+            except RuntimeError as error:
+                failures.append(f"{name}: {str(error).splitlines()[0]}")
+    finally:
+        torch.use_deterministic_algorithms(saved)
+    check.result("determinism", not failures, f"{len(FAMILIES)} models train, probe and test with deterministic "
+                                              f"algorithms {'without an error' if not failures else 'except: ' + '; '.join(failures)}")
+
+
+def same_records(check: Check) -> None:
+    images = min(check.sizes.train, 2048)
+    argv = lambda name: check.argv(name, images=images, epochs=3)
+    paths = {name: checkpoints.run_paths(command_line.parse(argv(name))).record for name in ("first", "second", "cut")}
+    assert experiments.main(argv("first")) == 0 and experiments.main(argv("second")) == 0
+    check.result("determinism", record_content(paths["first"]) == record_content(paths["second"]),
+                 f"two runs with the same seed (3 epochs, {images} images): identical records")
+    with stopped_at(2):
+        assert experiments.main(argv("cut")) == command_line.INTERRUPTED
+    assert experiments.main([*argv("cut"), "--resume"]) == 0
+    check.result("determinism", record_content(paths["cut"]) == record_content(paths["first"]),
+                 "a run stopped after 2 of 3 epochs and resumed: the record of the uninterrupted run")
+
+
+def host_syncs(check: Check) -> None:
+    counts, batch = [], min(check.sizes.batch, 32)
+    for batches in (10, 40):
+        run, _ = start(check.argv(f"syncs_{batches}", images=batches * batch, batch=batch, scale=0.125))
+        experiments.probe_train_and_test(run, 0)  # what is made once
+        with HostSynchronizations(check.device) as syncs:
+            experiments.probe_train_and_test(run, 1)
+        counts.append(syncs.where)
+    per_epoch = ", ".join(f"{count} {what}" for what, count in sorted(counts[0].items())) or "none"
+    check.result("syncs", counts[0] == counts[1], f"an epoch of 10 and one of 40 training batches wait for the device "
+                                                  f"alike ({per_epoch} per epoch): "
+                                                  f"{(counts[1].total() - counts[0].total()) / 30:g} per batch")
