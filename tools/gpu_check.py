@@ -36,7 +36,7 @@ from pathlib import Path
 
 from runner import command_line
 from runner import machine
-from tools.gpu_check_costs import compile_check, precision_effect, throughput
+from tools.gpu_check_costs import compile_graphs, compile_speed, precision_effect, throughput
 from tools.gpu_check_promises import (data_path, environment, every_model_deterministically, host_syncs,
                                       probe_restores, same_records)
 from tools.gpu_check_setup import PAPER, SMALL, Check, Sizes
@@ -44,7 +44,7 @@ from tools.gpu_check_setup import PAPER, SMALL, Check, Sizes
 
 CHECKS = {"environment": environment, "data": data_path, "probe": probe_restores,
           "determinism": lambda check: (every_model_deterministically(check), same_records(check)),
-          "syncs": host_syncs, "throughput": throughput, "precision": precision_effect, "compile": compile_check}
+          "syncs": host_syncs, "throughput": throughput, "precision": precision_effect, "compile": lambda check: (compile_graphs(check), compile_speed(check))}
 LEFT_OUT_ON_A_CPU = ("compile",)
 
 

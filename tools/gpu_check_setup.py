@@ -52,6 +52,10 @@ class Check:
     def info(self, name: str, text: str) -> None:
         self.say("INFO", name, text)
 
+    def model_text(self) -> str:
+        """The network the checks train, in words: ResNet-18 and its width."""
+        return "ResNet-18" + ("" if self.sizes.scale == 1 else f" at width {self.sizes.scale:g}")
+
     @property
     def on_gpu(self) -> bool:
         return self.device.type == "cuda"
