@@ -2,7 +2,9 @@
 determinism and host synchronizations."""
 from __future__ import annotations
 
+import collections
 import copy
+import warnings
 
 import torch
 
@@ -114,14 +116,45 @@ def same_records(check: Check) -> None:
 
 
 def host_syncs(check: Check) -> None:
-    counts, batch = [], min(check.sizes.batch, 32)
-    for batches in (10, 40):
-        run, _ = start(check.argv(f"syncs_{batches}", images=batches * batch, batch=batch, scale=0.125))
-        experiments.probe_train_and_test(run, 0)  # what is made once
-        with HostSynchronizations(check.device) as syncs:
-            experiments.probe_train_and_test(run, 1)
-        counts.append(syncs.where)
-    per_epoch = ", ".join(f"{count} {what}" for what, count in sorted(counts[0].items())) or "none"
-    check.result("syncs", counts[0] == counts[1], f"an epoch of 10 and one of 40 training batches wait for the device "
-                                                  f"alike ({per_epoch} per epoch): "
-                                                  f"{(counts[1].total() - counts[0].total()) / 30:g} per batch")
+    """Epochs of 10 and of 40 training batches make the host wait for the device as often: none of
+    the waits is per batch. Counted by `HostSynchronizations` everywhere and, on a GPU, by CUDA's own
+    sync debug mode too, which also sees waits inside kernels and copies from unpinned memory."""
+    counters = {"operations that wait (counted by tools/host_syncs.py)": counted_waits}
+    if check.on_gpu:
+        counters["waits CUDA's sync debug mode reports"] = sync_debug_waits
+    for what, count in counters.items():
+        counts = [count(check.device, epoch_of(check, batches)) for batches in (10, 40)]
+        per_epoch = ", ".join(f"{number} {where}" for where, number in sorted(counts[0].items())) or "none"
+        per_batch = (counts[1].total() - counts[0].total()) / 30
+        check.result("syncs", counts[0] == counts[1], f"{what}, in a steady-state epoch of 10 training batches and "
+                                                      f"one of 40: {per_epoch} per epoch, {per_batch:g} per batch")
+
+
+def epoch_of(check: Check, batches: int):
+    """A function running a steady-state epoch of a run of `batches` training batches."""
+    batch = min(check.sizes.batch, 32)
+    run, _ = start(check.argv(f"syncs_{batches}", images=batches * batch, batch=batch, scale=0.125))
+    experiments.probe_train_and_test(run, 0)  # what is made once
+    return lambda: experiments.probe_train_and_test(run, 1)
+
+
+def counted_waits(device: torch.device, epoch) -> collections.Counter:
+    """The operations of `epoch()` that make the host wait for `device`, by `HostSynchronizations`."""
+    with HostSynchronizations(device) as syncs:
+        epoch()
+    return syncs.where
+
+
+def sync_debug_waits(device: torch.device, epoch) -> collections.Counter:
+    """The waits CUDA's sync debug mode warns of while `epoch()` runs, by their first line (the mode
+    covers every GPU, `device` among them)."""
+    saved = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            epoch()
+    finally:
+        torch.cuda.set_sync_debug_mode(saved)
+    return collections.Counter(str(warning.message).strip().splitlines()[0] for warning in caught
+                               if "synchroniz" in str(warning.message))
