@@ -20,8 +20,8 @@ from susceptibility.traceless import IEEE_FP32, fp32_precision, set_fp32_precisi
 
 # Facts of the machine and settings that decide which kernels compute a run, and so its last digits.
 KERNEL_FACTS = ("device_name", "cpu_model", "cpu_capability", "cpu_threads", "cuda", "cudnn",
-                "compute_capability", "fp32_precision", "deterministic_algorithms", "cudnn_deterministic",
-                "cudnn_benchmark", "cublas_workspace_config")
+                "compute_capability", "sm_count", "mig_slice", "driver", "fp32_precision", "deterministic_algorithms",
+                "cudnn_deterministic", "cudnn_benchmark", "cublas_workspace_config")
 # Training's own fp32 precision, set for every run: torch's defaults, under which the reference code
 # ran too: cuDNN convolutions in TF32 on GPUs that have it (Ampere and later), matrix products and
 # every CPU kernel in IEEE fp32. The probe computes in IEEE fp32 throughout (`Susceptibility.measure`).
@@ -154,10 +154,14 @@ def environment(device: torch.device) -> dict:
 
 
 def cuda_environment(device: torch.device) -> dict:
-    """The CUDA and cuDNN versions, the GPU's compute capability and the determinism settings."""
+    """The CUDA and cuDNN versions and the driver's, the GPU's compute capability, its number of
+    streaming multiprocessors and MIG slice (cuBLAS promises the same bits only for the same
+    architecture and SM count, and it splits work by them), and the determinism settings."""
     major, minor = torch.cuda.get_device_capability(device)
-    return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+    return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "driver": nvidia.driver_version(),
             "compute_capability": f"{major}.{minor}",
+            "sm_count": torch.cuda.get_device_properties(device).multi_processor_count,
+            "mig_slice": nvidia.mig_slice(torch.cuda.get_device_name(device)),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,

@@ -1,4 +1,5 @@
-"""What the machine says about its NVIDIA GPUs apart from torch: whether it has one, and its driver.
+"""What the machine says about its NVIDIA GPUs apart from torch: whether it has one, its driver, and
+the MIG slice a process runs on.
 
 torch reports a GPU it cannot use (a driver older than its wheel's CUDA needs, a CPU-only wheel) only
 as `torch.cuda.is_available()` being False; these facts tell that case from a machine without a GPU.
@@ -66,3 +67,13 @@ def unusable_gpu(option: str) -> str | None:
                f"built for the CUDA version the driver supports (nvidia-smi shows it)")
     return (f"{option}: this machine has an NVIDIA GPU ({', '.join(signs)}; {driver_text}) but torch cannot "
             f"use it: {wheel}; {fix}, or pass --device cpu to train on the CPU on purpose")
+
+
+def mig_slice(device_name: str) -> str | None:
+    """The MIG slice a GPU is, where it is one: its profile as the device name gives it ("MIG 1g.10gb"),
+    else the MIG device that CUDA_VISIBLE_DEVICES names ("MIG-<uuid>"); None on a whole GPU."""
+    found = re.search(r"MIG \S+", device_name)
+    if found:
+        return found.group(0)
+    visible = [name.strip() for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    return next((name for name in visible if name.startswith("MIG-")), None)

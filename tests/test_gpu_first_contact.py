@@ -5,6 +5,7 @@ import contextlib
 import functools
 import operator
 import subprocess
+import types
 
 import numpy as np
 import pytest
@@ -310,3 +311,37 @@ def test_every_precision_flag_reads_ieee_fp32_inside_the_probe_and_as_it_was_aft
     inside = {**LEGACY_FLAGS, **traceless.IEEE_FP32, "float32_matmul_precision": "highest"}
     assert len(model.seen) == 2 and all(seen == inside for seen in model.seen)
     assert every_precision_flag() == before
+
+
+# --------------------------------------------------------------------------------------------------
+# The record keeps what GPU bit-identity depends on, and a resume says when it changed
+
+
+def gpu_answers(monkeypatch, name: str, sms: int, driver: str) -> None:
+    """torch.cuda and the driver as on a machine with one GPU `name` of `sms` multiprocessors."""
+    answers = {"is_available": lambda: True, "device_count": lambda: 1, "get_device_name": lambda device=None: name,
+               "get_device_capability": lambda device=None: (8, 0),
+               "get_device_properties": lambda device=None: types.SimpleNamespace(multi_processor_count=sms)}
+    for attribute, answer in answers.items():
+        monkeypatch.setattr(torch.cuda, attribute, answer)
+    monkeypatch.setattr(nvidia, "driver_version", lambda: driver)
+
+
+def test_the_record_keeps_driver_sm_count_and_mig_slice_and_a_resume_names_their_change(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu_answers(monkeypatch, "NVIDIA A100-SXM4-80GB", 108, "535.104.05")
+    whole = machine.environment(torch.device("cuda:0"))
+    assert (whole["driver"], whole["sm_count"], whole["mig_slice"]) == ("535.104.05", 108, None)
+    gpu_answers(monkeypatch, "NVIDIA A100-SXM4-80GB MIG 3g.40gb", 42, "550.54.15")
+    sliced = machine.environment(torch.device("cuda:0"))
+    assert (sliced["driver"], sliced["sm_count"], sliced["mig_slice"]) == ("550.54.15", 42, "MIG 3g.40gb")
+    assert machine.environment_changes(whole, sliced) == [
+        "device_name 'NVIDIA A100-SXM4-80GB', now 'NVIDIA A100-SXM4-80GB MIG 3g.40gb'", "sm_count 108, now 42",
+        "mig_slice None, now 'MIG 3g.40gb'", "driver '535.104.05', now '550.54.15'"]
+
+
+def test_a_mig_slice_named_in_cuda_visible_devices_is_recorded(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-5c89d3a2-2c3b-5b1e-9e4f-0a1b2c3d4e5f")
+    assert nvidia.mig_slice("NVIDIA H100 80GB HBM3") == "MIG-5c89d3a2-2c3b-5b1e-9e4f-0a1b2c3d4e5f"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert nvidia.mig_slice("NVIDIA H100 80GB HBM3") is None

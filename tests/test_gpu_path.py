@@ -8,6 +8,7 @@ import operator
 import os
 import signal
 import time
+import types
 from pathlib import Path
 from typing import Iterator
 
@@ -341,7 +342,8 @@ class GpuStandIn:
     def __init__(self, monkeypatch, name: str = "NVIDIA A100-SXM4-40GB", capability: tuple = (8, 0),
                  count: int = 1):
         answers = {"is_available": lambda: True, "device_count": lambda: count,
-                   "get_device_name": lambda device=None: name, "get_device_capability": lambda device=None: capability}
+                   "get_device_name": lambda device=None: name, "get_device_capability": lambda device=None: capability,
+                   "get_device_properties": lambda device=None: types.SimpleNamespace(multi_processor_count=108)}
         for attribute, answer in answers.items():
             monkeypatch.setattr(torch.cuda, attribute, answer)
 
