@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import copy
+import subprocess
+import sys
 import warnings
 
 import torch
@@ -15,24 +17,33 @@ from runner import checkpoints
 from runner import command_line
 from runner import machine
 from susceptibility import probe_step
-from tools.gpu_check_setup import Check, record_content, start, stopped_at
+from tools.gpu_check_setup import ROOT, Check, record_content, start, stopped_at
 from tools.host_syncs import HostSynchronizations
 
 
+# The fp32 precision settings that apply on each device type, by the prefix of their names.
+PRECISION_SETTINGS_OF = {"cuda": ("cuda.", "cudnn."), "cpu": ("mkldnn.",)}
+
+
 def environment(check: Check) -> None:
+    """The software, the device and how it computes, each line saying what it lists."""
     facts = machine.environment(check.device)
-    check.info("environment", f"torch {facts['torch']}, CUDA {torch.version.cuda}, cuDNN "
-                              f"{torch.backends.cudnn.version()}, Python {facts['python']}")
-    gpu = f", compute capability {facts['compute_capability']}" if check.on_gpu else ""
+    check.info("environment", f"software: torch {facts['torch']} (built for CUDA {torch.version.cuda}, cuDNN "
+                              f"{torch.backends.cudnn.version()}), Python {facts['python']}")
+    gpu = (f", compute capability {facts['compute_capability']}, {facts['sm_count']} SMs, MIG slice "
+           f"{facts['mig_slice'] or 'none'}, driver {facts['driver']}" if check.on_gpu else "")
     check.info("environment", f"device {facts['device']}: {facts['device_name']}{gpu}; CPU {facts['cpu_model']} "
                               f"({facts['cpu_capability']}, {facts['cpu_threads']} torch threads)")
     amp = "--amp runs here" if check.amp else machine.amp_refusal(check.device)
-    check.info("environment", f"bf16 {facts['bf16']}: {amp}")
-    precision = ", ".join(f"{name.removesuffix('.fp32_precision')} {value}" for name, value in facts["fp32_precision"].items())
-    check.info("environment", f"training fp32 precision: {precision}; the probe: IEEE fp32 throughout")
+    check.info("environment", f"bf16 on {facts['device']}: {facts['bf16']}; {amp}")
+    prefixes = PRECISION_SETTINGS_OF.get(check.device.type, ())
+    precision = ", ".join(f"{name.removesuffix('.fp32_precision')} {value}"
+                          for name, value in facts["fp32_precision"].items() if name.startswith(prefixes))
+    check.info("environment", f"fp32 precision settings of training on {facts['device']}: {precision or 'none apply'}; "
+                              f"the probe computes in IEEE fp32 throughout")
     settings = {key: facts[key] for key in ("deterministic_algorithms", "cudnn_deterministic", "cudnn_benchmark",
                                            "cublas_workspace_config") if key in facts}
-    check.info("environment", f"determinism: {settings or 'the CPU kernels are deterministic'}")
+    check.info("environment", f"determinism settings: {settings or 'none needed, the CPU kernels are deterministic'}")
 
 
 def data_path(check: Check) -> None:
@@ -102,17 +113,57 @@ def every_model_deterministically(check: Check) -> None:
 
 
 def same_records(check: Check) -> None:
+    """The same seed gives the same record in two fresh processes, in each mode offered here, and a
+    run stopped and resumed gives the record of one that was not."""
+    for mode, flags in fresh_process_modes(check).items():
+        same_records_from_fresh_processes(check, mode, flags)
+    same_record_after_a_resume(check)
+
+
+def fresh_process_modes(check: Check) -> dict[str, list[str]]:
+    """The modes whose records two fresh processes must agree on: fp32 in both memory layouts,
+    --amp where bf16 is native, and --compile on a GPU (on a CPU it takes minutes)."""
+    modes = {"fp32, plain layout": ["--no-channels-last"], "fp32, channels-last": ["--channels-last"]}
+    if check.amp:
+        modes["--amp"] = ["--amp"]
+    if check.on_gpu:
+        modes["--compile"] = ["--compile"]
+    return modes
+
+
+def fresh_run(argv: list[str]) -> None:
+    """experiments.py with `argv` in a process of its own; a failed run raises with its last line."""
+    done = subprocess.run([sys.executable, "experiments.py", *argv], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        raise RuntimeError(f"experiments.py exited with {done.returncode}: {said[-1] if said else 'no message'}")
+
+
+def same_records_from_fresh_processes(check: Check, mode: str, flags: list[str]) -> None:
+    """Two fresh processes of the same run in `mode` (its `flags`) write the same record."""
+    images, epochs = min(check.sizes.train, 2048 if check.on_gpu else 512), 2
+    contents = []
+    for process in ("a", "b"):
+        argv = check.argv(f"fresh_{process}_{'_'.join(flags).strip('-')}", *flags, images=images, epochs=epochs)
+        fresh_run(argv)
+        contents.append(record_content(checkpoints.run_paths(command_line.parse(argv)).record))
+    same = contents[0] == contents[1]
+    check.result("determinism", same, f"{mode}: two fresh processes with the same seed ({epochs} epochs, {images} "
+                                      f"images): {'identical records' if same else 'the records DIFFER'}")
+
+
+def same_record_after_a_resume(check: Check) -> None:
+    """A run stopped after 2 of 3 epochs and resumed writes the record of one that was not."""
     images = min(check.sizes.train, 2048)
     argv = lambda name: check.argv(name, images=images, epochs=3)
-    paths = {name: checkpoints.run_paths(command_line.parse(argv(name))).record for name in ("first", "second", "cut")}
-    assert experiments.main(argv("first")) == 0 and experiments.main(argv("second")) == 0
-    check.result("determinism", record_content(paths["first"]) == record_content(paths["second"]),
-                 f"two runs with the same seed (3 epochs, {images} images): identical records")
+    paths = {name: checkpoints.run_paths(command_line.parse(argv(name))).record for name in ("whole", "cut")}
+    assert experiments.main(argv("whole")) == 0
     with stopped_at(2):
         assert experiments.main(argv("cut")) == command_line.INTERRUPTED
     assert experiments.main([*argv("cut"), "--resume"]) == 0
-    check.result("determinism", record_content(paths["cut"]) == record_content(paths["first"]),
-                 "a run stopped after 2 of 3 epochs and resumed: the record of the uninterrupted run")
+    same = record_content(paths["cut"]) == record_content(paths["whole"])
+    check.result("determinism", same, f"a run stopped after 2 of 3 epochs ({images} images) and resumed: "
+                                      f"{'the record of the uninterrupted run' if same else 'a record that DIFFERS'}")
 
 
 def host_syncs(check: Check) -> None:

@@ -29,9 +29,11 @@ class Sizes:
     batch: int = 128
 
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository, where experiments.py is
 PAPER = Sizes(1.0, 50_000, 10_000)  # ResNet-18 on all of CIFAR-10, as in the paper
 SMALL = Sizes(0.125, 1024, 512)
 TARGET = 1.10  # the most an epoch of experiments.py may take, in multiples of the network's own work
+PRECISION_TARGET = 0.01  # the median |dr|/|r| below which a precision would leave r as it is
 
 
 class Check:
@@ -47,10 +49,21 @@ class Check:
         print(f"{status:<4}  {name:<11}  {text}", file=self.out, flush=True)
 
     def result(self, name: str, ok: bool, text: str) -> None:
+        """A promise: PASS where it holds, FAIL where it does not."""
         self.say("PASS" if ok else "FAIL", name, text)
 
+    def target(self, name: str, met: bool, text: str) -> None:
+        """A measurement against a target: PASS where it is met, WARN where it is missed."""
+        self.say("PASS" if met else "WARN", name, text)
+
     def info(self, name: str, text: str) -> None:
+        """A measurement with no target."""
         self.say("INFO", name, text)
+
+    def size_text(self) -> str:
+        """The network and data of the speed checks, in words."""
+        return (f"{self.model_text()}, batch {self.sizes.batch}, {self.sizes.train:,} training and "
+                f"{self.sizes.test:,} test images")
 
     def model_text(self) -> str:
         """The network the checks train, in words: ResNet-18 and its width."""
