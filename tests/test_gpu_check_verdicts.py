@@ -118,7 +118,8 @@ def test_on_a_gpu_cuda_sync_debug_mode_counts_the_waits_of_an_epoch(check, monke
     gpu_check_promises.host_syncs(check)
     assert verdicts(check, "syncs") == ["PASS", verdict] and cuda.modes == ["warn", 0] * 2
     assert "CUDA's sync debug mode" in check.lines[-1][2]
-    assert f"3 called a synchronizing CUDA operation per epoch, {waits_per_batch:g} per batch" in check.lines[-1][2]
+    assert "3 called a synchronizing CUDA operation at test_gpu_check_verdicts.py:" in check.lines[-1][2]
+    assert check.lines[-1][2].endswith(f"per epoch, {waits_per_batch:g} per batch")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import copy
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -197,8 +198,8 @@ def counted_waits(device: torch.device, epoch) -> collections.Counter:
 
 
 def sync_debug_waits(device: torch.device, epoch) -> collections.Counter:
-    """The waits CUDA's sync debug mode warns of while `epoch()` runs, by their first line (the mode
-    covers every GPU, `device` among them)."""
+    """The waits CUDA's sync debug mode warns of while `epoch()` runs, by their first line and the
+    line of Python that waited (the mode covers every GPU, `device` among them)."""
     saved = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("warn")
     try:
@@ -207,5 +208,5 @@ def sync_debug_waits(device: torch.device, epoch) -> collections.Counter:
             epoch()
     finally:
         torch.cuda.set_sync_debug_mode(saved)
-    return collections.Counter(str(warning.message).strip().splitlines()[0] for warning in caught
-                               if "synchroniz" in str(warning.message))
+    return collections.Counter(f"{str(warning.message).strip().splitlines()[0]} at {Path(warning.filename).name}:"
+                               f"{warning.lineno}" for warning in caught if "synchroniz" in str(warning.message))
