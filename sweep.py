@@ -17,6 +17,7 @@ command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import subprocess
@@ -32,6 +33,7 @@ from runner import command_line
 import datasets
 from runner import safe_files
 from runner.sweeps import slurm
+from runner.sweeps.gpus import mps_daemon, runs_at_once
 from runner.errors import INTERRUPTED, UsageError
 from runner.sweeps.grid import GridPoint, Sweep, SweepError, load_sweep
 from runner.interrupts import one_line_errors
@@ -72,8 +74,9 @@ def pick_gpu(run: GridPoint, gpus: list[str], active: list[LocalJob]) -> str | N
     return min(gpus, key=lambda gpu: sum(job.gpu == gpu for job in active))
 
 
-def run_locally(runs: list[GridPoint], jobs: int, progress: Progress) -> bool:
-    """Run `jobs` runs at a time over the visible GPUs; returns False if Ctrl-C stopped the grid."""
+def run_locally(runs: list[GridPoint], jobs: int, progress: Progress, extra_env: dict[str, str] | None = None) -> bool:
+    """Run `jobs` runs at a time over the visible GPUs, each with `extra_env` in its environment;
+    returns False if Ctrl-C stopped the grid."""
     waiting, active, gpus = deque(runs), [], visible_gpus()
     threads = (os.cpu_count() or 1) // jobs
     try:
@@ -81,7 +84,7 @@ def run_locally(runs: list[GridPoint], jobs: int, progress: Progress) -> bool:
             while waiting and len(active) < jobs:
                 run = waiting.popleft()
                 gpu = pick_gpu(run, gpus, active)
-                env = threads_env(threads) | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
+                env = threads_env(threads) | (extra_env or {}) | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})
                 active.append(LocalJob(run, start_process(run, Path.cwd(), env), gpu))
             time.sleep(POLL_SECONDS)
             ended = [job for job in active if job.process.poll() is not None]
@@ -150,8 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command_line.OneLineParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                   formatter_class=command_line.DefaultsHelpFormatter)
     p.add_argument("sweep_file", help="the sweep file (TOML), e.g. sweeps/smoke.toml")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time on this machine, spread over the visible GPUs")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time on this machine, spread over the visible GPUs (default: --runs-per-gpu "
+                        "on each visible GPU; 1 without GPUs)")
+    p.add_argument("--runs-per-gpu", type=int, default=None,
+                   help="runs at a time on each visible GPU (default 1)")
+    p.add_argument("--mps", action="store_true",
+                   help="start a CUDA MPS daemon for the sweep, so that runs sharing a GPU compute side by side")
     p.add_argument("--dry-run", action="store_true",
                    help="list every run, its state and its command; start nothing")
     p.add_argument("--retry-failed", action="store_true", help="run the runs that failed before again")
@@ -161,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "a run that needs longer is requeued and continues")
     slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
     slurm.add_argument("--max-parallel", type=int, default=16, help="jobs of the array running at once")
-    slurm.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of each job (0: CPU only)")
+    slurm.add_argument("--gpus-per-run", type=int, default=1, help="GPUs of each job (0: CPU only, no GPU request)")
+    slurm.add_argument("--gpu-request", choices=["gpus-per-node", "gres"], default="gpus-per-node",
+                       help="how the job asks for its GPUs: --gpus-per-node=N or --gres=gpu:N")
     slurm.add_argument("--cpus-per-run", type=int, default=8,
                        help="CPU cores of each job, and the torch threads of its run")
     slurm.add_argument("--slurm-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
@@ -177,17 +187,20 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     """The command line, checked: counts in range and Slurm options only with --slurm."""
     parser = build_parser()
     options = parser.parse_args(argv)
-    for name, least in [("jobs", 1), ("max_parallel", 1), ("gpus_per_run", 0), ("cpus_per_run", 1)]:
+    for name, least in [("jobs", 1), ("runs_per_gpu", 1), ("max_parallel", 1), ("gpus_per_run", 0),
+                        ("cpus_per_run", 1)]:
         value = getattr(options, name)
-        if value < least:
+        if value is not None and value < least:
             raise SweepError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
-    cluster_options = ["time", "partition", "max_parallel", "gpus_per_run", "cpus_per_run", "slurm_option",
-                       "wait", "cluster"]
+    cluster_options = ["time", "partition", "max_parallel", "gpus_per_run", "gpu_request", "cpus_per_run",
+                       "slurm_option", "wait", "cluster"]
     given = [name for name in cluster_options if getattr(options, name) != parser.get_default(name)]
     if not options.slurm and given:
         raise SweepError(f"--{given[0].replace('_', '-')} applies to --slurm only")
-    if options.slurm and options.jobs != 1:
-        raise SweepError("--jobs applies to local runs; with --slurm, --max-parallel caps the running jobs")
+    local = [name for name in ("jobs", "runs_per_gpu", "mps") if getattr(options, name) not in (None, False)]
+    if options.slurm and local:
+        raise SweepError(f"--{local[0].replace('_', '-')} applies to local runs; with --slurm, --max-parallel "
+                         f"caps the running jobs")
     if options.slurm and options.time is None and not options.dry_run:
         raise SweepError("--slurm needs --time, the time limit of one job (minutes or H:MM:SS)")
     return options
@@ -272,9 +285,12 @@ def run_sweep(sweep: Sweep, options: argparse.Namespace, argv: list[str]) -> int
             completed = slurm.watch(todo, jobs, progress)
         else:
             gpus = visible_gpus()
-            print(f"running {min(options.jobs, len(todo))} at a time on "
+            jobs = runs_at_once(options.jobs, options.runs_per_gpu, gpus)
+            print(f"running {min(jobs, len(todo))} at a time on "
                   f"{'GPUs ' + ', '.join(gpus) if gpus else 'the CPU'}; logs in {sweep.log_dir}", flush=True)
-            completed = run_locally(todo, options.jobs, progress)
+            sharing = mps_daemon(sweep.log_dir / "mps", gpus) if options.mps else contextlib.nullcontext({})
+            with sharing as extra_env:
+                completed = run_locally(todo, jobs, progress, extra_env)
         if not completed:
             print(f"interrupted; continue with: python sweep.py {shlex.join(argv)}", file=sys.stderr)
             return INTERRUPTED

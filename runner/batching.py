@@ -25,18 +25,28 @@ STD = (0.2023, 0.1994, 0.2010)
 PAD = 4  # zero padding of the random crop, in pixels
 
 
+def byte_normalization_table() -> torch.Tensor:
+    """The normalized float32 value of every byte in each channel, shape (3, 256), computed on the CPU
+    as the PIL path computes it (`ToTensor`, then `Normalize`): v / 255 - mean, then / std, each step
+    rounded to float32."""
+    unit = torch.arange(256, dtype=torch.float32).div(255)
+    return unit.sub(torch.tensor(MEAN).view(3, 1)).div(torch.tensor(STD).view(3, 1))
+
+
 @functools.cache
-def normalization_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference mean and std as (1, 3, 1, 1) tensors, made once per device rather than copied
-    to it for every batch."""
-    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(STD, device=device).view(1, 3, 1, 1))
+def normalization_table(device: torch.device) -> torch.Tensor:
+    """`byte_normalization_table` on `device`, copied there once. Looking values up in it gives the
+    same bits on every device, where computing them would not: a CUDA kernel divides by a scalar by
+    multiplying with its reciprocal, one bit off the CPU's quotient for about half the bytes."""
+    return byte_normalization_table().to(device)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float, scaled to [0, 1] and normalized with the reference constants."""
-    mean, std = normalization_constants(images.device)
-    return images.float().div_(255).sub_(mean).div_(std)
+    """uint8 images (N, 3, H, W) to float32, scaled to [0, 1] and normalized with the reference
+    constants: each pixel's value looked up in its channel's row of `normalization_table`."""
+    table = normalization_table(images.device)
+    channels = torch.arange(table.shape[0], device=images.device).view(1, -1, 1, 1)
+    return table[channels, images.long()]
 
 
 def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

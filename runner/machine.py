@@ -17,13 +17,14 @@ import numpy as np
 import torch
 import torchvision
 
+from runner import nvidia
 from runner.errors import UsageError
 from susceptibility.traceless import IEEE_FP32, fp32_precision, set_fp32_precision
 
 # Facts of the machine and settings that decide which kernels compute a run, and so its last digits.
 KERNEL_FACTS = ("device_name", "cpu_model", "cpu_capability", "cpu_threads", "cuda", "cudnn",
-                "compute_capability", "fp32_precision", "deterministic_algorithms", "cudnn_deterministic",
-                "cudnn_benchmark", "cublas_workspace_config")
+                "compute_capability", "sm_count", "mig_slice", "driver", "fp32_precision", "deterministic_algorithms",
+                "cudnn_deterministic", "cudnn_benchmark", "cublas_workspace_config")
 # Training's own fp32 precision, set for every run: torch's defaults, under which the reference code
 # ran too: cuDNN convolutions in TF32 on GPUs that have it (Ampere and later), matrix products and
 # every CPU kernel in IEEE fp32. The probe computes in IEEE fp32 throughout (`Susceptibility.measure`).
@@ -34,7 +35,12 @@ CUBLAS_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
 
 
 def select_device(name: str) -> torch.device:
-    """The compute device: `auto` takes CUDA, then Apple MPS, else the CPU."""
+    """The compute device: `auto` takes CUDA, then Apple MPS, else the CPU, but refuses the CPU
+    where the machine has an NVIDIA GPU that torch cannot use (see `nvidia.unusable_gpu`)."""
+    if name == "auto" or name.startswith("cuda"):
+        refusal = nvidia.unusable_gpu(f"--device {name}")
+        if refusal:
+            raise UsageError(refusal)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -52,7 +58,15 @@ def select_device(name: str) -> torch.device:
         count = torch.cuda.device_count()
         raise UsageError(f"--device {name}: this machine has {count} CUDA GPU{'s' * (count != 1)}, "
                          f"cuda:0 to cuda:{count - 1}; use one of them or --device cuda")
+    make_current(device)
     return device
+
+
+def make_current(device: torch.device) -> None:
+    """Make a GPU named by its index the current one, so that pinned memory, the DataLoader and
+    anything else that uses the current GPU work on it rather than open a second context on GPU 0."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 def prepare_determinism(deterministic: bool) -> None:
@@ -188,10 +202,14 @@ def environment(device: torch.device) -> dict:
 
 
 def cuda_environment(device: torch.device) -> dict:
-    """The CUDA and cuDNN versions, the GPU's compute capability and the determinism settings."""
+    """The CUDA and cuDNN versions and the driver's, the GPU's compute capability, its number of
+    streaming multiprocessors and MIG slice (cuBLAS promises the same bits only for the same
+    architecture and SM count, and it splits work by them), and the determinism settings."""
     major, minor = torch.cuda.get_device_capability(device)
-    return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+    return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "driver": nvidia.driver_version(),
             "compute_capability": f"{major}.{minor}",
+            "sm_count": torch.cuda.get_device_properties(device).multi_processor_count,
+            "mig_slice": nvidia.mig_slice(torch.cuda.get_device_name(device)),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,

@@ -17,6 +17,7 @@ it makes up the `susceptibility` package, which is all that `pip install .` inst
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import operator
 import zlib
@@ -46,6 +47,7 @@ class ProbeStream(enum.StrEnum):
     LABELS = "probe-labels"    # the unlabeled set's random labels, drawn once
     BATCH = "probe"            # per epoch: which images, and their augmentation
     DROPOUT = "probe-dropout"  # per epoch: dropout and stochastic depth in the probe step
+    MODEL_DEVICE = "probe-model-device"  # per epoch: the model's device's stream while the batch is made
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,6 +180,14 @@ def concatenated_batches(batches: Iterable) -> torch.Tensor:
     return torch.cat(parts)
 
 
+@functools.cache
+def unit_table(device: torch.device) -> torch.Tensor:
+    """v / 255 in float32 for every byte v, computed on the CPU and copied to `device` once: looked up,
+    it gives the CPU's bits on every device (a CUDA kernel divides by a scalar by multiplying with
+    its reciprocal, one bit off for about half the bytes)."""
+    return torch.arange(256, dtype=torch.float32).div(255).to(device)
+
+
 class UnlabeledImages:
     """Unlabeled images with labels drawn uniformly at random once from the seed and kept.
 
@@ -241,7 +251,7 @@ class UnlabeledImages:
             if self.augment is not None:
                 batch = self.augment(batch)
         if batch.dtype == torch.uint8:  # images as stored: scaled to floats in [0, 1] for the network
-            batch = batch.float().div_(255)
+            batch = unit_table(batch.device)[batch.long()]
         return batch, self.probe_labels[pick]
 
 
@@ -323,14 +333,22 @@ class Susceptibility:
               ieee_fp32() if self.ieee_fp32 else nullcontext()):
             for batch in range(self.batches_per_epoch):
                 key = self.streams(epoch, batch)
-                images, labels = self.batches.probe_batch(
-                    torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, *key))
+                images, labels = self.batch_on_seeded_streams(key, device)
                 losses += probe_step(model, optimizer, network_input(images, device, dtype), labels.to(device),
                                      seed=derive_seed(self.seed, ProbeStream.DROPOUT, *key),
                                      num_classes=self.num_classes)
         values = torch.stack(losses).tolist()  # one read from the device per epoch
         self.record(values[0::2], values[1::2])
         return self.phi_before[-1] - self.phi_after[-1]
+
+    def batch_on_seeded_streams(self, key: tuple[int | str, ...], model_device: torch.device
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe batch of stream `key`. Its random draws come from the probe's seed on every device
+        involved: the batch's generator, the global streams of the images' device (see
+        `UnlabeledImages.probe_batch`) and those of the model's device (an augmentation that moves the
+        images there, say), all forked so that the caller's streams continue as if it had not run."""
+        with own_random_stream(derive_seed(self.seed, ProbeStream.MODEL_DEVICE, *key), model_device):
+            return self.batches.probe_batch(torch_generator(self.seed, self.generator_device, ProbeStream.BATCH, *key))
 
     def record(self, before: list[float], after: list[float]) -> None:
         """Keep one epoch's losses before and after the step on each batch, and their means."""

@@ -34,15 +34,51 @@ def set_fp32_precision(settings: dict[str, str | bool]) -> None:
         setattr(operator.attrgetter(owner)(torch.backends), attribute, value)
 
 
+# torch's legacy view of the same settings, with its IEEE fp32 values. torch refuses to read a legacy
+# flag that disagrees with the per-operation settings, so both views change together.
+LEGACY_IEEE_FP32 = {"float32_matmul_precision": "highest", "cudnn.allow_tf32": False}
+
+
+def legacy_fp32_precision() -> dict[str, str | bool]:
+    """The legacy settings of `LEGACY_IEEE_FP32` that can be read now: none with torch before 2.9,
+    where they are `IEEE_FP32` itself, and none that the caller has left disagreeing with the
+    per-operation settings (torch raises rather than read those)."""
+    if "cudnn.allow_tf32" in IEEE_FP32:
+        return {}
+    readers = {"float32_matmul_precision": torch.get_float32_matmul_precision,
+               "cudnn.allow_tf32": lambda: torch.backends.cudnn.allow_tf32}
+    legacy = {}
+    for name, read in readers.items():
+        try:
+            legacy[name] = read()
+        except RuntimeError:
+            pass
+    return legacy
+
+
+def set_legacy_fp32_precision(settings: dict[str, str | bool]) -> None:
+    """Set legacy settings named as in `LEGACY_IEEE_FP32`."""
+    if "float32_matmul_precision" in settings:
+        torch.set_float32_matmul_precision(settings["float32_matmul_precision"])
+    if "cudnn.allow_tf32" in settings:
+        torch.backends.cudnn.allow_tf32 = settings["cudnn.allow_tf32"]
+
+
 @contextmanager
 def ieee_fp32() -> Iterator[None]:
-    """Compute fp32 convolutions and matrix products in IEEE fp32 inside the block, on every backend;
-    the caller's settings are restored afterwards exactly as they were."""
-    saved = fp32_precision()
+    """Compute fp32 convolutions and matrix products in IEEE fp32 inside the block, on every backend,
+    with torch's legacy and per-operation views of the settings agreeing, so that code inside that
+    reads either view (a hook, a library, a compiler's autotuner) reads IEEE fp32 and no error; the
+    caller's settings are restored afterwards, legacy first; a legacy flag the caller had left
+    unreadable keeps its IEEE value, and reads as unreadable again once the others are restored."""
+    saved_legacy, saved = legacy_fp32_precision(), fp32_precision()
+    if "cudnn.allow_tf32" not in IEEE_FP32:
+        set_legacy_fp32_precision(LEGACY_IEEE_FP32)
     set_fp32_precision(IEEE_FP32)
     try:
         yield
     finally:
+        set_legacy_fp32_precision(saved_legacy)
         set_fp32_precision(saved)
 
 

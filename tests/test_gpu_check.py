@@ -17,9 +17,11 @@ def test_the_self_check_passes_on_this_cpu():
     statuses = {(line[:4], line[6:17].strip()) for line in lines[:-1]}
     assert result.returncode == 0, result.stdout + result.stderr
     assert {("PASS", name) for name in ("data", "probe", "determinism", "syncs")} <= statuses
-    assert {("INFO", name) for name in ("environment", "throughput", "precision")} <= statuses
-    assert not any(line.startswith("FAIL") for line in lines) and "0 failed" in lines[-1]
+    assert {status for status, name in statuses if name in ("throughput", "precision")} <= {"PASS", "WARN"}
+    assert {status for status, name in statuses if name == "environment"} == {"INFO"}
+    assert not any(line.startswith("FAIL") for line in lines) and " checks passed, 0 failed, " in lines[-1]
     assert "0 per batch" in next(line for line in lines if line.startswith("PASS  syncs"))
+    assert sum(line.startswith("PASS  determinism") and "two fresh processes" in line for line in lines) >= 2
 
 
 @pytest.mark.e2e

@@ -4,6 +4,7 @@ synchronization per batch."""
 import contextlib
 import operator
 import os
+import types
 from pathlib import Path
 from typing import Iterator
 
@@ -232,7 +233,7 @@ def fake_cuda(monkeypatch) -> Iterator[GeneratorDevices]:
         with FakeTensorMode(allow_non_fake_inputs=True), GeneratorDevices() as draws:
             yield draws
     finally:
-        batching.normalization_constants.cache_clear()  # it kept fake tensors
+        batching.normalization_table.cache_clear()  # it kept fake tensors
 
 
 def small_data(root) -> noisy_data.NoisyData:
@@ -286,7 +287,8 @@ class GpuStandIn:
     def __init__(self, monkeypatch, name: str = "NVIDIA A100-SXM4-40GB", capability: tuple = (8, 0),
                  count: int = 1):
         answers = {"is_available": lambda: True, "device_count": lambda: count,
-                   "get_device_name": lambda device=None: name, "get_device_capability": lambda device=None: capability}
+                   "get_device_name": lambda device=None: name, "get_device_capability": lambda device=None: capability,
+                   "get_device_properties": lambda device=None: types.SimpleNamespace(multi_processor_count=108)}
         for attribute, answer in answers.items():
             monkeypatch.setattr(torch.cuda, attribute, answer)
 

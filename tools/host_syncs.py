@@ -7,9 +7,12 @@
 A GPU runs ahead of the Python code that queues its work until the host needs a result: reading a
 value (`item`, `tolist`, `if tensor:`), copying to the host, copying from pageable host memory
 without `non_blocking`, or an operation whose output size depends on the values (`nonzero`, boolean
-masks, `unique`). Each of those makes the host wait for everything queued before it. This mode sees
+masks, `unique`, `bincount`, `repeat_interleave` without `output_size`). Each of those makes the host wait for everything queued before it. This mode sees
 every operation torch dispatches and counts those of tensors on `device`, so that a CPU run counts
 what the same code would make a GPU wait for, and a run on fake CUDA tensors counts the copies too.
+It cannot see waits inside kernels or stream synchronizations, nor tell a `non_blocking` copy from
+unpinned memory (which waits) from one from pinned memory: on a GPU, `tools/gpu_check.py` also runs
+an epoch under CUDA's own sync debug mode, which sees those.
 """
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 aten = torch.ops.aten
 # Operations that read values on the host, or size their output by them.
 VALUE_DEPENDENT = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._unique2, aten.unique_dim,
-                   aten.unique_consecutive, aten.unique_dim_consecutive, aten.equal, aten.is_nonzero}
+                   aten.unique_consecutive, aten.unique_dim_consecutive, aten.equal, aten.is_nonzero,
+                   aten.bincount}
+# Operations whose output size depends on the values unless it is given (`output_size`).
+SIZED_BY_VALUES_UNLESS_TOLD = {aten.repeat_interleave}
 MASK_INDEXED = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
 # Tensor methods that read a CPU tensor's values without dispatching an operation (on a GPU they copy).
 HOST_READERS = ("tolist", "numpy")
@@ -83,6 +89,8 @@ class HostSynchronizations(TorchDispatchMode):
         source = args[0] if args else None
         if packet in VALUE_DEPENDENT and on(source, self.device):
             return packet.__name__
+        if packet in SIZED_BY_VALUES_UNLESS_TOLD and on(source, self.device) and kwargs.get("output_size") is None:
+            return f"{packet.__name__} without output_size"
         if packet in MASK_INDEXED and on(source, self.device) and masked(args[1] if len(args) > 1 else ()):
             return f"{packet.__name__} with a boolean mask"
         if packet is aten._to_copy:

@@ -114,14 +114,31 @@ def executor_for(sweep: Sweep, options: argparse.Namespace) -> submitit.AutoExec
                                          slurm_max_num_timeout=requeues)
     except RuntimeError as error:  # no Slurm here
         raise SweepError(f"cannot submit to {options.cluster}: {error}") from None
-    parameters = {"name": sweep.name, "timeout_min": options.time, "gpus_per_node": options.gpus_per_run,
-                  "cpus_per_task": options.cpus_per_run, "slurm_setup": setup, "local_setup": setup,
-                  "slurm_array_parallelism": options.max_parallel,
-                  "slurm_additional_parameters": dict(options.slurm_option)}
+    check_one_gpu_request(options)
+    parameters = {"name": sweep.name, "timeout_min": options.time, "cpus_per_task": options.cpus_per_run,
+                  "slurm_setup": setup, "local_setup": setup, "slurm_array_parallelism": options.max_parallel,
+                  "slurm_additional_parameters": dict(options.slurm_option),
+                  **gpu_request(options.gpus_per_run, options.gpu_request)}
     if options.partition:
         parameters["slurm_partition"] = options.partition
     executor.update_parameters(**parameters)
     return executor
+
+
+def gpu_request(gpus: int, form: str) -> dict:
+    """The executor parameters that ask Slurm for `gpus` GPUs per job, in the sbatch form chosen:
+    `--gpus-per-node=N` or `--gres=gpu:N`; none for a job without GPUs."""
+    if gpus == 0:
+        return {}
+    return {"gpus_per_node": gpus} if form == "gpus-per-node" else {"slurm_gres": f"gpu:{gpus}"}
+
+
+def check_one_gpu_request(options: argparse.Namespace) -> None:
+    """Refuse a GPU request among the extra sbatch options, which would ask for GPUs a second time."""
+    for key, value in options.slurm_option:
+        if key in ("gpus", "gpus-per-node", "gpus-per-task") or (key == "gres" and "gpu" in value):
+            raise SweepError(f"--slurm-option {key}={value} asks for GPUs, which --gpus-per-run does; use "
+                             f"--gpus-per-run N with --gpu-request gres (--gres=gpu:N) or gpus-per-node instead")
 
 
 def submit(executor: submitit.AutoExecutor, sweep: Sweep, runs: list[GridPoint],
