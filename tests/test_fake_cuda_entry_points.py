@@ -143,7 +143,7 @@ def test_an_epoch_runs_through_the_real_entry_points_on_cuda(synthetic_cifar10, 
     with fake_gpu(monkeypatch):
         run = cuda_run(synthetic_cifar10, tmp_path, *extra)
         row = experiments.probe_train_and_test(run, 0)
-    assert run.device == CUDA and run.meta["environment"]["sm_count"] == 132
+    assert run.device == CUDA and run.environment["sm_count"] == 132
     assert cuda_tensors(run) == {"cuda"} and len(run.probe.phi_before) == 1
     assert row["epoch"] == 0 and {"phi_before", "phi_after", "train_loss", "pred_changes"} <= set(row)
     assert (run.probe_network is not run.network) == ("--amp" in extra)  # the probe stays fp32
