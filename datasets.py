@@ -60,10 +60,12 @@ DEFAULT_DATA_DIR = "./data"  # where CIFAR is downloaded when --data-dir is left
 
 @dataclass
 class ImageSet:
-    """uint8 images of shape (n, 3, 32, 32) with their int64 labels."""
+    """uint8 images of shape (n, 3, 32, 32) with their int64 labels, and the class names where the
+    dataset gives them (a folder of class folders)."""
 
     images: np.ndarray
     labels: np.ndarray
+    classes: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -168,11 +170,27 @@ def load_cifar(data_dir: str | Path, dataset: str = "cifar10") -> tuple[ImageSet
 
 
 # --------------------------------------------------------------------------------------------------
-# A folder of images with label lists (real noisy data, ground truth unknown)
+# A folder of images: label lists, or one subfolder per class (real noisy data, ground truth unknown)
 
 FOLDER = "folder"
 DATASETS = (*CIFAR, FOLDER)
 LIST_FORMAT = "one `relative/path/to/image.jpg <label>` per line"
+LAYOUTS = (f"train.txt and test.txt ({LIST_FORMAT}), or one subfolder per class (<class>/<image>), "
+           f"or train/<class>/<image> with an optional test/<class>/<image>")
+# The image files a class folder lists, as torchvision's ImageFolder finds them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The images of one split of a folder dataset: paths relative to `root`, their labels, and what
+    lists them (a list file, or the class folders), for messages and for the cache's key."""
+
+    root: Path
+    names: list[str]
+    labels: np.ndarray
+    source: Path
+    key: str
 
 
 def read_image_list(path: Path) -> tuple[list[str], np.ndarray]:
@@ -199,20 +217,58 @@ def read_image_list(path: Path) -> tuple[list[str], np.ndarray]:
     return names, np.array(labels, dtype=np.int64)
 
 
+def list_file(folder: Path, split: str) -> Listing:
+    """The images `<folder>/<split>.txt` lists; the cache's key is the list's own bytes."""
+    path = folder / f"{split}.txt"
+    names, labels = read_image_list(path)
+    return Listing(folder, names, labels, path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def class_names(folder: Path) -> list[str]:
+    """The class subfolders of `folder`, sorted by name as torchvision's ImageFolder sorts them."""
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files anywhere below `folder`, sorted by path."""
+    return sorted(path for path in folder.rglob("*")
+                  if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+
+
+def class_folders(root: Path, folder: Path, classes: list[str]) -> Listing:
+    """The images of `folder/<class>/...`, labelled by the class's position in `classes`; paths
+    relative to `root`. The cache's key is the listing itself."""
+    names, labels = [], []
+    for label, name in enumerate(classes):
+        files = image_files(folder / name) if (folder / name).is_dir() else []
+        names += [path.relative_to(root).as_posix() for path in files]
+        labels += [label] * len(files)
+    if not names:
+        raise DataError(f"the class folders of {folder} hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+    text = "".join(f"{name} {label}\n" for name, label in zip(names, labels))
+    return Listing(root, names, np.array(labels, dtype=np.int64), folder,
+                   hashlib.sha256(text.encode()).hexdigest())
+
+
 def read_image(path: Path, list_path: Path) -> np.ndarray:
     """One image file as uint8 RGB of shape (3, 32, 32): squeezed to the models' input size."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale, far faster
-            pixels = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+        pixels = resized_image(path)
     except FileNotFoundError:
         raise DataError(f"image {path} (listed in {list_path}) not found")
     except Exception as error:  # PIL raises several types for a truncated or foreign file
         raise DataError(f"cannot read image {path} (listed in {list_path}): {error}; replace the "
                         f"file or remove its line")
     return np.asarray(pixels).transpose(2, 0, 1)
+
+
+def resized_image(path: Path):
+    """The PIL image of a file, RGB and squeezed to 32x32 as a run's images are (see `read_image`)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale, far faster
+        return image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
 
 
 def cached_images(cache: Path, key: str) -> np.ndarray | None:
@@ -233,32 +289,61 @@ def store_images(cache: Path, key: str, images: np.ndarray) -> None:
               f"decoded again next time", file=sys.stderr)
 
 
-def read_folder_split(folder: Path, split: str) -> ImageSet:
-    """The images of `<folder>/<split>.txt` with their labels, decoded once and then cached."""
-    list_path = folder / f"{split}.txt"
-    names, labels = read_image_list(list_path)
-    key = hashlib.sha256(list_path.read_bytes()).hexdigest()
-    cache = folder / f"{split}_{IMAGE_SIZE}px.npz"
-    images = cached_images(cache, key)
+def read_listing(listing: Listing, split: str, classes: tuple[str, ...] | None = None) -> ImageSet:
+    """The images of a listing with their labels, decoded once and then cached as
+    `<split>_32px.npz` in its root."""
+    cache = listing.root / f"{split}_{IMAGE_SIZE}px.npz"
+    images = cached_images(cache, listing.key)
     if images is None:
-        listed = tqdm(names, desc=f"resizing the {split} images", unit="image", leave=False, disable=None)
-        images = np.stack([read_image(folder / name, list_path) for name in listed])
-        store_images(cache, key, images)
-    return ImageSet(images, labels)
+        listed = tqdm(listing.names, desc=f"resizing the {split} images", unit="image", leave=False, disable=None)
+        images = np.stack([read_image(listing.root / name, listing.source) for name in listed])
+        store_images(cache, listing.key, images)
+    return ImageSet(images, listing.labels, classes)
+
+
+def no_images(classes: tuple[str, ...] | None) -> ImageSet:
+    """An empty image set: a folder dataset without a test set."""
+    return ImageSet(np.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8), np.zeros(0, dtype=np.int64), classes)
+
+
+def folder_listings(folder: Path) -> tuple[Listing, Listing | None, tuple[str, ...] | None]:
+    """The training and (where there is one) test listing of a folder dataset, and its class names
+    where the classes are folders: train.txt and test.txt; else train/<class>/ (and test/<class>/);
+    else <class>/ (no test set)."""
+    if (folder / "train.txt").exists() or (folder / "test.txt").exists():
+        return list_file(folder, "train"), list_file(folder, "test"), None
+    train_folder = folder / "train" if (folder / "train").is_dir() else folder
+    classes = class_names(train_folder)
+    if not classes:
+        raise DataError(f"--data-dir {folder} holds neither train.txt nor class subfolders; a folder "
+                        f"dataset needs {LAYOUTS}")
+    test_folder = folder / "test" if train_folder != folder else None
+    if test_folder is not None and test_folder.is_dir():
+        strangers = sorted(set(class_names(test_folder)) - set(classes))
+        if strangers:
+            raise DataError(f"{test_folder} has class folders that {train_folder} lacks ({', '.join(strangers)}); "
+                            f"give both the same classes")
+        test = class_folders(folder, test_folder, classes)
+    else:
+        test = None
+    return class_folders(folder, train_folder, classes), test, tuple(classes)
 
 
 def load_folder(data_dir: str | Path) -> tuple[ImageSet, ImageSet]:
-    """Training images with their given (noisy) labels and the clean test images of a folder dataset.
+    """Training images with their given (noisy) labels and the test images of a folder dataset.
 
-    `data_dir` holds `train.txt` and `test.txt`, each with one `relative/path label` line per image.
-    Images are converted to RGB and resized to 32x32; the result is cached as
-    `<split>_32px.npz` next to the list, and rebuilt when the list changes.
+    `data_dir` holds `train.txt` and `test.txt`, each with one `relative/path label` line per
+    image; or one subfolder per class (labels in the sorted order of their names, as torchvision's
+    ImageFolder gives them), directly or under `train/`, with the test set's under `test/`. Without
+    a test set the test set is empty. Images are converted to RGB and resized to 32x32; the result
+    is cached as `<split>_32px.npz` in `data_dir`, and rebuilt when the listing changes.
     """
     folder = Path(data_dir)
     if not folder.is_dir():
-        raise DataError(f"--data-dir {folder} is not a folder; a folder dataset needs train.txt and "
-                        f"test.txt there, {LIST_FORMAT}")
-    return read_folder_split(folder, "train"), read_folder_split(folder, "test")
+        raise DataError(f"--data-dir {folder} is not a folder; a folder dataset needs {LAYOUTS}")
+    train, test, classes = folder_listings(folder)
+    return (read_listing(train, "train", classes),
+            read_listing(test, "test", classes) if test is not None else no_images(classes))
 
 
 def load_dataset(data_dir: str | Path, dataset: str) -> tuple[ImageSet, ImageSet]:
@@ -267,10 +352,11 @@ def load_dataset(data_dir: str | Path, dataset: str) -> tuple[ImageSet, ImageSet
 
 
 def class_count(train: ImageSet, test: ImageSet, num_classes: int | None) -> int:
-    """The number of classes: `num_classes` checked against the labels, or the largest label + 1."""
-    largest = int(max(train.labels.max(), test.labels.max()))
+    """The number of classes: `num_classes` checked against the labels, or the number of class
+    folders, or the largest label + 1."""
+    largest = int(max(train.labels.max(), test.labels.max(initial=0)))
     if num_classes is None:
-        num_classes = largest + 1
+        num_classes = len(train.classes) if train.classes else largest + 1
     if largest >= num_classes:
         raise DataError(f"the labels go up to {largest}, but there are {num_classes} classes; "
                         f"set --num_classes to {largest + 1} or more")

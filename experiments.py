@@ -65,7 +65,8 @@ def probe_train_and_test(run: Run, epoch: int) -> dict:
                                 run.signals)
     if not run.data.noise.ground_truth:
         train = without_subsets(train)
-    test = evaluate(run.network, run.batches.test_batches(), prefix=records.TEST, predictions=run.test_predictions)
+    test = (evaluate(run.network, run.batches.test_batches(), prefix=records.TEST, predictions=run.test_predictions)
+            if len(run.data.test) else {})  # no test set: the test columns stay empty
     if len(run.data.holdout):
         test |= evaluate(run.network, run.batches.holdout_batches(), prefix=records.NOISY_HOLDOUT)
     run.scheduler.step()
@@ -111,10 +112,11 @@ def summary_line(row: dict, epochs: int) -> str:
     they are known, and a dash for ζ in epoch 0, where it is not defined yet."""
     subsets = "".join(f"{name} {row[f'train_{name}_acc']:6.2f}%  " for name in ("clean", "noisy")
                       if math.isfinite(row[f"train_{name}_acc"]))
-    zeta = row["susceptibility"]
+    zeta, test = row["susceptibility"], row.get("test_acc", math.nan)
     zeta_text = f"{zeta:8.4f}" if math.isfinite(zeta) else f"{'–':>8}"
+    test_text = f"{test:6.2f}%" if math.isfinite(test) else f"{'–':>7}"
     return (f"{epoch_label(row['epoch'], epochs)}  lr {row['lr']:9.4g}  "
-            f"train {row['train_acc']:6.2f}%  {subsets}test {row['test_acc']:6.2f}%  "
+            f"train {row['train_acc']:6.2f}%  {subsets}test {test_text}  "
             f"zeta {zeta_text}  ({row['seconds']:6.1f} s)")
 
 
@@ -123,8 +125,9 @@ def opening_line(run: Run) -> str:
     config, noise = run.config, run.data.noise_summary()
     labels = (f"{noise['type']} noise, {noise['fraction_wrong']:.1%} wrong labels" if noise["ground_truth"]
               else "labels as given (ground truth unknown)")
+    test = "" if len(run.data.test) else ", no test set (empty test columns)"
     return (f"{run.name}: {config.model} x{config.scale} on {len(run.data.train_index)} "
-            f"{config.dataset} images, {labels}, device {run.device}")
+            f"{config.dataset} images, {labels}{test}, device {run.device}")
 
 
 def nothing_saved(paths: Paths) -> str:
