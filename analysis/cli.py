@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (2 with a one-line message on stderr for bad input)."""
     args = parse_args(argv)
     try:
+        if args.json and not args.pick:
+            raise ValueError("--json goes with --pick; add --pick")
         loaded = load_runs(args.folder)
         for name, reason in loaded.unreadable.items():
             print(f"analysis: skipped {name}: {reason}", file=sys.stderr)
@@ -79,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"analysis: {run}: stored susceptibility differs from the recomputed one",
                   file=sys.stderr)
         table = select_population(loaded.table, args.data)
-        if args.json and not args.pick:
-            raise ValueError("--json goes with --pick; add --pick")
         if args.pick:
             recommendation = recommend(table, args.folder, args.epoch, args.convention)
             print(pick_json(recommendation) if args.json else pick_report(recommendation))
