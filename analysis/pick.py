@@ -125,7 +125,8 @@ def recommend(table: pd.DataFrame, folder: str | Path, epoch: int | None = None,
 def pick_report(recommendation: dict) -> str:
     """The recommendation as a few lines of text."""
     values = recommendation["values"]
-    shown = ", ".join(f"{name} {value:.4g}" for name, value in values.items() if value is not None)
+    shown = ", ".join(f"{name} {value:.{4 if name == 'zeta' else 2}f}" for name, value in values.items()
+                      if value is not None)  # the decimals of the analysis' tables
     lines = [f"pick: {recommendation['run']} ({shown})",
              f"checkpoint: {recommendation['checkpoint']}",
              f"rule: {recommendation['rule_description']}, among {recommendation['runs']} runs of "

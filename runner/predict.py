@@ -3,7 +3,8 @@ and its class names, and label a folder of new images.
 
     python -m runner.predict CHECKPOINT IMAGES --output predictions.csv
 
-writes one line per image file below IMAGES (sorted by path): its path relative to IMAGES, the
+(CHECKPOINT: a run's .pt file, or the JSON that `python -m analysis FOLDER --pick --json` wrote,
+whose recommended run's checkpoint is then used) writes one line per image file below IMAGES (sorted by path): its path relative to IMAGES, the
 predicted class number and name, and the model's probability of that class. In Python:
 
     from runner.predict import load_model
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,17 @@ def load_model(path: str | Path) -> LoadedModel:
     return LoadedModel(model.eval(), class_names(state), config, bool(config.get("channels_last")))
 
 
+def checkpoint_named(path: Path) -> Path:
+    """The checkpoint itself, or the one a `--pick --json` file recommends."""
+    if path.suffix != ".json":
+        return path
+    try:
+        return Path(json.loads(path.read_text(encoding="utf-8"))["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"cannot read the recommended checkpoint from {path} ({error}); give the output of "
+                         f"python -m analysis FOLDER --pick --json, or the checkpoint itself")
+
+
 def predict_folder(loaded: LoadedModel, folder: Path, batch_size: int = 256) -> list[dict]:
     """Per image file below `folder`, sorted by path: its path relative to `folder`, the predicted
     class number and name, and the model's probability of it."""
@@ -124,14 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (2 with one line on stderr for bad input)."""
     parser = argparse.ArgumentParser(description="Label a folder of images with a finished run's model.",
                                      allow_abbrev=False)
-    parser.add_argument("checkpoint", type=Path, help="the run's checkpoint (.pt)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="the run's checkpoint (.pt), or the JSON of python -m analysis FOLDER --pick --json")
     parser.add_argument("images", type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--output", type=Path, required=True, help="CSV file to write")
     args = parser.parse_args(argv)
     try:
         if not args.images.is_dir():
             raise UsageError(f"{args.images} is not a folder; give the folder of the images to label")
-        rows = predict_folder(load_model(args.checkpoint), args.images)
+        rows = predict_folder(load_model(checkpoint_named(args.checkpoint)), args.images)
     except UsageError as error:
         print(f"predict: error: {error}", file=sys.stderr)
         return 2

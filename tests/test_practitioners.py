@@ -157,6 +157,8 @@ def test_a_run_without_a_test_set_completes_and_is_analysed(tmp_path, capsys):
     assert analysis_cli.main([str(tmp_path / "results"), "--pick", "--json"]) == 0
     chosen = json.loads(capsys.readouterr().out)
     assert chosen["run"] in ("a_cnn_2_0.05", "b_cnn_2_0.01") and chosen["values"]["test_acc"] is None
+    assert analysis_cli.main([str(tmp_path / "results"), "--regret"]) == 2  # regret needs test accuracy
+    assert "needs a population of at least 4 runs with training accuracy, zeta and test accuracy" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------
