@@ -26,6 +26,7 @@ from runner import command_line
 from runner import config as run_config
 import datasets
 from runner import records
+from runner import resume
 from runner import safe_files
 from runner.checkpoints import Paths
 from runner.command_line import DIVERGED, INTERRUPTED, UsageError
@@ -213,9 +214,8 @@ def start(args, argv: list[str], paths: Paths) -> Run:
     checkpoint = None
     if args.resume and paths.checkpoint.exists():
         checkpoint = checkpoints.load_checkpoint(paths.checkpoint, device)
-    elif args.resume:
-        print(f"no earlier run to resume ({paths.checkpoint} does not exist); starting "
-              f"{paths.record.name} from the first epoch")
+    elif args.resume:  # another run's checkpoint this one extends, or none (see runner.resume)
+        checkpoint = resume.checkpoint_elsewhere(args, paths, device)
     train, test = datasets.load_dataset(args.data_dir, args.dataset)
     recorded_layout = checkpoint["config"].get("channels_last") if checkpoint else None
     layout = next(choice for choice in (args.channels_last, recorded_layout, channels_last_default(device))
