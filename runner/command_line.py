@@ -156,7 +156,8 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in [
     Flag("--scale", REFERENCE, dict(type=positive_float, default=1.0,
                                     help="width multiplier of every layer of the reference architecture")),
     Flag("--dataset", REFERENCE, dict(choices=datasets.DATASETS, default="cifar10",
-                                      help="folder: images listed in <data-dir>/train.txt and test.txt (see README)")),
+                                      help="folder: images listed in <data-dir>/train.txt and test.txt, or in class folders "
+                                           "<data-dir>/[train/]<class>/ (see docs/DATA.md)")),
     Flag("--num_classes", REFERENCE, dict(type=int, default=None,
                                           help="number of classes (default: the dataset's, must match it; for a "
                                                "folder dataset the largest label + 1)")),
@@ -175,7 +176,8 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in [
     Flag("--epochs", REFERENCE, dict(type=int, default=200, help="training epochs; the cosine schedule spans them")),
     Flag("--lr", REFERENCE, dict(type=positive_float, default=0.1, help="initial learning rate")),
     Flag("--optimizer", REFERENCE, dict(choices=sorted(OPTIMIZERS), default="sgd",
-                                        help="sgd: momentum 0.9, weight decay 5e-4 (reference); adam: torch defaults")),
+                                        help="sgd: momentum 0.9, weight decay 5e-4 (reference); adam: torch defaults; "
+                                             "adamw: torch defaults (decoupled weight decay 0.01)")),
     Flag("--scheduler", REFERENCE, dict(choices=sorted(SCHEDULERS), default="cosine",
                                         help="cosine annealing over --epochs (reference); step: x0.1 at 50%% and "
                                              "75%% of the epochs; exponential: down to 1%% at the end; constant")),
@@ -285,7 +287,7 @@ def noise_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
          f"--noise-type {args.noise_type} holds human labels of CIFAR-10, not of {args.dataset}"),
         (not human or args.noise_file is not None,
          f"--noise-type {args.noise_type} needs --noise-file, the CIFAR-10N label file "
-         f"CIFAR-10_human.pt (see README)"),
+         f"CIFAR-10_human.pt (see docs/DATA.md)"),
         (human or args.noise_file is None,
          "--noise-file is read only with a cifar10n --noise-type; leave it out"),
     ]

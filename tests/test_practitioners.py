@@ -239,3 +239,66 @@ def test_the_reliable_sizes_are_those_measured_on_the_committed_populations():
         worst = within if worst is None else np.minimum(worst, within)
     for rule in (pick.HOLDOUT, pick.PAPER):
         assert smallest_reliable_size(worst[rule]) == pick.RELIABLE_FROM[rule], rule
+
+
+# --------------------------------------------------------------------------------------------------
+# The figures
+
+
+def test_the_regions_figure_names_no_run_and_holds_no_table(tmp_path):
+    from analysis import figures
+    from analysis.selection import select_models
+
+    runs = {"memo_seed0_s0.25_sgd_cnn_60_0.05": (90, 0.1, 40), "r2": (95, 0.3, 60), "r3": (50, 0.05, 30), "r4": (70, 0.2, 50)}
+    figure = figures.plot_regions(select_models(load_runs(write_runs(tmp_path, runs)).table))
+    main, colorbar = figure.axes
+    labels = [text.get_text() for text in main.get_legend().get_texts()]
+    assert labels[-1] == "Region 1 pick: its highest training accuracy (54.00 % test accuracy)"
+    assert not any(name in label for label in labels for name in runs)
+    assert not main.tables and colorbar.get_ylabel() == "test accuracy (%)"
+    corners = sorted(text.get_text() for text in main.texts)
+    assert corners[0] == "Region 1: 1 run\ntest 54.00 %"
+
+
+def test_the_signals_figure_draws_a_panel_only_for_the_signals_recorded(tmp_path):
+    from analysis import figures
+
+    without_holdout = write_runs(tmp_path / "a", {f"r{i}": (50 + i, 0.1 * i, None) for i in range(1, 5)})
+    labels = [axes.get_xlabel() for axes in figures.plot_signals(load_runs(without_holdout).table).axes]
+    assert labels == ["training accuracy (↑ better)", "susceptibility ζ (↓ better)"]
+    with_holdout = write_runs(tmp_path / "b", {f"r{i}": (50 + i, 0.1 * i, 10 * i) for i in range(1, 5)})
+    assert len(figures.plot_signals(load_runs(with_holdout).table).axes) == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# Smaller items: the CIFAR-10N messages, AdamW
+
+
+def test_a_cifar10n_noise_type_without_its_file_points_to_the_data_page():
+    from runner import command_line
+
+    with pytest.raises(command_line.UsageError, match=r"CIFAR-10_human.pt \(see docs/DATA.md\)$"):
+        command_line.parse(["--model", "cnn", "--noise-type", "cifar10n-worst"])
+
+
+def test_the_full_label_file_on_a_subset_names_the_subset_file_beside_it(tmp_path):
+    from conftest import human_label_arrays
+    from runner import label_noise
+
+    full = human_label_arrays(np.arange(50) % 10)
+    np.savez(tmp_path / "CIFAR-10_human.npz", **full)
+    with pytest.raises(DataError, match="docs/DATA.md shows how to write them"):
+        label_noise.human_labels(tmp_path / "CIFAR-10_human.npz", "cifar10n-worst", np.arange(20) % 10)
+    np.savez(tmp_path / "CIFAR-10_human_subset.npz", **{k: v[:20] for k, v in full.items()})
+    with pytest.raises(DataError) as error:
+        label_noise.human_labels(tmp_path / "CIFAR-10_human.npz", "cifar10n-worst", np.arange(20) % 10)
+    assert f"try --noise-file {tmp_path / 'CIFAR-10_human_subset.npz'}" in str(error.value)
+
+
+@pytest.mark.e2e
+def test_adamw_trains_with_torchs_decoupled_weight_decay(synthetic_cifar10, tmp_path):
+    assert experiments.main(run_args(synthetic_cifar10, tmp_path, "--optimizer", "adamw", "--lr", "0.001",
+                                     "--numsamples", "64")) == 0
+    state = checkpoints.load_checkpoint(checkpoint_path(tmp_path, lr="0.001"))
+    assert state["config"]["optimizer"] == "adamw" and state["optimizer"]["param_groups"][0]["weight_decay"] == 0.01
+    assert "exp_avg" in next(iter(state["optimizer"]["state"].values()))
