@@ -90,7 +90,13 @@ def load_model(path: str | Path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint {path} not found; give a run's .pt file from its --checkpoint-dir")
-    state = checkpoints.load_checkpoint(path, "cpu")
+    try:
+        state = checkpoints.load_checkpoint(path, "cpu")
+    except UsageError:
+        raise
+    except Exception as error:  # torch raises several types for a file it cannot unpickle
+        raise UsageError(f"cannot read {path} as a checkpoint ({type(error).__name__}); give a run's .pt file "
+                         f"from its --checkpoint-dir")
     config = state["config"]
     model = create_model(config["model"], config["scale"], config["num_classes"])
     model.load_state_dict(state["model"])
@@ -149,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"predict: error: {error}", file=sys.stderr)
         return 2
-    write_csv(rows, args.output)
+    try:
+        write_csv(rows, args.output)
+    except OSError as error:
+        print(f"predict: error: cannot write {args.output} ({error.strerror}); give a writable path", file=sys.stderr)
+        return 2
     print(f"wrote {len(rows)} predictions to {args.output}")
     return 0
 

@@ -134,8 +134,11 @@ def test_predict_refuses_what_it_cannot_read_with_one_line(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     assert predict.main([str(tmp_path / "none.pt"), str(tmp_path / "images"), "--output", str(tmp_path / "p.csv")]) == 2
     assert predict.main([str(tmp_path / "none.pt"), str(tmp_path / "nowhere"), "--output", str(tmp_path / "p.csv")]) == 2
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    assert predict.main([str(tmp_path / "notes.pt"), str(tmp_path / "images"), "--output", str(tmp_path / "p.csv")]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert "checkpoint" in errors[0] and "not found" in errors[0] and "is not a folder" in errors[1]
+    assert errors[2].startswith(f"predict: error: cannot read {tmp_path / 'notes.pt'} as a checkpoint") and len(errors) == 3
     assert not (tmp_path / "p.csv").exists()
 
 
