@@ -118,9 +118,16 @@ def prepare(cwd, subset) -> list[str]:
 
 def run_the_page(cwd, subset) -> None:
     classes = prepare(cwd, subset)
+    printed = {}
     for command in COMMANDS:
         done = shell(command, cwd)
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        printed[command] = done.stdout.splitlines()
+    trained = len(subset[0][1]) - 60  # the noisy hold-out images are set aside
+    pick_lines = printed["python -m analysis results/pets --pick"]
+    assert pick_lines[0].startswith("pick: pets_s0.") and pick_lines[1].startswith("checkpoint: checkpoint/pets/")
+    assert pick_lines[2] == f"rule: highest noisy hold-out accuracy, among 4 runs of folder/given/n{trained}"
+    assert pick_lines[3].startswith("why: every run recorded its noisy hold-out accuracy")
     chosen = json.loads((cwd / "pick.json").read_text())
     assert chosen["rule"] == pick.HOLDOUT and chosen["runs"] == 4 and chosen["warnings"] == []
     assert (cwd / chosen["checkpoint"]).is_file() and (cwd / chosen["record"]).is_file()
