@@ -312,6 +312,9 @@ def folder_listings(folder: Path) -> tuple[Listing, Listing | None, tuple[str, .
     else <class>/ (no test set)."""
     if (folder / "train.txt").exists() or (folder / "test.txt").exists():
         return list_file(folder, "train"), list_file(folder, "test"), None
+    if (folder / "test").is_dir() and not (folder / "train").is_dir():
+        raise DataError(f"--data-dir {folder} has a test/ folder but no train/; put the training class "
+                        f"folders in {folder / 'train'}")
     train_folder = folder / "train" if (folder / "train").is_dir() else folder
     classes = class_names(train_folder)
     if not classes:

@@ -71,6 +71,7 @@ def test_an_image_moved_to_another_class_folder_takes_that_folders_label(tmp_pat
     (lambda root: (root / "train" / "cat").mkdir(parents=True), "the class folders of {root}/train hold no images"),
     (lambda root: (write_class_folders(root / "train", {"cat": 1}), write_class_folders(root / "test", {"cow": 1})),
      "{root}/test has class folders that {root}/train lacks (cow)"),
+    (lambda root: write_class_folders(root / "test", {"cat": 1}), "has a test/ folder but no train/"),
 ])
 def test_unusable_class_folders_stop_with_one_line(tmp_path, make, message):
     root = tmp_path / "empty" if "neither" in message else tmp_path
@@ -305,3 +306,12 @@ def test_adamw_trains_with_torchs_decoupled_weight_decay(synthetic_cifar10, tmp_
     state = checkpoints.load_checkpoint(checkpoint_path(tmp_path, lr="0.001"))
     assert state["config"]["optimizer"] == "adamw" and state["optimizer"]["param_groups"][0]["weight_decay"] == 0.01
     assert "exp_avg" in next(iter(state["optimizer"]["state"].values()))
+
+
+def test_a_folder_without_images_or_lists_stops_the_run_with_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    assert experiments.main(run_args(tmp_path / "pets", tmp_path, "--dataset", "folder")) == 2
+    err = capsys.readouterr().err
+    assert err == f"experiments.py: error: the class folders of {tmp_path / 'pets'} hold no images " \
+                  f"({', '.join(datasets.IMAGE_EXTENSIONS)})\n"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["cat", "pets"]
