@@ -8,7 +8,7 @@ docs/REPRODUCTION.md, "How many models the selection rule needs"; drawn within e
   65 to 100 % of the draws at every size from 4 runs, under symmetric and CIFAR-10N noise alike; it
   is recommended wherever every run recorded it.
 - Otherwise the paper's rule with its fallback (Region 1's highest training accuracy; where Region 1
-  is empty, the lowest ζ above the mean training accuracy): within 1 point in 40 to 48 % of the draws
+  is empty, the lowest ζ above the mean training accuracy): within 1 point in 40 to 56 % of the draws
   of 4 to 8 runs under symmetric noise (69 to 78 % under CIFAR-10N), and in 62 % or more in every
   population from 12 runs on. Training accuracy alone and ζ alone get worse with every run added.
 

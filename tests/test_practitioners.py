@@ -232,17 +232,39 @@ def smallest_reliable_size(shares: pd.Series) -> int:
     return next(m for m in sizes if all(shares[n] >= pick.RELIABLE_SHARE for n in sizes if n >= m))
 
 
-def test_the_reliable_sizes_are_those_measured_on_the_committed_populations():
-    """`RELIABLE_FROM` recomputed from the committed records of docs/REPRODUCTION.md, drawn within
-    each seed's runs: the worst population decides."""
-    worst = None
-    for population in ("memorization_symmetric", "memorization_cifar10n", "probe_study"):
-        study = regret_study(seed_values(load_runs(ROOT / "docs" / "records" / population).table),
-                             sizes=list(range(4, 17)))
-        within = study["within"].unstack()
-        worst = within if worst is None else np.minimum(worst, within)
+@pytest.fixture(scope="module")
+def measured_shares() -> dict[str, pd.DataFrame]:
+    """Per committed population of docs/REPRODUCTION.md: the share (%) of draws within 1 point of
+    the best, by size m (4 to 16, drawn within each seed's runs) and rule."""
+    return {population: regret_study(seed_values(load_runs(ROOT / "docs" / "records" / population).table),
+                                     sizes=list(range(4, 17)))["within"].unstack()
+            for population in ("memorization_symmetric", "memorization_cifar10n", "probe_study")}
+
+
+def test_the_reliable_sizes_are_those_measured_on_the_committed_populations(measured_shares):
+    """`RELIABLE_FROM` recomputed from the committed records: the worst population decides."""
+    frames = list(measured_shares.values())
+    worst = frames[0]
+    for frame in frames[1:]:
+        worst = np.minimum(worst, frame)
     for rule in (pick.HOLDOUT, pick.PAPER):
         assert smallest_reliable_size(worst[rule]) == pick.RELIABLE_FROM[rule], rule
+
+
+def test_the_shares_the_page_and_the_rule_cite_are_the_measured_ones(measured_shares):
+    def span(frames, rule, sizes) -> str:
+        shares = pd.concat([frame.loc[sizes, rule] for frame in frames]).round()
+        return f"{shares.min():.0f} to {shares.max():.0f} %"
+
+    symmetric = [measured_shares["memorization_symmetric"], measured_shares["probe_study"]]
+    every = list(measured_shares.values())
+    cited = [span(every, pick.HOLDOUT, list(range(4, 17))), span(symmetric, pick.PAPER, [4, 5, 6, 7, 8]),
+             span([measured_shares["memorization_cifar10n"]], pick.PAPER, [4, 5, 6, 7, 8]),
+             f"{pd.concat([f.loc[12:, pick.PAPER] for f in every]).round().min():.0f} % or more"]
+    page = " ".join((ROOT / "docs" / "PRACTITIONERS.md").read_text().split())
+    docstring = " ".join(pick.__doc__.split())
+    for text in cited:
+        assert text in page and text in docstring, text
 
 
 # --------------------------------------------------------------------------------------------------
