@@ -328,6 +328,7 @@ def test_adamw_trains_with_torchs_decoupled_weight_decay(synthetic_cifar10, tmp_
     state = checkpoints.load_checkpoint(checkpoint_path(tmp_path, lr="0.001"))
     assert state["config"]["optimizer"] == "adamw" and state["optimizer"]["param_groups"][0]["weight_decay"] == 0.01
     assert "exp_avg" in next(iter(state["optimizer"]["state"].values()))
+    assert predict.load_model(checkpoint_path(tmp_path, lr="0.001")).class_names == [str(i) for i in range(10)]
 
 
 def test_a_folder_without_images_or_lists_stops_the_run_with_one_line_and_writes_nothing(tmp_path, capsys):
