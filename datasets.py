@@ -1,15 +1,15 @@
 """The datasets a run reads: CIFAR-10 and CIFAR-100 in their official python format, or a folder of
-images with label lists (real noisy data such as Clothing1M, whose ground truth is unknown).
+images with label lists or in class folders (real noisy data such as Clothing1M, whose ground truth
+is unknown).
 
 What a run draws from them (its subset, noisy labels, probe sets and hold-out set) is in
-`noisy_data`; how labels are corrupted in `label_noise`; batching and augmentation in `batching`.
+`runner.noisy_data`; how labels are corrupted in `runner.label_noise`; batching and augmentation in
+`runner.batching`; the safe reading of batch files in `runner.batch_pickle`.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import pickle
 import shutil
 import sys
 import tarfile
@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runner import safe_files
+from runner.batch_pickle import ForbiddenObject, OversizedBatch, load_batch
 from runner.errors import DataError
 from runner.file_kinds import irregular_kind
 from runner.label_noise import label_problem
@@ -65,92 +66,15 @@ DEFAULT_DATA_DIR = "./data"  # where CIFAR is downloaded when --data-dir is left
 
 @dataclass
 class ImageSet:
-    """uint8 images of shape (n, 3, 32, 32) with their int64 labels."""
+    """uint8 images of shape (n, 3, 32, 32) with their int64 labels, and the class names where the
+    dataset gives them (a folder of class folders)."""
 
     images: np.ndarray
     labels: np.ndarray
+    classes: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-class ForbiddenObject(pickle.UnpicklingError):
-    """A pickle refers to something other than the numpy arrays of an official CIFAR batch."""
-
-
-class OversizedBatch(pickle.UnpicklingError):
-    """A pickle that would build far more than its file holds: it refers to the same data again and
-    again, or asks numpy for large empty arrays, as no official batch does."""
-
-
-class ArrayType:
-    """Stands in for `numpy.ndarray` in a batch pickle: arrays name their type to `_reconstruct`, but a
-    pickle cannot call it to allocate an array of any size it likes."""
-
-
-class BatchUnpickler(pickle.Unpickler):
-    """Unpickles the official CIFAR batches (dictionaries of strings, lists and numpy arrays) and
-    refuses every other global, so that a crafted batch file cannot run code when it is read.
-
-    The empty arrays the pickle has numpy make (and then fills from its bytes) may take at most
-    `budget` bytes together: the size of the file, which is all an official batch needs."""
-
-    # Array reconstruction under numpy 1 and 2 names, and the bytes of protocol-2 pickles of Python 3.
-    ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-                     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
-
-    def __init__(self, file, budget: int):
-        super().__init__(file, encoding="latin1")
-        self.budget = budget
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ARRAY_GLOBALS:
-            raise ForbiddenObject(f"{module}.{name}")
-        if name in ("ndarray", "_reconstruct"):
-            return ArrayType if name == "ndarray" else self.empty_array
-        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
-
-    def empty_array(self, subtype, shape: tuple, dtype) -> np.ndarray:
-        """numpy's `_reconstruct`: the empty array that the pickle then fills, within the budget."""
-        if subtype is not ArrayType:
-            raise ForbiddenObject(f"an array of type {subtype!r}")
-        dtype = np.dtype(dtype)
-        size = math.prod(shape) * dtype.itemsize
-        if size > self.budget:
-            raise OversizedBatch(f"an empty array of {size:,} bytes")
-        self.budget -= size
-        return np.ndarray(shape, dtype)
-
-
-MAX_NESTING = 4  # lists in lists of a batch's data or labels: an official batch has arrays and flat lists
-
-
-def values_built(value, walked: dict[int, int], depth: int = 0) -> int:
-    """How many values `np.asarray(value)` builds: an array's size, or the sum over the items of a
-    list, tuple or object array, where a part that is referred to many times counts each time.
-    `walked` holds the counts of the containers already walked, so each is walked only once."""
-    if id(value) in walked:
-        return walked[id(value)]
-    if isinstance(value, np.ndarray) and value.dtype != object:
-        return value.size
-    if not isinstance(value, (list, tuple, np.ndarray)):
-        return 1
-    if depth == MAX_NESTING:
-        raise OversizedBatch(f"lists nested more than {MAX_NESTING} deep")
-    items = value.ravel() if isinstance(value, np.ndarray) else value
-    walked[id(value)] = sum(values_built(item, walked, depth + 1) for item in items)
-    return walked[id(value)]
-
-
-def check_unpacked_size(batch, label_key: str, file_size: int) -> None:
-    """Refuse a batch whose data and labels would unpack to more values than its file has bytes: each
-    value of an official batch takes at least a byte of the file."""
-    walked: dict[int, int] = {}
-    parts = [batch.get(key) for key in ("data", label_key)] if isinstance(batch, dict) else []
-    count = sum(values_built(part, walked) for part in parts)
-    if count > file_size:
-        raise OversizedBatch(f"{count:,} values")
 
 
 def read_batch(path: Path, label_key: str, num_classes: int | None = None) -> ImageSet:
@@ -165,8 +89,7 @@ def read_batch(path: Path, label_key: str, num_classes: int | None = None) -> Im
     try:
         with open(path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
-            batch = BatchUnpickler(f, budget=file_size).load()
-        check_unpacked_size(batch, label_key, file_size)
+            batch = load_batch(f, label_key, file_size)
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key])
         images = data.reshape(len(data), 3, IMAGE_SIZE, IMAGE_SIZE)
@@ -278,11 +201,27 @@ def load_cifar(data_dir: str | Path, dataset: str = "cifar10") -> tuple[ImageSet
 
 
 # --------------------------------------------------------------------------------------------------
-# A folder of images with label lists (real noisy data, ground truth unknown)
+# A folder of images: label lists, or one subfolder per class (real noisy data, ground truth unknown)
 
 FOLDER = "folder"
 DATASETS = (*CIFAR, FOLDER)
 LIST_FORMAT = "one `relative/path/to/image.jpg <label>` per line"
+LAYOUTS = (f"train.txt and test.txt ({LIST_FORMAT}), or one subfolder per class (<class>/<image>), "
+           f"or train/<class>/<image> with an optional test/<class>/<image>")
+# The image files a class folder lists, as torchvision's ImageFolder finds them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The images of one split of a folder dataset: paths relative to `root`, their labels, and what
+    lists them (a list file, or the class folders), for messages and for the cache's key."""
+
+    root: Path
+    names: list[str]
+    labels: np.ndarray
+    source: Path
+    key: str
 
 
 def read_image_list(path: Path) -> tuple[list[str], np.ndarray]:
@@ -313,24 +252,62 @@ def read_image_list(path: Path) -> tuple[list[str], np.ndarray]:
     return names, np.array(labels, dtype=np.int64)
 
 
+def list_file(folder: Path, split: str) -> Listing:
+    """The images `<folder>/<split>.txt` lists; the cache's key is the list's own bytes."""
+    path = folder / f"{split}.txt"
+    names, labels = read_image_list(path)
+    return Listing(folder, names, labels, path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def class_names(folder: Path) -> list[str]:
+    """The class subfolders of `folder`, sorted by name as torchvision's ImageFolder sorts them."""
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files anywhere below `folder`, sorted by path."""
+    return sorted(path for path in folder.rglob("*")
+                  if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+
+
+def class_folders(root: Path, folder: Path, classes: list[str]) -> Listing:
+    """The images of `folder/<class>/...`, labelled by the class's position in `classes`; paths
+    relative to `root`. The cache's key is the listing itself."""
+    names, labels = [], []
+    for label, name in enumerate(classes):
+        files = image_files(folder / name) if (folder / name).is_dir() else []
+        names += [path.relative_to(root).as_posix() for path in files]
+        labels += [label] * len(files)
+    if not names:
+        raise DataError(f"the class folders of {folder} hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+    text = "".join(f"{name} {label}\n" for name, label in zip(names, labels))
+    return Listing(root, names, np.array(labels, dtype=np.int64), folder,
+                   hashlib.sha256(text.encode()).hexdigest())
+
+
 def read_image(path: Path, list_path: Path) -> np.ndarray:
     """One image file as uint8 RGB of shape (3, 32, 32): squeezed to the models' input size."""
-    from PIL import Image
-
     kind = irregular_kind(path)
     if kind:
         raise DataError(f"image {path} (listed in {list_path}) is {kind}, not an image file; replace "
                         f"it or remove its line")
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale, far faster
-            pixels = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+        pixels = resized_image(path)
     except FileNotFoundError:
         raise DataError(f"image {path} (listed in {list_path}) not found")
     except Exception as error:  # PIL raises several types for a truncated or foreign file
         raise DataError(f"cannot read image {path} (listed in {list_path}): {error}; replace the "
                         f"file or remove its line")
     return np.asarray(pixels).transpose(2, 0, 1)
+
+
+def resized_image(path: Path):
+    """The PIL image of a file, RGB and squeezed to 32x32 as a run's images are (see `read_image`)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale, far faster
+        return image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
 
 
 def cached_images(cache: Path, key: str) -> np.ndarray | None:
@@ -365,39 +342,74 @@ class FolderSplit:
     decoded: bool
 
 
-def read_folder_split(folder: Path, split: str) -> FolderSplit:
-    """The images of `<folder>/<split>.txt` with their labels, from the cache or decoded."""
-    list_path = folder / f"{split}.txt"
-    names, labels = read_image_list(list_path)
-    key = hashlib.sha256(list_path.read_bytes()).hexdigest()
-    cache = folder / f"{split}_{IMAGE_SIZE}px.npz"
-    images = cached_images(cache, key)
+def read_listing(listing: Listing, split: str, classes: tuple[str, ...] | None = None) -> FolderSplit:
+    """The images of a listing with their labels, from the cache `<split>_32px.npz` in its root or
+    decoded."""
+    cache = listing.root / f"{split}_{IMAGE_SIZE}px.npz"
+    images = cached_images(cache, listing.key)
     if images is not None:
-        return FolderSplit(ImageSet(images, labels), cache, key, decoded=False)
-    listed = tqdm(names, desc=f"resizing the {split} images", unit="image", leave=False, disable=None)
-    images = np.stack([read_image(folder / name, list_path) for name in listed])
-    return FolderSplit(ImageSet(images, labels), cache, key, decoded=True)
+        return FolderSplit(ImageSet(images, listing.labels, classes), cache, listing.key, decoded=False)
+    listed = tqdm(listing.names, desc=f"resizing the {split} images", unit="image", leave=False, disable=None)
+    images = np.stack([read_image(listing.root / name, listing.source) for name in listed])
+    return FolderSplit(ImageSet(images, listing.labels, classes), cache, listing.key, decoded=True)
+
+
+def no_images(classes: tuple[str, ...] | None) -> ImageSet:
+    """An empty image set: a folder dataset without a test set."""
+    return ImageSet(np.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8), np.zeros(0, dtype=np.int64), classes)
+
+
+def folder_listings(folder: Path) -> tuple[Listing, Listing | None, tuple[str, ...] | None]:
+    """The training and (where there is one) test listing of a folder dataset, and its class names
+    where the classes are folders: train.txt and test.txt; else train/<class>/ (and test/<class>/);
+    else <class>/ (no test set)."""
+    if (folder / "train.txt").exists() or (folder / "test.txt").exists():
+        return list_file(folder, "train"), list_file(folder, "test"), None
+    if (folder / "test").is_dir() and not (folder / "train").is_dir():
+        raise DataError(f"--data-dir {folder} has a test/ folder but no train/; put the training class "
+                        f"folders in {folder / 'train'}")
+    train_folder = folder / "train" if (folder / "train").is_dir() else folder
+    classes = class_names(train_folder)
+    if not classes:
+        raise DataError(f"--data-dir {folder} holds neither train.txt nor class subfolders; a folder "
+                        f"dataset needs {LAYOUTS}")
+    test_folder = folder / "test" if train_folder != folder else None
+    if test_folder is not None and test_folder.is_dir():
+        strangers = sorted(set(class_names(test_folder)) - set(classes))
+        if strangers:
+            raise DataError(f"{test_folder} has class folders that {train_folder} lacks ({', '.join(strangers)}); "
+                            f"give both the same classes")
+        test = class_folders(folder, test_folder, classes)
+    else:
+        test = None
+    return class_folders(folder, train_folder, classes), test, tuple(classes)
+
 
 
 def load_folder(data_dir: str | Path, num_classes: int | None = None) -> tuple[ImageSet, ImageSet]:
-    """Training images with their given (noisy) labels and the clean test images of a folder dataset.
+    """Training images with their given (noisy) labels and the test images of a folder dataset.
 
-    `data_dir` holds `train.txt` and `test.txt`, each with one `relative/path label` line per image.
-    Images are converted to RGB and resized to 32x32; the result is cached as
-    `<split>_32px.npz` next to the list, and rebuilt when the list changes. The caches are written
-    only once both splits are read and their labels fit `num_classes` (see `class_count`), so that
-    a dataset refused as bad input leaves the folder as it was.
+    `data_dir` holds `train.txt` and `test.txt`, each with one `relative/path label` line per
+    image; or one subfolder per class (labels in the sorted order of their names, as torchvision's
+    ImageFolder gives them), directly or under `train/`, with the test set's under `test/`. Without
+    a test set the test set is empty. Images are converted to RGB and resized to 32x32; the result
+    is cached as `<split>_32px.npz` in `data_dir`, and rebuilt when the listing changes. The caches
+    are written only once every split is read and its labels fit `num_classes` (see `class_count`),
+    so that a dataset refused as bad input leaves the folder as it was.
     """
     folder = Path(data_dir)
     if not folder.is_dir():
-        raise DataError(f"--data-dir {folder} is not a folder; a folder dataset needs train.txt and "
-                        f"test.txt there, {LIST_FORMAT}")
-    train, test = read_folder_split(folder, "train"), read_folder_split(folder, "test")
-    class_count(train.data, test.data, num_classes)
-    for split in (train, test):
+        raise DataError(f"--data-dir {folder} is not a folder; a folder dataset needs {LAYOUTS}")
+    train_listing, test_listing, classes = folder_listings(folder)
+    splits = [read_listing(train_listing, "train", classes)]
+    if test_listing is not None:
+        splits.append(read_listing(test_listing, "test", classes))
+    train, test = splits[0].data, splits[1].data if len(splits) == 2 else no_images(classes)
+    class_count(train, test, num_classes)
+    for split in splits:
         if split.decoded:
             store_images(split.cache, split.key, split.data.images)
-    return train.data, test.data
+    return train, test
 
 
 def load_dataset(data_dir: str | Path, dataset: str,
@@ -408,10 +420,11 @@ def load_dataset(data_dir: str | Path, dataset: str,
 
 
 def class_count(train: ImageSet, test: ImageSet, num_classes: int | None) -> int:
-    """The number of classes: `num_classes` checked against the labels, or the largest label + 1."""
-    largest = int(max(train.labels.max(), test.labels.max()))
+    """The number of classes: `num_classes` checked against the labels, or the number of class
+    folders, or the largest label + 1."""
+    largest = int(max(train.labels.max(), test.labels.max(initial=0)))
     if num_classes is None:
-        num_classes = largest + 1
+        num_classes = len(train.classes) if train.classes else largest + 1
     if largest >= num_classes:
         raise DataError(f"the labels go up to {largest}, but there are {num_classes} classes; "
                         f"set --num_classes to {largest + 1} or more")

@@ -26,6 +26,7 @@ from runner import command_line
 from runner import config as run_config
 import datasets
 from runner import records
+from runner import resume
 from runner import safe_files
 from runner.errors import DIVERGED, INTERRUPTED, DataError, UsageError
 from runner.interrupts import interrupts_deferred, one_line_errors
@@ -64,7 +65,8 @@ def probe_train_and_test(run: Run, epoch: int) -> dict:
                                 run.signals)
     if not run.data.noise.ground_truth:
         train = without_subsets(train)
-    test = evaluate(run.network, run.batches.test_batches(), prefix=records.TEST, predictions=run.test_predictions)
+    test = (evaluate(run.network, run.batches.test_batches(), prefix=records.TEST, predictions=run.test_predictions)
+            if len(run.data.test) else {})  # no test set: the test columns stay empty
     if len(run.data.holdout):
         test |= evaluate(run.network, run.batches.holdout_batches(), prefix=records.NOISY_HOLDOUT)
     run.scheduler.step()
@@ -110,10 +112,11 @@ def summary_line(row: dict, epochs: int) -> str:
     they are known, and a dash for ζ in epoch 0, where it is not defined yet."""
     subsets = "".join(f"{name} {row[f'train_{name}_acc']:6.2f}%  " for name in ("clean", "noisy")
                       if math.isfinite(row[f"train_{name}_acc"]))
-    zeta = row["susceptibility"]
+    zeta, test = row["susceptibility"], row.get("test_acc", math.nan)
     zeta_text = f"{zeta:8.4f}" if math.isfinite(zeta) else f"{'–':>8}"
+    test_text = f"{test:6.2f}%" if math.isfinite(test) else f"{'–':>7}"
     return (f"{epoch_label(row['epoch'], epochs)}  lr {row['lr']:9.4g}  "
-            f"train {row['train_acc']:6.2f}%  {subsets}test {row['test_acc']:6.2f}%  "
+            f"train {row['train_acc']:6.2f}%  {subsets}test {test_text}  "
             f"zeta {zeta_text}  ({row['seconds']:6.1f} s)")
 
 
@@ -122,8 +125,9 @@ def opening_line(run: Run) -> str:
     config, noise = run.config, run.data.noise_summary()
     labels = (f"{noise['type']} noise, {noise['fraction_wrong']:.1%} wrong labels" if noise["ground_truth"]
               else "labels as given (ground truth unknown)")
+    test = "" if len(run.data.test) else ", no test set (empty test columns)"
     return (f"{run.name}: {config.model} x{config.scale} on {len(run.data.train_index)} "
-            f"{config.dataset} images, {labels}, device {run.device}")
+            f"{config.dataset} images, {labels}{test}, device {run.device}")
 
 
 def nothing_saved(paths: RunFiles) -> str:
@@ -209,9 +213,8 @@ def start(args, argv: list[str], paths: RunFiles) -> Run:
     checkpoint = None
     if args.resume and paths.checkpoint.exists():
         checkpoint = checkpoints.load_checkpoint(paths.checkpoint, device)
-    elif args.resume:
-        print(f"no earlier run to resume ({paths.checkpoint} does not exist); starting "
-              f"{paths.record.name} from the first epoch")
+    elif args.resume:  # another run's checkpoint this one extends, or none (see runner.resume)
+        checkpoint = resume.checkpoint_elsewhere(args, paths, device)
     train, test = datasets.load_dataset(args.data_dir, args.dataset, args.num_classes)
     recorded_layout = checkpoint["config"].get("channels_last") if checkpoint else None
     layout = next(choice for choice in (args.channels_last, recorded_layout, channels_last_default(device))

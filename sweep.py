@@ -6,7 +6,7 @@
 A sweep file (TOML) names the grid: `[sweep]` says where its files go, `[fixed]` holds the arguments
 every run shares, `[grid]` the axes whose every combination is one run, and arrays of tables under
 `[grid]` (`[[grid.<group>]]`) groups of cases, of which every run takes one (an optimizer with its own
-learning rates, say). Every run is started with `--resume`, so invoking the same sweep again skips
+learning rates, say). Every run with a checkpoint is started with `--resume`, so invoking the same sweep again skips
 finished runs, continues interrupted ones from their checkpoints and starts the rest. Runs that fail
 are listed with their log files and are retried only with `--retry-failed`.
 
@@ -226,7 +226,7 @@ def list_runs(sweep: Sweep) -> int:
     states = current_states(sweep)
     for run in sweep.runs:
         print(f"{describe(run, states[run.name]):<22} {run.name}")
-        print(f"    python experiments.py {shlex.join(run.argv)} --resume")
+        print(f"    python experiments.py {shlex.join(run.argv)}{' --resume' * run.checkpoint.exists()}")
     print(plan_line(sweep, states))
     return 0
 

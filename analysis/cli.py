@@ -8,6 +8,7 @@ from pathlib import Path
 from analysis.detectors import has_detectors
 from analysis.figures import (FIGURE_FORMATS, plot_detectors, plot_regions, plot_regret, save_formats,
                               write_figures)
+from analysis.pick import pick_json, pick_report, recommend
 from analysis.probes import probes_with_batches
 from analysis.loading import ZETA_COLUMNS, load_runs, populations, select_population, zeta_mismatches
 from analysis.regret import DRAWS, regret_study, runs_values, seed_values
@@ -47,6 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-seed", action="store_true",
                         help="also treat each seed's runs as a population of its own and summarize the "
                              "rules and tau over the populations (with --figures: a region plot per seed)")
+    parser.add_argument("--pick", action="store_true",
+                        help="print only the one recommended run, with its checkpoint, the rule that chose it "
+                             "and why, the other rules' picks where they differ, and warnings")
+    parser.add_argument("--json", action="store_true", help="with --pick, print it as JSON")
     return parser.parse_args(argv)
 
 
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (2 with a one-line message on stderr for bad input)."""
     args = parse_args(argv)
     try:
+        if args.json and not args.pick:
+            raise ValueError("--json goes with --pick; add --pick")
         loaded = load_runs(args.folder)
         for name, reason in loaded.unreadable.items():
             print(f"analysis: skipped {name}: {reason}", file=sys.stderr)
@@ -74,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"analysis: {run}: stored susceptibility differs from the recomputed one",
                   file=sys.stderr)
         table = select_population(loaded.table, args.data)
+        if args.pick:
+            recommendation = recommend(table, args.folder, args.epoch, args.convention)
+            print(pick_json(recommendation) if args.json else pick_report(recommendation))
+            return 0
         selection = select_models(table, args.epoch, args.convention)
         across = tau_across_runs(table, args.epoch, args.convention)
         along = tau_along_epochs(table, args.convention)

@@ -159,15 +159,17 @@ def draw_by_model_and_optimizer(axes, x: pd.Series, y: pd.Series, runs: pd.DataF
 
 
 def plot_regions(selection: ModelSelection, population: str = "") -> Figure:
-    """Training accuracy against ζ with the region boundaries, points coloured by test accuracy,
-    the Region 1 pick circled and named in the legend, and the per-region table under the plot; the
-    title names the `population` (e.g. "seed 0") where one is given."""
+    """Training accuracy against ζ with the region boundaries, points coloured by test accuracy (grey
+    without a test set), each region labelled with its count of runs and their test accuracy, and
+    the Region 1 pick circled; the title names the `population` (e.g. "seed 0") where one is given."""
     runs = selection.runs
-    figure = Figure(figsize=(7.5, 7.5), layout="constrained")
-    axes, table_axes = figure.subplots(2, 1, height_ratios=[4, 1.3])
-    points = axes.scatter(runs["zeta"], runs["train_acc"], c=runs["test_acc"], cmap="viridis", s=40,
-                          edgecolors="white", linewidths=0.5, zorder=2)
-    figure.colorbar(points, ax=axes, label="test accuracy (%)")
+    figure = Figure(figsize=(7.5, 6.5), layout="constrained")
+    axes = figure.subplots()
+    tested = runs["test_acc"].notna().any()
+    points = axes.scatter(runs["zeta"], runs["train_acc"], c=runs["test_acc"] if tested else "gray",
+                          cmap="viridis" if tested else None, s=40, edgecolors="white", linewidths=0.5, zorder=2)
+    if tested:
+        figure.colorbar(points, ax=axes, label="test accuracy (%)")
     axes.axhline(selection.train_acc_mean, color="dimgray", linestyle="--", linewidth=1.2, zorder=1,
                  label=f"mean training accuracy ({selection.train_acc_mean:.2f} %)")
     axes.axvline(selection.zeta_mean, color="dimgray", linestyle="-.", linewidth=1.2, zorder=1,
@@ -175,35 +177,45 @@ def plot_regions(selection: ModelSelection, population: str = "") -> Figure:
     axes.margins(0.18)
     corners = {1: (0.01, 0.99), 2: (0.99, 0.99), 3: (0.01, 0.01), 4: (0.99, 0.01)}
     for region, (x, y) in corners.items():
-        axes.text(x, y, f"Region {region}", transform=axes.transAxes, ha="left" if x < 0.5 else "right",
-                  va="top" if y > 0.5 else "bottom", fontsize="small", fontweight="bold", color="dimgray",
-                  zorder=4, bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8,
-                                  "edgecolor": "none"})
+        axes.text(x, y, region_label(region, selection.regions.loc[region]), transform=axes.transAxes,
+                  ha="left" if x < 0.5 else "right", va="top" if y > 0.5 else "bottom", fontsize="small",
+                  color="dimgray", zorder=4,
+                  bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     pick = selection.picks.loc["region 1"]
     if pd.notna(pick["run"]):
+        tested_pick = f" ({pick['test_acc']:.2f} % test accuracy)" if pd.notna(pick["test_acc"]) else ""
         axes.scatter(pick["zeta"], pick["train_acc"], s=220, facecolors="none", edgecolors="red",
-                     linewidths=2, zorder=3, label=f"Region 1 pick: {pick['run']}")
+                     linewidths=2, zorder=3, label=f"Region 1 pick: its highest training accuracy{tested_pick}")
     axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     axes.set(xlabel=f"susceptibility ζ ({selection.convention} convention)",
              ylabel="training accuracy (%)", title=f"Model selection at {describe_epoch(selection.epoch)}, "
                                                    f"{len(runs)} runs{f' of {population}' if population else ''}")
-    draw_region_table(table_axes, selection.regions)
     return figure
 
 
+def region_label(region: int, summary: pd.Series) -> str:
+    """`Region 1: 3 runs, test 42.10 ± 1.20 %`: a region's count and test accuracy, on the plot."""
+    count = int(summary["count"])
+    text = f"Region {region}: {count} run{'s' * (count != 1)}"
+    if pd.notna(summary["test_acc_mean"]):
+        text += f"\ntest {mean_std_text(summary['test_acc_mean'], summary['test_acc_std'])} %"
+    return text
+
+
 def plot_signals(table: pd.DataFrame, epoch: int | None = None, convention: str = "paper") -> Figure:
-    """Test accuracy against each signal across runs, one panel per signal, Kendall's τ on each."""
+    """Test accuracy against each signal across runs, one panel per signal the runs recorded with
+    their test accuracy, Kendall's τ on each."""
     values = signal_values(table, epoch, convention)
     runs = runs_at_epoch(table, epoch)
-    figure = Figure(figsize=(3.2 * len(SIGNALS), 3.8), layout="constrained")
-    panels = figure.subplots(1, len(SIGNALS), sharey=True)
-    for number, (axes, (column, (label, _, higher))) in enumerate(zip(panels, SIGNALS.items())):
+    shown = {column: spec for column, spec in SIGNALS.items() if kendall(values[column], values["test_acc"]).n}
+    figure = Figure(figsize=(3.2 * max(len(shown), 1), 3.8), layout="constrained")
+    if not shown:
+        figure.text(0.5, 0.5, "no run has a test accuracy to compare the signals with", ha="center", color="gray")
+        return figure
+    panels = np.atleast_1d(figure.subplots(1, len(shown), sharey=True))
+    for number, (axes, (column, (label, _, higher))) in enumerate(zip(panels, shown.items())):
         correlation = kendall(values[column], values["test_acc"])
         axes.set_xlabel(label + (" (↑ better)" if higher else " (↓ better)"))
-        if correlation.n == 0:
-            axes.text(0.5, 0.5, "not recorded", transform=axes.transAxes, ha="center", color="gray")
-            axes.set_xticks([])
-            continue
         draw_by_model_and_optimizer(axes, values[column], values["test_acc"], runs, legend=number == 0)
         axes.set_title(f"τ = {correlation.tau:.2f} (p = {correlation.pvalue:.2g}, {correlation.n} runs)",
                        fontsize="small")
@@ -211,16 +223,6 @@ def plot_signals(table: pd.DataFrame, epoch: int | None = None, convention: str 
     figure.axes[0].set_ylabel("test accuracy (%)")
     figure.suptitle(f"Signals without clean labels against test accuracy, {describe_epoch(epoch)}")
     return figure
-
-
-def draw_region_table(axes, regions: pd.DataFrame) -> None:
-    """Draw the per-region count and test accuracy mean ± std as a table filling `axes`."""
-    cells = [[str(region), row["train_acc"], row["zeta"], str(row["count"]),
-              mean_std_text(row["test_acc_mean"], row["test_acc_std"])]
-             for region, row in regions.iterrows()]
-    axes.axis("off")
-    axes.table(cellText=cells, colLabels=["region", "train acc", "ζ", "runs", "test acc (%)"],
-               loc="center", cellLoc="center")
 
 
 SCORE_LABELS = {"aum": "AUM (low margin)", "csl": "cumulative loss", "forgetting": "forgetting events",

@@ -89,7 +89,7 @@ def selection_report(selection: ModelSelection, across: Correlation, along: pd.D
         f"{across.tau:.3f} (p = {p_value_text(across.pvalue)})",
     ]
     if selection.left_out:
-        lines.append(f"left out (no training accuracy, zeta or test accuracy there): "
+        lines.append(f"left out (no training accuracy or zeta there): "
                      f"{', '.join(selection.left_out)}")
     lines += [f"warning: {warning}" for warning in selection_warnings(selection) + correlation_warnings(across, along)]
     return "\n".join(lines)

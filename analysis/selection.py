@@ -74,7 +74,7 @@ class ModelSelection:
     zeta_mean: float
     regions: pd.DataFrame    # per region 1-4: REGIONS' columns, count, test_acc_mean, test_acc_std
     picks: pd.DataFrame      # per rule of SELECTION_RULES: the picked run and its values
-    left_out: list[str]      # runs without training accuracy, ζ or test accuracy at the epoch
+    left_out: list[str]      # runs without training accuracy or ζ at the epoch
     epoch: int | None
     convention: str
 
@@ -117,7 +117,7 @@ def rule_picks(runs: pd.DataFrame) -> pd.DataFrame:
         "region 1": best_run(runs[runs["region"] == 1], "train_acc"),
         "train acc": best_run(runs, "train_acc"),
         "zeta": best_run(runs, "zeta", largest=False),
-        "oracle": best_run(runs, "test_acc"),
+        "oracle": best_run(runs.dropna(subset=["test_acc"]), "test_acc"),  # none without a test set
     }
     picks = runs.reindex(list(picked.values()))
     picks.insert(0, "run", list(picked.values()))
@@ -131,7 +131,8 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
 
     "High" training accuracy is above its mean and "low" ζ below its mean, so a run at a mean (up
     to the rounding in computing it, see `on_boundary`) counts as low training accuracy or high ζ.
-    Raises ValueError when no run can be placed.
+    Runs without a test set are placed and picked like the others; only the oracle needs test
+    accuracy. Raises ValueError when no run can be placed.
     """
     snapshot = runs_at_epoch(table, epoch)
     values = pd.DataFrame({"train_acc": snapshot["train_acc"],
@@ -139,9 +140,9 @@ def select_models(table: pd.DataFrame, epoch: int | None = None,
                            "test_acc": snapshot["test_acc"],
                            "train_noisy_acc": snapshot["train_noisy_acc"],
                            "test_size": snapshot["test_size"]})
-    runs = values.dropna(subset=["train_acc", "zeta", "test_acc"])
+    runs = values.dropna(subset=["train_acc", "zeta"])  # runs without a test set are placed too
     if runs.empty:
-        raise ValueError(f"no run has training accuracy, zeta and test accuracy at {describe_epoch(epoch)}")
+        raise ValueError(f"no run has training accuracy and zeta at {describe_epoch(epoch)}")
     train_acc_mean, zeta_mean = runs["train_acc"].mean(), runs["zeta"].mean()
     runs = runs.assign(region=regions_at(runs["train_acc"], runs["zeta"], train_acc_mean, zeta_mean))
     left_out = sorted(set(table["run"]) - set(runs.index))

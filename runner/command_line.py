@@ -114,7 +114,7 @@ def noise_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
          f"--noise-type {args.noise_type} holds human labels of CIFAR-10, not of {args.dataset}"),
         (not human or args.noise_file is not None,
          f"--noise-type {args.noise_type} needs --noise-file, the CIFAR-10N label file "
-         f"CIFAR-10_human.pt (see README)"),
+         f"CIFAR-10_human.pt (see docs/DATA.md)"),
         (human or args.noise_file is None,
          "--noise-file is read only with a cifar10n --noise-type; leave it out"),
     ]

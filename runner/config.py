@@ -51,7 +51,8 @@ class RunConfig:
                          metavar="MODEL")
     scale: float = setting(REFERENCE, "width multiplier of every layer of the reference architecture",
                            default=1.0, type=positive_float)
-    dataset: str = setting(REFERENCE, "folder: images listed in <data-dir>/train.txt and test.txt (see README)",
+    dataset: str = setting(REFERENCE, "folder: images listed in <data-dir>/train.txt and test.txt, or in class "
+                                      "folders <data-dir>/[train/]<class>/ (see docs/DATA.md)",
                            default="cifar10", choices=datasets.DATASETS)
     # the data's class count (or --num_classes for an image folder)
     num_classes: int = setting(REFERENCE, "number of classes (default: the dataset's, must match it; for a "
@@ -74,7 +75,8 @@ class RunConfig:
     epochs: int = setting(REFERENCE, "training epochs; the cosine schedule spans them", default=200, type=int,
                           at_least=1)
     lr: float = setting(REFERENCE, "initial learning rate", default=0.1, type=positive_float)
-    optimizer: str = setting(REFERENCE, "sgd: momentum 0.9, weight decay 5e-4 (reference); adam: torch defaults",
+    optimizer: str = setting(REFERENCE, "sgd: momentum 0.9, weight decay 5e-4 (reference); adam: torch defaults; "
+                                        "adamw: torch defaults (decoupled weight decay 0.01)",
                              default="sgd", choices=sorted(OPTIMIZERS))
     scheduler: str = setting(REFERENCE, "cosine annealing over --epochs (reference); step: x0.1 at 50%% and 75%% "
                                         "of the epochs; exponential: down to 1%% at the end; constant",

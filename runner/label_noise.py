@@ -166,13 +166,22 @@ def human_labels(path: str | Path, noise_type: str, train_labels: np.ndarray,
     if not len(clean) == len(noisy) == len(train_labels):
         raise DataError(f"--noise-file {path} has {len(noisy)} labels but the training set has "
                         f"{len(train_labels)} images; give the label file of exactly these images in "
-                        f"their order (for a subset of CIFAR-10, only its rows of the full file)")
+                        f"their order ({subset_hint(path)})")
     disagree = np.flatnonzero(clean != train_labels)
     if len(disagree):
         raise DataError(f"--noise-file {path} belongs to other images: its clean_label differs from "
                         f"the training labels at {len(disagree)} of {len(clean)} images (first at "
                         f"image {disagree[0]}); give the label file of these images in their order")
     return noisy.astype(np.int64)
+
+
+def subset_hint(path: Path) -> str:
+    """Where the label file of a subset is: `<name>_subset.npz` beside the full file where there is
+    one, else how docs/DATA.md makes it."""
+    subset = path.with_name(f"{path.stem}_subset.npz")
+    if subset.is_file() and subset != path:
+        return f"{subset} beside it may be the file of this subset: try --noise-file {subset}"
+    return "for a subset of CIFAR-10, only its rows of the full file: docs/DATA.md shows how to write them"
 
 
 SYNTHETIC_NOISE = ("symmetric", "asymmetric")

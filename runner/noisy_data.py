@@ -121,6 +121,7 @@ class NoisyData:
     holdout: NoisyHoldout = field(default_factory=lambda: NoisyHoldout.empty())
     # Probes recorded beside ζ (--extra-probes), by source, each with a seed of its own.
     extra_probes: dict[str, ProbeSet] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None  # where the dataset names its classes (class folders)
 
     def noise_summary(self) -> dict:
         """The noise of the training labels for the run record and, where the truth is known, how
@@ -200,4 +201,4 @@ def make_noisy_data(train: ImageSet, test: ImageSet, *, num_classes: int, numsam
     extra = {source: ProbeSet.drawn(images_of[source], num_classes, derive_seed(seed, Stream.EXTRA_PROBE, source))
              for source in extra_probes}
     return NoisyData(train.images, train_index, assigned, true_labels, probe, test, num_classes, noise, holdout,
-                     extra)
+                     extra, train.classes)

@@ -65,7 +65,7 @@ class Run:
     def header(self) -> dict:
         """The record's header sections that describe the run (its status is added when written)."""
         config, data = self.config, self.data
-        return {
+        header = {
             "run": {"name": self.name, "checkpoint": config.files.checkpoint.name},
             "args": config.as_dict(),
             "command": self.command,
@@ -78,6 +78,9 @@ class Run:
                      "noisy_holdout": data.holdout.summary(data.noise.ground_truth)},
             "noise": data.noise_summary(),
         }
+        if data.class_names is not None:  # only datasets that name their classes: other records unchanged
+            header["data"]["class_names"] = list(data.class_names)
+        return header
 
     def label_tensors(self) -> dict[str, torch.Tensor]:
         """The run's subset, labels, probe set and hold-out set, which a resumed run must share."""
@@ -99,6 +102,7 @@ class Run:
             "scheduler": self.scheduler.state_dict(), "signals": self.signals.state_dict(), "rows": self.rows,
             "probe": self.probe.state_dict(), "labels": self.label_tensors(),
             "extra_probes": {name: probe.state_dict() for name, probe in self.extra_probes.items()},
+            **({"class_names": list(self.data.class_names)} if self.data.class_names is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> list[str]:

@@ -135,8 +135,10 @@ def last_line(path: Path) -> str:
 
 
 def command(point: GridPoint) -> list[str]:
-    """The command that runs, or continues, a grid point's run."""
-    return [sys.executable, str(EXPERIMENTS), *point.argv, "--resume"]
+    """The command that runs, or continues, a grid point's run: with --resume where it has a
+    checkpoint (without one, --resume would stop at the checkpoints of the grid points that share
+    its --filename and differ only in epochs or learning rate)."""
+    return [sys.executable, str(EXPERIMENTS), *point.argv, *(["--resume"] if point.checkpoint.exists() else [])]
 
 
 def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str],
