@@ -8,6 +8,7 @@ state. Checkpoints of earlier formats are brought to the current one by `migrate
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,8 +72,11 @@ def check_paths(args: Namespace, paths: Paths) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomically save a checkpoint dictionary with torch.save."""
-    safe_files.atomic_write(path, lambda f: torch.save(state, f))
+    """Atomically save a checkpoint dictionary with torch.save. It is serialized in memory first, so
+    that a full disk or a read-only folder is an `safe_files.UnwritableFile` naming the file."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    safe_files.atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:

@@ -99,6 +99,7 @@ class Run:
             "scheduler": self.scheduler.state_dict(), "signals": self.signals.state_dict(), "rows": self.rows,
             "probe": self.probe.state_dict(), "labels": self.label_tensors(),
             "extra_probes": {name: probe.state_dict() for name, probe in self.extra_probes.items()},
+            "test_predictions": self.test_predictions,
         }
 
     def load_state_dict(self, state: dict) -> list[str]:
@@ -113,6 +114,8 @@ class Run:
         self.probe.load_state_dict(state["probe"])
         for name, probe in self.extra_probes.items():
             probe.load_state_dict(state["extra_probes"][name])
+        if "test_predictions" in state:  # checkpoints written before they were kept lack them
+            self.test_predictions.copy_(state["test_predictions"])
         return missing
 
 
