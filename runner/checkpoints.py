@@ -81,8 +81,45 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """Load a checkpoint written by `save_checkpoint`, in the current format, without executing
-    pickled code."""
-    return migrate(torch.load(path, map_location=device, weights_only=True), path)
+    pickled code; UsageError says in one line why a file is not one this program can continue."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:  # torch and pickle raise many kinds for a damaged file
+        raise UsageError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: "
+                         f"{first_line(error)}); use --overwrite to start over") from None
+    try:
+        state = migrate(state, path)
+    except (KeyError, TypeError) as error:
+        raise UsageError(f"{path} is damaged: it lacks {first_line(error)}; use --overwrite to start over") from None
+    check_contents(state, path)
+    return state
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an error's message."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "no message"
+
+
+# The parts of a checkpoint of the current format, by the type each must have.
+CHECKPOINT_PARTS = {"config": dict, "environment": dict, "rng": dict, "model": dict, "optimizer": dict,
+                    "scheduler": dict, "rows": list, "probe": dict, "labels": dict, "extra_probes": dict}
+
+
+def check_contents(state: dict, path: str | Path) -> None:
+    """Refuse a checkpoint (in the current format) that lacks a part, holds a part of another kind,
+    or holds rows that do not number its epochs 0, 1, ... up to at most the epochs it plans."""
+    for key, kind in CHECKPOINT_PARTS.items():
+        if not isinstance(state.get(key), kind):
+            raise UsageError(f"{path} is damaged: its {key!r} is {'missing' if key not in state else 'not a ' + kind.__name__}; "
+                             f"use --overwrite to start over")
+    planned, rows = state["config"].get("epochs"), state["rows"]
+    numbered = all(isinstance(row, dict) and row.get("epoch") == epoch for epoch, row in enumerate(rows))
+    if not (isinstance(planned, int) and numbered and len(rows) <= planned):
+        raise UsageError(f"{path} is damaged: its {len(rows)} epoch rows do not number the epochs of a run of "
+                         f"{planned} epochs; use --overwrite to start over")
 
 
 def migrate(state: dict, path: str | Path) -> dict:

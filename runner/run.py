@@ -12,6 +12,7 @@ from runner import batching
 from runner import checkpoints
 import datasets
 from runner import noisy_data
+from runner.command_line import UsageError
 from runner.config import RunConfig
 from runner.machine import environment, environment_changes
 from models import create_model
@@ -167,8 +168,12 @@ def build_run(config: RunConfig, command: list[str], device: torch.device,
 def restore(run: Run, state: dict, path: Path) -> None:
     """Continue a freshly built run from its checkpoint `state` (in the current format), read from
     `path`, after checking that it belongs to the same run; says what cannot continue exactly."""
-    checkpoints.check_same_run(state, run.config, run.label_tensors(), run.device, path)
-    missing = run.load_state_dict(state)
+    try:
+        checkpoints.check_same_run(state, run.config, run.label_tensors(), run.device, path)
+        missing = run.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        raise UsageError(f"{path} does not hold a state this run can continue from "
+                         f"({checkpoints.first_line(error)}); use --overwrite to start over") from None
     if missing:
         print(f"note: {path} holds no {', '.join(missing)} history of the training samples (it was "
               f"written before they were kept); those signals start afresh", file=sys.stderr)
