@@ -69,6 +69,15 @@ def check_paths(args: Namespace, paths: Paths) -> None:
     if args.resume and paths.record.exists() and not paths.checkpoint.exists():
         raise UsageError(f"cannot resume: {paths.record} exists but its checkpoint {paths.checkpoint} "
                          f"is missing; use --overwrite to start over")
+    check_checkpoint_kept(args, paths)
+
+
+def check_checkpoint_kept(args: Namespace, paths: Paths) -> None:
+    """Refuse to replace an existing checkpoint with a new run's, unless --overwrite says so: it may
+    hold another run that shares the --modelfilename (`check_owner` checks the one --resume reads)."""
+    if paths.checkpoint.exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{paths.checkpoint} already exists; add --resume to continue its run, give this "
+                         f"run another --modelfilename, or add --overwrite to replace it")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -156,6 +165,7 @@ def check_same_run(state: dict, config: run_config.RunConfig, labels: dict[str, 
     """Refuse a checkpoint (in the current format) of another run: made with other arguments, on
     other data (`labels`: the subset, labels, probe and hold-out sets drawn now) or on another
     device type."""
+    check_owner(state, config, path)
     differing = run_config.differing_settings(state["config"], config)
     if differing:
         described = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differing.items())
@@ -165,6 +175,16 @@ def check_same_run(state: dict, config: run_config.RunConfig, labels: dict[str, 
     if any(not torch.equal(labels[k], state["labels"][k].cpu()) for k in labels):
         raise UsageError(f"the data in {config.data_dir} differ from those {path} was trained on; "
                          f"point --data-dir at the original data")
+
+
+def check_owner(state: dict, config: run_config.RunConfig, path: Path) -> None:
+    """Refuse the checkpoint of another run that shares this run's --modelfilename: continuing it
+    would write that run's model under this run's record, and replace its checkpoint."""
+    owner = state["config"].get("filename", config.filename)  # format 1 did not keep it
+    if owner != config.filename:
+        raise UsageError(f"{path} belongs to the run --filename {owner}, not to this run (--filename "
+                         f"{config.filename}); give this run another --modelfilename, or add --overwrite "
+                         f"to replace that run's checkpoint")
 
 
 def check_device_type(saved_environment: dict, device: torch.device, path: Path) -> None:
