@@ -181,6 +181,22 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
         remove_if_empty(made)
 
 
+def lock_holder(path: str | Path) -> str | None:
+    """The process id in the lock file `path` while a process holds it; None where none does. The
+    file is only looked at: neither made nor taken."""
+    try:
+        handle = open(path)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
 def open_lock_file(path: Path):
     """The lock file at `path`, opened for appending (made with its folders where missing)."""
     try:
