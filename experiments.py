@@ -309,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         paths = checkpoints.run_paths(args)
         with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
             checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
-            for path in epoch_files(paths):  # left by a process killed while writing them
+            for path in epoch_files(paths):  # left by a process killed while writing them, then a trial write
                 safe_files.remove_stale_temporaries(path)
+                safe_files.check_writable(path)
             run = start(args, argv, paths)
             if run.finished:
                 print(f"{paths.record} is already complete ({run.config.epochs} epochs)")

@@ -34,6 +34,9 @@ def unwritable(path: Path, error: OSError) -> UnwritableFile:
         return error
     folder = next((folder for folder in reversed(path.parents) if folder.exists() and not folder.is_dir()), None)
     cause = f"{folder} is a file, not a folder" if folder else error.strerror or str(error)
+    if error.errno == errno.ENAMETOOLONG and error.filename:
+        name = Path(error.filename).name  # the temporary file's, written first, or the path's own
+        cause += f" ({name} has {len(name)} characters)"
     return UnwritableFile(error.errno, cause, str(path))
 
 
@@ -71,6 +74,13 @@ def staged_write(path: str | Path, write: Callable) -> Path:
             raise unwritable(path, error) from None
         raise
     return temporary
+
+
+def check_writable(path: str | Path) -> None:
+    """Make and remove the temporary file that `atomic_write` of `path` makes first: raises
+    UnwritableFile where it could not be written (a name too long for the file system, a read-only
+    or missing folder), before any work is spent on its content."""
+    staged_write(path, lambda f: None).unlink()
 
 
 def promote(temporary: Path, path: str | Path) -> None:
@@ -162,7 +172,11 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
     path = Path(path)
     made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     while True:
-        handle = open_lock_file(path)
+        try:
+            handle = open_lock_file(path)
+        except UnwritableFile:
+            remove_if_empty(made)
+            raise
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
