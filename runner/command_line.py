@@ -260,9 +260,22 @@ def raise_first_failure(checks: list[tuple[bool, str]]) -> None:
             raise UsageError(message)
 
 
+# The largest --lr: the largest float32 number, the precision the weights are updated in.
+MAX_LR = 3.4028234663852886e38
+# The widest networks that can train: ResNet-18 at --scale 16 has 2.9 billion weights (11.4 GB in
+# fp32, before its gradients and optimizer state).
+MAX_SCALE = 16
+
+
 def value_checks(args: argparse.Namespace) -> None:
     """Reject single values that argparse cannot check by type alone."""
     raise_first_failure([
+        (args.seed >= 0, f"--seed must be 0 or more, got {args.seed}"),
+        (args.lr <= MAX_LR, f"--lr must be at most {MAX_LR:.4g}, the largest float32 number, which the "
+                            f"weights are updated in; got {args.lr}"),
+        (args.scale <= MAX_SCALE, f"--scale must be at most {MAX_SCALE} (ResNet-18 at {MAX_SCALE} has 2.9 "
+                                  f"billion weights, 11.4 GB in fp32 before its gradients and optimizer "
+                                  f"state), got {args.scale}"),
         (0 <= args.corruptprob <= 1, f"--corruptprob must be within [0, 1], got {args.corruptprob}"),
         (args.batchsize >= 1, f"--batchsize must be at least 1, got {args.batchsize}"),
         (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
