@@ -36,6 +36,11 @@ sys.exit(experiments.main(sys.argv[2:]))
 """
 
 
+def full_disk(path, state):
+    """A checkpoint save on a full disk."""
+    raise safe_files.UnwritableFile(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def tiny_run(data, out, *extra: str) -> list[str]:
     return run_args(data, out, "--numsamples", "64", *extra, epochs=3)
 
@@ -56,26 +61,23 @@ def killed_while_saving(data, out, moment: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def after_one_epoch(synthetic_cifar10, tmp_path_factory):
-    """The files of the run stopped after its first epoch (0), uninterrupted by any kill."""
-    out = tmp_path_factory.mktemp("one")
+def stopped_before(epoch: int, data, out):
+    """The files of the run stopped before `epoch`, uninterrupted by any kill; returns `out`."""
     monkeypatch = pytest.MonkeyPatch()
-    interrupt_at_epoch(monkeypatch, 1)
-    assert experiments.main(tiny_run(synthetic_cifar10, out)) == experiments.INTERRUPTED
+    interrupt_at_epoch(monkeypatch, epoch)
+    assert experiments.main(tiny_run(data, out)) == experiments.INTERRUPTED
     monkeypatch.undo()
     return out
+
+
+@pytest.fixture(scope="module")
+def after_one_epoch(synthetic_cifar10, tmp_path_factory):
+    return stopped_before(1, synthetic_cifar10, tmp_path_factory.mktemp("one"))
 
 
 @pytest.fixture(scope="module")
 def after_two_epochs(synthetic_cifar10, tmp_path_factory):
-    """The files of the run stopped after its second epoch (1)."""
-    out = tmp_path_factory.mktemp("two")
-    monkeypatch = pytest.MonkeyPatch()
-    interrupt_at_epoch(monkeypatch, 2)
-    assert experiments.main(tiny_run(synthetic_cifar10, out)) == experiments.INTERRUPTED
-    monkeypatch.undo()
-    return out
+    return stopped_before(2, synthetic_cifar10, tmp_path_factory.mktemp("two"))
 
 
 def assert_same_files(out, reference) -> None:
@@ -121,7 +123,7 @@ def test_a_failed_save_keeps_the_previous_epochs_files_and_says_so_in_one_line(
     def full_disk_at_the_second_save(path, state):
         saves.append(path)
         if len(saves) == 2:
-            raise safe_files.UnwritableFile(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            full_disk(path, state)
         save(path, state)
 
     monkeypatch.setattr(checkpoints, "save_checkpoint", full_disk_at_the_second_save)
@@ -135,9 +137,6 @@ def test_a_failed_save_keeps_the_previous_epochs_files_and_says_so_in_one_line(
 
 @pytest.mark.e2e
 def test_a_failed_first_save_writes_nothing(synthetic_cifar10, tmp_path, monkeypatch, capsys):
-    def full_disk(path, state):
-        raise safe_files.UnwritableFile(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-
     monkeypatch.setattr(checkpoints, "save_checkpoint", full_disk)
     assert experiments.main(tiny_run(synthetic_cifar10, tmp_path)) == experiments.USAGE
     assert "no epoch was saved, so nothing was written" in capsys.readouterr().err
@@ -149,10 +148,6 @@ def test_overwrite_keeps_the_old_runs_files_until_the_new_run_has_saved_an_epoch
         synthetic_cifar10, tmp_path, monkeypatch):
     assert experiments.main(tiny_run(synthetic_cifar10, tmp_path)) == 0
     old = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-
-    def full_disk(path, state):
-        raise safe_files.UnwritableFile(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-
     monkeypatch.setattr(checkpoints, "save_checkpoint", full_disk)
     argv = tiny_run(synthetic_cifar10, tmp_path, "--seed", "4", "--overwrite")
     assert experiments.main(argv) == experiments.USAGE
