@@ -44,6 +44,8 @@ DESCRIPTION = __doc__.split("\n\n")[0]
 LOCK_HELD = ("another process is writing this run ({error}); wait for it to end, or give this run another "
              "--filename and --modelfilename")
 NOT_STARTED = "interrupted before training started; nothing was changed"
+# Errors that end the program with one line: bad input, and a file that cannot be written.
+ONE_LINE_ERRORS = (UsageError, DataError, safe_files.UnwritableFile)
 
 
 def probe_train_and_test(run: Run, epoch: int) -> dict:
@@ -180,8 +182,7 @@ def save_epoch(run: Run, paths: Paths, row: dict) -> None:
     out-of-memory kill) ended that epoch, which would then lose two epochs."""
     with interrupts_deferred(), safe_files.written_together() as staged:
         started = time.perf_counter()
-        staged.write(paths.samples, records.table_bytes(sample_scores(run)))
-        staged.write(paths.test_predictions, records.table_bytes(test_predictions(run)))
+        stage_side_files(staged, run, paths)
         row["save_seconds"] = time.perf_counter() - started
         run.rows.append(row)
         try:
@@ -191,6 +192,15 @@ def save_epoch(run: Run, paths: Paths, row: dict) -> None:
             run.rows.pop()
             raise
         staged.promote()
+
+
+def stage_side_files(staged: safe_files.StagedFiles, run: Run, paths: Paths,
+                     with_test_predictions: bool = True) -> None:
+    """Write the per-sample scores and (unless told not to) the test predictions beside their old
+    versions, to replace them with `staged.promote`."""
+    staged.write(paths.samples, records.table_bytes(sample_scores(run)))
+    if with_test_predictions:
+        staged.write(paths.test_predictions, records.table_bytes(test_predictions(run)))
 
 
 def epoch_files(paths: Paths) -> tuple[Path, ...]:
@@ -205,9 +215,7 @@ def repair_epoch_files(run: Run, paths: Paths, has_test_predictions: bool) -> No
     if recorded_epochs(paths.record) == len(run.rows) and paths.samples.exists():
         return
     with safe_files.written_together() as staged:
-        staged.write(paths.samples, records.table_bytes(sample_scores(run)))
-        if has_test_predictions:
-            staged.write(paths.test_predictions, records.table_bytes(test_predictions(run)))
+        stage_side_files(staged, run, paths, with_test_predictions=has_test_predictions)
         staged.write(paths.record, records.render_record(run_record(run)).encode())
         staged.promote()
     print(f"completed {paths.record} and the files beside it with the {len(run.rows)} epochs saved in "
@@ -303,7 +311,7 @@ def train(run: Run, paths: Paths, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    with one_line_errors("experiments.py", (UsageError, DataError, safe_files.UnwritableFile), LOCK_HELD, NOT_STARTED) as outcome, \
+    with one_line_errors("experiments.py", ONE_LINE_ERRORS, LOCK_HELD, NOT_STARTED) as outcome, \
             run_settings_restored():
         args = command_line.parse(argv, DESCRIPTION)
         paths = checkpoints.run_paths(args)

@@ -122,8 +122,8 @@ def check_contents(state: dict, path: str | Path) -> None:
     or holds rows that do not number its epochs 0, 1, ... up to at most the epochs it plans."""
     for key, kind in CHECKPOINT_PARTS.items():
         if not isinstance(state.get(key), kind):
-            raise UsageError(f"{path} is damaged: its {key!r} is {'missing' if key not in state else 'not a ' + kind.__name__}; "
-                             f"use --overwrite to start over")
+            fault = "missing" if key not in state else f"not a {kind.__name__}"
+            raise UsageError(f"{path} is damaged: its {key!r} is {fault}; use --overwrite to start over")
     planned, rows = state["config"].get("epochs"), state["rows"]
     numbered = all(isinstance(row, dict) and row.get("epoch") == epoch for epoch, row in enumerate(rows))
     if not (isinstance(planned, int) and numbered and len(rows) <= planned):
