@@ -15,7 +15,7 @@ import re
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TextIO
 
 TEMPORARY_BYTES = 8  # random bytes in the name of an atomic write's temporary file, written as hex
 
@@ -211,7 +211,7 @@ def lock_holder(path: str | Path) -> str | None:
         return None
 
 
-def open_lock_file(path: Path):
+def open_lock_file(path: Path) -> TextIO:
     """The lock file at `path`, opened for appending (made with its folders where missing)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def open_lock_file(path: Path):
         raise unwritable(path, error) from None
 
 
-def write_holder(handle, path: Path) -> None:
+def write_holder(handle: TextIO, path: Path) -> None:
     """Put this process's id into the held lock file, for the message of a process that finds it held."""
     try:
         handle.truncate(0)
@@ -230,7 +230,7 @@ def write_holder(handle, path: Path) -> None:
         raise unwritable(path, error) from None
 
 
-def release(handle, path: Path) -> None:
+def release(handle: TextIO, path: Path) -> None:
     """Remove the lock file and release the lock. A file that cannot be removed (its folder has
     become read-only) stays behind, released: the next process takes it over as stale."""
     for finish in (lambda: path.unlink(missing_ok=True), handle.close):

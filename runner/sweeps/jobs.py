@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from runner import checkpoints
 from runner import command_line
@@ -164,15 +165,18 @@ def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str],
                                 preexec_fn=stopped_with(os.getpid()) if own_session else None)
 
 
-def stopped_with(parent: int):
+def stopped_with(parent: int) -> Callable[[], None] | None:
     """What a child runs before it starts, on Linux: have the kernel send it SIGTERM when `parent`,
     the process starting it, ends (`PR_SET_PDEATHSIG`), and stop at once where it has ended already."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None).prctl  # looked up here: the child only calls it
+
     def ask_kernel() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(INTERRUPTED)
-    return ask_kernel if sys.platform.startswith("linux") else None
+    return ask_kernel
 
 
 def record_outcome(point: GridPoint, returncode: int) -> str:
