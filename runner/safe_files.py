@@ -113,6 +113,7 @@ class StagedFiles:
         self.files: dict[Path, Path] = {}  # temporary file by the file it replaces
 
     def write(self, path: str | Path, content: bytes) -> None:
+        """Write `content` as the new version of `path`, beside the old one."""
         self.files[Path(path)] = staged_write(path, lambda f: f.write(content))
 
     def promote(self) -> None:
@@ -123,6 +124,7 @@ class StagedFiles:
             promote(temporary, path)
 
     def discard(self) -> None:
+        """Remove the new versions not yet put in place."""
         for temporary in self.files.values():
             temporary.unlink(missing_ok=True)
         self.files.clear()
