@@ -28,7 +28,7 @@ import datasets
 from runner import records
 from runner import resume
 from runner import safe_files
-from runner.errors import DIVERGED, INTERRUPTED, DataError, UsageError
+from runner.errors import DIVERGED, INTERRUPTED, USAGE, DataError, UsageError
 from runner.interrupts import interrupts_deferred, one_line_errors
 from runner.machine import (amp_refusal, channels_last_default, configure_device, prepare_determinism,
                             run_settings_restored, select_device)
@@ -44,6 +44,8 @@ DESCRIPTION = __doc__.split("\n\n")[0]
 LOCK_HELD = ("another process is writing this run ({error}); wait for it to end, or give this run another "
              "--filename and --modelfilename")
 NOT_STARTED = "interrupted before training started; nothing was changed"
+# Errors that end the program with one line: bad input, and a file that cannot be written.
+ONE_LINE_ERRORS = (UsageError, DataError, safe_files.UnwritableFile)
 
 
 def probe_train_and_test(run: Run, epoch: int) -> dict:
@@ -136,6 +138,13 @@ def nothing_saved(paths: RunFiles) -> str:
             else "nothing was written")
 
 
+def what_is_kept(run: Run, paths: RunFiles) -> str:
+    """The epochs on disk when a run stops early."""
+    if run.rows:
+        return f"the {len(run.rows)} completed epochs are kept in {paths.record} and {paths.checkpoint}"
+    return f"no epoch was saved, so {nothing_saved(paths)}"
+
+
 def interruption_message(run: Run, paths: RunFiles, argv: list[str]) -> str:
     """What an interrupted run left on disk, and the command that continues or restarts it."""
     if not run.rows:
@@ -152,29 +161,68 @@ def interruption_message(run: Run, paths: RunFiles, argv: list[str]) -> str:
 # The run: start or continue, train, save
 
 
-def write_record(run: Run, paths: RunFiles, stopped_because: str | None = None) -> None:
-    """Rewrite the run record with every completed epoch and the run's status."""
+def run_record(run: Run, stopped_because: str | None = None) -> records.RunRecord:
+    """The run record: the run's header, its status and every completed epoch."""
     status = {"epochs_completed": len(run.rows), "epochs_planned": run.config.epochs,
               "finished": run.finished, "stopped_because": stopped_because}
-    records.write_record(paths.record, records.RunRecord({**run.header(), "status": status}, run.rows))
+    return records.RunRecord({**run.header(), "status": status}, run.rows)
+
+
+def write_record(run: Run, paths: RunFiles, stopped_because: str | None = None) -> None:
+    """Rewrite the run record with every completed epoch and the run's status."""
+    records.write_record(paths.record, run_record(run, stopped_because))
 
 
 def save_epoch(run: Run, paths: RunFiles, row: dict) -> None:
-    """Write the per-sample scores and the test predictions, add the epoch's row with the time they
-    took (`save_seconds`), then write the checkpoint and the record; Ctrl-C and SIGTERM wait until
-    all are written, so an epoch is saved whole or not at all (the record, written last, counts the
-    saved epochs). The row is complete before the checkpoint takes its copy, so a resumed run has
-    every row as recorded. The checkpoint stays on the critical path: written while the next epoch
-    ran, it would not be on disk when a SIGKILL (a scheduler's hard limit, an out-of-memory kill)
-    ended that epoch, which would then lose two epochs."""
-    with interrupts_deferred():
+    """Save the epoch as one unit: the per-sample scores, the test predictions and the record are
+    written beside their old versions (the first two timed as `save_seconds`), then the checkpoint,
+    which commits the epoch, and only then do the three replace their old versions. A save that
+    fails before the checkpoint leaves the previous epoch's files as they were; one cut off after
+    it is completed from the checkpoint on --resume (`repair_epoch_files`). Ctrl-C and SIGTERM wait
+    until the save has ended. The row is complete before the checkpoint takes its copy, so a
+    resumed run has every row as recorded. The checkpoint stays on the critical path: written while
+    the next epoch ran, it would not be on disk when a SIGKILL (a scheduler's hard limit, an
+    out-of-memory kill) ended that epoch, which would then lose two epochs."""
+    with interrupts_deferred(), safe_files.written_together() as staged:
         started = time.perf_counter()
-        records.write_table(paths.samples, sample_scores(run))
-        records.write_table(paths.test_predictions, test_predictions(run))
+        stage_side_files(staged, run, paths)
         row["save_seconds"] = time.perf_counter() - started
         run.rows.append(row)
-        checkpoints.save_checkpoint(paths.checkpoint, run.state_dict())
-        write_record(run, paths)
+        try:
+            staged.write(paths.record, records.render_record(run_record(run)).encode())
+            checkpoints.save_checkpoint(paths.checkpoint, run.state_dict())
+        except BaseException:
+            run.rows.pop()
+            raise
+        staged.promote()
+
+
+def stage_side_files(staged: safe_files.StagedFiles, run: Run, paths: RunFiles,
+                     with_test_predictions: bool = True) -> None:
+    """Write the per-sample scores and (unless told not to) the test predictions beside their old
+    versions, to replace them with `staged.promote`."""
+    staged.write(paths.samples, records.table_bytes(sample_scores(run)))
+    if with_test_predictions:
+        staged.write(paths.test_predictions, records.table_bytes(test_predictions(run)))
+
+
+def epoch_files(paths: RunFiles) -> tuple[Path, ...]:
+    """Every file a run rewrites each epoch."""
+    return paths.record, paths.checkpoint, paths.samples, paths.test_predictions
+
+
+def repair_epoch_files(run: Run, paths: RunFiles, has_test_predictions: bool) -> None:
+    """Complete the files of the checkpoint's last epoch where its save was cut off after the
+    checkpoint was written (the record then counts fewer epochs): the record, the per-sample scores
+    and, where the checkpoint holds them, the test predictions."""
+    if recorded_epochs(paths.record) == len(run.rows) and paths.samples.exists():
+        return
+    with safe_files.written_together() as staged:
+        stage_side_files(staged, run, paths, with_test_predictions=has_test_predictions)
+        staged.write(paths.record, records.render_record(run_record(run)).encode())
+        staged.promote()
+    print(f"completed {paths.record} and the files beside it with the {len(run.rows)} epochs saved in "
+          f"{paths.checkpoint}")
 
 
 def recorded_epochs(record: Path) -> int:
@@ -225,6 +273,7 @@ def start(args, argv: list[str], paths: RunFiles) -> Run:
     run = build_run(config, command, device, train, test)
     if checkpoint is not None:
         restore(run, checkpoint, paths.checkpoint)
+        repair_epoch_files(run, paths, "test_predictions" in checkpoint)
         if len(run.rows) < config.epochs:
             print(f"resuming {paths.record.name}: {len(run.rows)} of {config.epochs} epochs done, "
                   f"continuing with epoch {len(run.rows)}")
@@ -246,11 +295,11 @@ def train(run: Run, paths: RunFiles, argv: list[str]) -> int:
         reason = f"non-finite {error.quantity} in epoch {len(run.rows)} ({error})"
         if run.rows:
             write_record(run, paths, stopped_because=reason)
-            kept = f"the {len(run.rows)} completed epochs are kept in {paths.record} and {paths.checkpoint}"
-        else:
-            kept = f"no epoch was completed, so {nothing_saved(paths)}"
-        print(f"stopped: {reason}; try a lower --lr; {kept}", file=sys.stderr)
+        print(f"stopped: {reason}; try a lower --lr; {what_is_kept(run, paths)}", file=sys.stderr)
         return DIVERGED
+    except safe_files.UnwritableFile as error:
+        print(f"experiments.py: error: {error}; {what_is_kept(run, paths)}", file=sys.stderr)
+        return USAGE
     except KeyboardInterrupt:
         print(f"\n{interruption_message(run, paths, argv)}", file=sys.stderr)
         return INTERRUPTED
@@ -264,18 +313,17 @@ def train(run: Run, paths: RunFiles, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment the command line describes; return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    with one_line_errors("experiments.py", (UsageError, DataError), LOCK_HELD, NOT_STARTED) as outcome, \
+    with one_line_errors("experiments.py", ONE_LINE_ERRORS, LOCK_HELD, NOT_STARTED) as outcome, \
             run_settings_restored():
         args = command_line.parse(argv, DESCRIPTION)
         paths = run_files(args)
         with safe_files.exclusive_lock(paths.locks[0]), safe_files.exclusive_lock(paths.locks[1]):
             checkpoints.check_paths(args, paths)  # under the locks: two processes never write the same run
-            for path in (paths.record, paths.checkpoint):  # left by a process killed while writing them
+            for path in epoch_files(paths):  # left by a process killed while writing them, then a trial write
                 safe_files.remove_stale_temporaries(path)
+                safe_files.check_writable(path)
             run = start(args, argv, paths)
             if run.finished:
-                if recorded_epochs(paths.record) != run.config.epochs:  # ended between checkpoint and record
-                    write_record(run, paths)
                 print(f"{paths.record} is already complete ({run.config.epochs} epochs)")
                 return 0
             return train(run, paths, argv)

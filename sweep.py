@@ -37,8 +37,9 @@ from runner.sweeps.gpus import mps_daemon, runs_at_once
 from runner.errors import INTERRUPTED, UsageError
 from runner.sweeps.grid import GridPoint, Sweep, SweepError, load_sweep
 from runner.interrupts import one_line_errors
-from runner.sweeps.jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, Progress, active_cluster_jobs, describe,
-                        epochs_saved, last_line, record_outcome, run_state, start_process, threads_env)
+from runner.sweeps.jobs import (FAILED, FINISHED, NEW, QUEUED, RESUME, RUNNING, Progress, active_cluster_jobs,
+                                describe, epochs_saved, last_line, record_outcome, run_state, start_process,
+                                threads_env)
 
 POLL_SECONDS = 0.2
 LOCK_HELD = "another sweep.py is working on this sweep ({error}); wait for it or stop it first"
@@ -217,7 +218,8 @@ def plan_line(sweep: Sweep, states: dict[str, str]) -> str:
     """How many runs are in each state."""
     count = Counter(states.values())
     parts = [f"{count[FINISHED]} finished", f"{count[RESUME]} to resume", f"{count[NEW]} to start",
-             f"{count[FAILED]} failed before", f"{count[QUEUED]} queued on the cluster"]
+             f"{count[FAILED]} failed before", f"{count[QUEUED]} queued on the cluster",
+             f"{count[RUNNING]} running in another process"]
     return f"{sweep.path}: {len(states)} runs: " + ", ".join(p for p in parts if not p.startswith("0 "))
 
 
@@ -242,7 +244,7 @@ def summarize(sweep: Sweep, why_stopped: dict[str, str]) -> int:
     known, why they stopped (`why_stopped`, by run name); exit code 0 only if every run finished."""
     states = current_states(sweep)
     failed = [run for run in sweep.runs if states[run.name] == FAILED]
-    unfinished = [run for run in sweep.runs if states[run.name] in (RESUME, NEW, QUEUED)]
+    unfinished = [run for run in sweep.runs if states[run.name] in (RESUME, NEW, QUEUED, RUNNING)]
     finished = sum(state == FINISHED for state in states.values())
     if finished == len(sweep.runs):
         print(f"all {finished} runs finished; their records are in {sweep.results_dir}")
@@ -256,14 +258,14 @@ def summarize(sweep: Sweep, why_stopped: dict[str, str]) -> int:
         print(f"  unfinished {run.name}{why}: {unfinished_state(run, states[run.name])}")
     if failed:
         print("fix the cause, then rerun with --retry-failed")
-    if any(states[run.name] != QUEUED for run in unfinished):
+    if any(states[run.name] not in (QUEUED, RUNNING) for run in unfinished):
         print("run the same command again to continue the unfinished runs")
     return 1
 
 
 def unfinished_state(run: GridPoint, state: str) -> str:
     """Where an unfinished run stands, in words."""
-    if state == QUEUED:
+    if state in (QUEUED, RUNNING):
         return describe(run, state)
     return epochs_saved(run)
 

@@ -16,6 +16,7 @@ from analysis.reports import (detectors_report, probes_report, regret_report, se
                               selection_report, signals_report)
 from analysis.seeds import seed_populations
 from analysis.selection import select_models, tau_across_runs, tau_along_epochs
+from runner import safe_files
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths += save_formats(plot_regions(seed_selection, f"seed {seed}"),
                                       Path(args.figures) / f"regions_seed{seed}", tuple(args.formats))
             print(f"wrote {len(paths)} figure files to {args.figures}")
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, safe_files.UnwritableFile) as error:
         print(f"analysis: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -19,17 +19,23 @@ from analysis.regret import INTERVAL, WITHIN
 from analysis.reports import mean_std_text
 from analysis.selection import ModelSelection, kendall, tau_across_runs
 from analysis.signal_rules import SIGNALS, signal_values
+from runner import safe_files
 
 
 FIGURE_FORMATS = ("png", "pdf")  # PNG to look at, PDF (vector) for a paper
 
 
 def save_formats(figure: Figure, stem: Path, formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
-    """Write `figure` as `<stem>.<format>` for each of `formats`, creating the folder; return the paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    """Write `figure` as `<stem>.<format>` for each of `formats`, creating the folder; return the paths.
+    Raises `safe_files.UnwritableFile` where a file cannot be written (a full disk, a read-only
+    folder, a file where the folder should be)."""
     paths = [stem.with_name(f"{stem.name}.{extension}") for extension in formats]
     for path in paths:
-        figure.savefig(path, dpi=150)
+        try:
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path, dpi=150)
+        except OSError as error:
+            raise safe_files.unwritable(path, error) from None
     return paths
 
 

@@ -30,6 +30,10 @@ REFERENCE = "experiment (the reference code's flags)"
 RUN = "data, device and run management"
 SPEED = "speed (defaults stay fp32 and give the same numbers run after run)"
 MODEL_NAMES = sorted(FAMILIES)
+MAX_LR = 3.4028234663852886e38  # the largest float32 number, the precision the weights are updated in
+MAX_SCALE = 16  # the widest networks that can train (see WIDEST)
+WIDEST = (f"ResNet-18 at {MAX_SCALE} has 2.9 billion weights, 11.4 GB in fp32 before its gradients and "
+          f"optimizer state")
 
 
 def probe_sources(text: str) -> str:
@@ -50,7 +54,7 @@ class RunConfig:
     model: str = setting(REFERENCE, f"network: {', '.join(MODEL_NAMES)}", required=True, choices=MODEL_NAMES,
                          metavar="MODEL")
     scale: float = setting(REFERENCE, "width multiplier of every layer of the reference architecture",
-                           default=1.0, type=positive_float)
+                           default=1.0, type=positive_float, at_most=MAX_SCALE, bound=WIDEST)
     dataset: str = setting(REFERENCE, "folder: images listed in <data-dir>/train.txt and test.txt, or in class "
                                       "folders <data-dir>/[train/]<class>/ (see docs/DATA.md)",
                            default="cifar10", choices=datasets.DATASETS)
@@ -74,7 +78,8 @@ class RunConfig:
                                                 "noise type")
     epochs: int = setting(REFERENCE, "training epochs; the cosine schedule spans them", default=200, type=int,
                           at_least=1)
-    lr: float = setting(REFERENCE, "initial learning rate", default=0.1, type=positive_float)
+    lr: float = setting(REFERENCE, "initial learning rate", default=0.1, type=positive_float, at_most=MAX_LR,
+                        bound="the largest float32 number, which the weights are updated in")
     optimizer: str = setting(REFERENCE, "sgd: momentum 0.9, weight decay 5e-4 (reference); adam: torch defaults; "
                                         "adamw: torch defaults (decoupled weight decay 0.01)",
                              default="sgd", choices=sorted(OPTIMIZERS))
@@ -85,7 +90,7 @@ class RunConfig:
     # --filename when left out
     modelfilename: str = setting(REFERENCE, "checkpoint prefix (default: --filename)", also="--model-filename")
     seed: int = setting(REFERENCE, "fixes subset, noise, probe labels and batches, weights and augmentation",
-                        default=123, type=int)
+                        default=123, type=int, at_least=0)
     probe_source: str = setting(RUN, "images of the unlabeled probe set: the training subset relabelled at random "
                                      "(reference), or training images outside the subset",
                                 default="train", choices=noisy_data.PROBE_SOURCES)

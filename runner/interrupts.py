@@ -17,7 +17,11 @@ from typing import Iterator
 from runner.errors import INTERRUPTED, USAGE
 from runner.safe_files import LockHeld
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a run or a sweep: Ctrl-C (SIGINT), SIGTERM, and a hang-up (SIGHUP: the
+    terminal closed), unless the program was started to ignore hang-ups (`nohup`)."""
+    hang_up = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hang_up)
 
 
 def raise_keyboard_interrupt(signum, frame):
@@ -40,21 +44,20 @@ def signal_handlers(handlers: dict) -> Iterator[None]:
 
 
 def interrupts_stop_the_run() -> AbstractContextManager[None]:
-    """Let Ctrl-C and SIGTERM end the block with KeyboardInterrupt.
+    """Let Ctrl-C, SIGTERM and SIGHUP (see `stop_signals`) end the block with KeyboardInterrupt.
 
     Installed explicitly: a shell starts background jobs with SIGINT ignored, and Python would keep
     ignoring it.
     """
-    return signal_handlers({signal.SIGINT: signal.default_int_handler,
-                            signal.SIGTERM: raise_keyboard_interrupt})
+    return signal_handlers({signum: raise_keyboard_interrupt for signum in stop_signals()})
 
 
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back until the block has run, then raise KeyboardInterrupt."""
+    """Hold the signals that stop a run back until the block has run, then raise KeyboardInterrupt."""
     received = []
     with signal_handlers({signum: lambda number, frame: received.append(number)
-                          for signum in STOP_SIGNALS}):
+                          for signum in stop_signals()}):
         yield
     if received:
         raise KeyboardInterrupt

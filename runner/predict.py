@@ -90,13 +90,7 @@ def load_model(path: str | Path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint {path} not found; give a run's .pt file from its --checkpoint-dir")
-    try:
-        state = checkpoints.load_checkpoint(path, "cpu")
-    except UsageError:
-        raise
-    except Exception as error:  # torch raises several types for a file it cannot unpickle
-        raise UsageError(f"cannot read {path} as a checkpoint ({type(error).__name__}); give a run's .pt file "
-                         f"from its --checkpoint-dir")
+    state = checkpoints.load_checkpoint(path, "cpu", advice="give a run's .pt file from its --checkpoint-dir")
     config = state["config"]
     model = create_model(config["model"], config["scale"], config["num_classes"])
     model.load_state_dict(state["model"])

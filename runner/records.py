@@ -120,15 +120,20 @@ def record_columns(rows: list[dict]) -> list[str]:
     return [*COLUMNS, *batches]
 
 
-def write_table(path: str | Path, columns: dict[str, list]) -> None:
-    """Atomically (re)write a gzip-compressed CSV file of equally long columns, with a header line
-    and no comments, which `pandas.read_csv(path)` reads as it is; missing values (None, NaN) are
-    empty cells. The same columns give the same bytes (no time stamp in the gzip header)."""
+def table_bytes(columns: dict[str, list]) -> bytes:
+    """A gzip-compressed CSV file of equally long columns, with a header line and no comments, which
+    `pandas.read_csv(path)` reads as it is; missing values (None, NaN) are empty cells. The same
+    columns give the same bytes (no time stamp in the gzip header)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([format_value(value) for value in row] for row in zip(*columns.values(), strict=True))
-    packed = gzip.compress(out.getvalue().encode(), mtime=0)
+    return gzip.compress(out.getvalue().encode(), mtime=0)
+
+
+def write_table(path: str | Path, columns: dict[str, list]) -> None:
+    """Atomically (re)write the table of `columns` (see `table_bytes`) at `path`."""
+    packed = table_bytes(columns)
     atomic_write(path, lambda f: f.write(packed))
 
 

@@ -12,6 +12,7 @@ from runner import batching
 from runner import checkpoints
 import datasets
 from runner import noisy_data
+from runner.errors import UsageError
 from runner.config import RunConfig
 from runner.machine import environment, environment_changes
 from models import create_model
@@ -103,6 +104,7 @@ class Run:
             "probe": self.probe.state_dict(), "labels": self.label_tensors(),
             "extra_probes": {name: probe.state_dict() for name, probe in self.extra_probes.items()},
             **({"class_names": list(self.data.class_names)} if self.data.class_names is not None else {}),
+            "test_predictions": self.test_predictions,
         }
 
     def load_state_dict(self, state: dict) -> list[str]:
@@ -117,6 +119,8 @@ class Run:
         self.probe.load_state_dict(state["probe"])
         for name, probe in self.extra_probes.items():
             probe.load_state_dict(state["extra_probes"][name])
+        if "test_predictions" in state:  # checkpoints written before they were kept lack them
+            self.test_predictions.copy_(state["test_predictions"])
         return missing
 
 
@@ -168,8 +172,12 @@ def build_run(config: RunConfig, command: list[str], device: torch.device,
 def restore(run: Run, state: dict, path: Path) -> None:
     """Continue a freshly built run from its checkpoint `state` (in the current format), read from
     `path`, after checking that it belongs to the same run; says what cannot continue exactly."""
-    checkpoints.check_same_run(state, run.config, run.label_tensors(), run.device, path)
-    missing = run.load_state_dict(state)
+    try:
+        checkpoints.check_same_run(state, run.config, run.label_tensors(), run.device, path)
+        missing = run.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        raise UsageError(f"{path} does not hold a state this run can continue from "
+                         f"({checkpoints.first_line(error)}); use --overwrite to start over") from None
     if missing:
         print(f"note: {path} holds no {', '.join(missing)} history of the training samples (it was "
               f"written before they were kept); those signals start afresh", file=sys.stderr)

@@ -34,7 +34,8 @@ class Flag:
     metavar: str | None = None
     switch: str | None = None  # SWITCH or TWO_WAY for a flag given without a value
     at_least: int | None = None  # the smallest value allowed
-    at_most: int | None = None  # the largest (the range is then [at_least, at_most])
+    at_most: float | None = None  # the largest (the range is then [at_least, at_most] where both are given)
+    bound: str = ""  # why the range is what it is, said with a refusal
     spelled: str | None = None  # the documented spelling, where it is not --<name with dashes>
     also: str | None = None  # the other spelling, where it is not the documented one with - and _ swapped
     name: str = ""  # the setting's name, which argparse stores the value under (`data_dir`)
@@ -72,12 +73,18 @@ class Flag:
     def out_of_range(self, value: Any) -> str | None:
         """What is wrong with a value outside the flag's range (`--epochs must be at least 1, got 0`);
         None for a value within it."""
-        if self.at_most is not None and not self.at_least <= value <= self.at_most:
-            return f"{self.spelling} must be within [{self.at_least}, {self.at_most}], got {value}"
-        if self.at_least is not None and value < self.at_least:
-            least = "0 or more" if self.at_least == 0 else f"at least {self.at_least}"
-            return f"{self.spelling} must be {least}, got {value}"
-        return None
+        below = self.at_least is not None and value < self.at_least
+        above = self.at_most is not None and value > self.at_most
+        if not (below or above):
+            return None
+        if self.at_least is not None and self.at_most is not None:
+            allowed = f"within [{self.at_least:.4g}, {self.at_most:.4g}]"
+        elif above:
+            allowed = f"at most {self.at_most:.4g}"
+        else:
+            allowed = "0 or more" if self.at_least == 0 else f"at least {self.at_least:.4g}"
+        because = f" ({self.bound})" if self.bound else ""
+        return f"{self.spelling} must be {allowed}{because}, got {value}"
 
 
 def setting(group: str, help: str, **how: Any) -> Any:

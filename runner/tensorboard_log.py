@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from runner import safe_files
 from runner.errors import UsageError
 
 RECORD_ONLY = ("epoch",)  # columns that are the step, not a scalar
@@ -24,7 +25,10 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        self.writer = SummaryWriter(str(Path(folder) / run_name), purge_step=0)
+        try:
+            self.writer = SummaryWriter(str(Path(folder) / run_name), purge_step=0)
+        except OSError as error:
+            raise safe_files.unwritable(Path(folder) / run_name, error) from None
         for row in saved_rows:
             self.add_row(row)
 

@@ -398,7 +398,7 @@ def test_divergence_in_the_first_epoch_writes_nothing_and_says_so(synthetic_cifa
     monkeypatch.setattr(experiments, "probe_train_and_test", diverge)
     assert experiments.main(run_args(synthetic_cifar10, tmp_path)) == errors.DIVERGED
     err = capsys.readouterr().err
-    assert "non-finite training loss in epoch 0" in err and "no epoch was completed, so nothing was written" in err
+    assert "non-finite training loss in epoch 0" in err and "no epoch was saved, so nothing was written" in err
     assert not (tmp_path / "results").exists() and not list(tmp_path.glob("checkpoint/*"))
 
 

@@ -138,7 +138,8 @@ def test_predict_refuses_what_it_cannot_read_with_one_line(tmp_path, capsys):
     assert predict.main([str(tmp_path / "notes.pt"), str(tmp_path / "images"), "--output", str(tmp_path / "p.csv")]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert "checkpoint" in errors[0] and "not found" in errors[0] and "is not a folder" in errors[1]
-    assert errors[2].startswith(f"predict: error: cannot read {tmp_path / 'notes.pt'} as a checkpoint") and len(errors) == 3
+    assert errors[2].startswith(f"predict: error: {tmp_path / 'notes.pt'} cannot be read as a checkpoint") and len(errors) == 3
+    assert errors[2].endswith("give a run's .pt file from its --checkpoint-dir")
     assert not (tmp_path / "p.csv").exists()
 
 

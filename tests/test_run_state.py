@@ -15,9 +15,10 @@ from susceptibility.traceless import IEEE_FP32, fp32_precision, set_fp32_precisi
 from conftest import (assert_bit_identical, built_run, checkpoint_path, interrupt_at_epoch, record_path,
                       run_args)
 
-# What a checkpoint of format 3 holds, as checkpoints written before this layout hold it too.
+# What a checkpoint of format 3 holds, as checkpoints written before this layout hold it too, and
+# the test predictions of its last epoch, which earlier ones of format 3 lack.
 FORMAT_3_KEYS = {"format", "config", "command", "epochs_completed", "finished", "environment", "rng", "model",
-                 "optimizer", "scheduler", "signals", "rows", "probe", "labels", "extra_probes"}
+                 "optimizer", "scheduler", "signals", "rows", "probe", "labels", "extra_probes", "test_predictions"}
 
 
 @pytest.mark.e2e

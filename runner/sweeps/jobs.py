@@ -5,6 +5,7 @@ and the cluster jobs (`runner.sweeps.slurm`).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import csv
 import getpass
 import os
@@ -14,15 +15,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from runner import command_line
 from runner import config
 from runner import records
+from runner import safe_files
 from runner.errors import DIVERGED, INTERRUPTED, UsageError
+from runner.run_files import run_files
 from runner.sweeps.grid import GridPoint, SweepError
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments.py"
-FINISHED, QUEUED, FAILED, RESUME, NEW = "finished", "queued", "failed", "resume", "new"
+FINISHED, QUEUED, RUNNING, FAILED, RESUME, NEW = "finished", "queued", "running", "failed", "resume", "new"
 # How Slurm names a job that has ended. squeue names a job that has not by its state (PENDING,
 # RUNNING, ...) or by a flag that outranks it (COMPLETING, REQUEUED, ...).
 ENDED_JOB_STATES = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
@@ -74,13 +79,22 @@ def recorded_state(point: GridPoint) -> tuple[bool, int]:
     return bool(status.get("finished")) and same_settings(meta, point.args), status.get("epochs_completed", 0)
 
 
+def lock_holder(point: GridPoint) -> str | None:
+    """The process that holds a lock of the point's run (an earlier sweep's run still training, say)."""
+    locks = run_files(point.args).locks
+    return next((holder for holder in map(safe_files.lock_holder, locks) if holder), None)
+
+
 def run_state(point: GridPoint, active_jobs: set[str]) -> str:
-    """finished, queued (on the cluster), failed (before), resume (has saved epochs) or new."""
+    """finished, queued (on the cluster), running (in a process that holds its lock), failed
+    (before), resume (has saved epochs) or new."""
     if recorded_state(point)[0]:
         return FINISHED
     job = point.marker("job")
     if job.exists() and job.read_text().strip() in active_jobs:
         return QUEUED
+    if lock_holder(point):
+        return RUNNING
     if point.marker("failed").exists():
         return FAILED
     if point.record.exists() or point.checkpoint.exists():
@@ -118,6 +132,8 @@ def describe(point: GridPoint, state: str) -> str:
         return f"resume after {recorded_state(point)[1]}/{point.args.epochs}"
     if state == QUEUED:
         return f"queued (job {point.marker('job').read_text().strip()})"
+    if state == RUNNING:
+        return f"running (process {lock_holder(point)})"
     return state
 
 
@@ -147,7 +163,9 @@ def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str],
     longer holds.
 
     Here the run gets its own session, so that a terminal's Ctrl-C reaches only the sweep, which then
-    stops its runs; in a cluster job it stays in the job's, where the scheduler signals it directly.
+    stops its runs, and gets SIGTERM from the kernel when the sweep ends however it ends (a SIGKILL
+    too), so that it never outlives it; in a cluster job it stays in the job's, where the scheduler
+    signals it directly.
     """
     point.log.parent.mkdir(parents=True, exist_ok=True)
     point.marker("failed").unlink(missing_ok=True)
@@ -156,7 +174,22 @@ def start_process(point: GridPoint, cwd: str | Path, env: dict[str, str],
         log.flush()
         return subprocess.Popen(command(point), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                                start_new_session=own_session)
+                                start_new_session=own_session,
+                                preexec_fn=stopped_with(os.getpid()) if own_session else None)
+
+
+def stopped_with(parent: int) -> Callable[[], None] | None:
+    """What a child runs before it starts, on Linux: have the kernel send it SIGTERM when `parent`,
+    the process starting it, ends (`PR_SET_PDEATHSIG`), and stop at once where it has ended already."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None).prctl  # looked up here: the child only calls it
+
+    def ask_kernel() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(INTERRUPTED)
+    return ask_kernel
 
 
 def record_outcome(point: GridPoint, returncode: int) -> str:
