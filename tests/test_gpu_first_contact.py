@@ -79,7 +79,8 @@ def test_training_probe_and_test_batches_are_normalized_through_the_table(synthe
 class DeviceArithmetic(TorchDispatchMode):
     """Notes every operation on CUDA tensors that computes values rather than moving or indexing them."""
 
-    MOVING = {"index", "_to_copy", "arange", "view", "lift_fresh", "_unsafe_view", "copy_", "empty", "detach"}
+    MOVING = {"index", "gather", "expand", "_to_copy", "arange", "view", "lift_fresh", "_unsafe_view", "copy_", "empty",
+              "detach"}
 
     def __init__(self):
         super().__init__()
