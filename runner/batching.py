@@ -45,9 +45,8 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, 3, H, W) to float32, scaled to [0, 1] and normalized with the reference
     constants: each pixel's value looked up in its channel's row of `normalization_table`."""
     table = normalization_table(images.device)
-    count, channels = images.shape[:2]
-    pixels = images.reshape(count, channels, -1).long()
-    return table.expand(count, *table.shape).gather(2, pixels).view(images.shape)  # a gather: 3x faster on a CPU
+    channels = torch.arange(table.shape[0], device=images.device).view(1, -1, 1, 1)
+    return table[channels, images.long()]
 
 
 def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

@@ -79,8 +79,7 @@ def test_training_probe_and_test_batches_are_normalized_through_the_table(synthe
 class DeviceArithmetic(TorchDispatchMode):
     """Notes every operation on CUDA tensors that computes values rather than moving or indexing them."""
 
-    MOVING = {"index", "gather", "expand", "_to_copy", "arange", "view", "lift_fresh", "_unsafe_view", "copy_", "empty",
-              "detach"}
+    MOVING = {"index", "_to_copy", "arange", "view", "lift_fresh", "_unsafe_view", "copy_", "empty", "detach"}
 
     def __init__(self):
         super().__init__()
@@ -346,3 +345,10 @@ def test_a_mig_slice_named_in_cuda_visible_devices_is_recorded(monkeypatch):
     assert nvidia.mig_slice("NVIDIA H100 80GB HBM3") == "MIG-5c89d3a2-2c3b-5b1e-9e4f-0a1b2c3d4e5f"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert nvidia.mig_slice("NVIDIA H100 80GB HBM3") is None
+
+
+def test_normalizing_keeps_the_images_memory_layout():
+    """Channels-last batches stay channels-last: a compiled network sees one layout, one graph."""
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert batching.normalize(images.contiguous(memory_format=layout)).is_contiguous(memory_format=layout)
